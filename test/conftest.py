@@ -1,0 +1,41 @@
+# Copyright 2026 The tesg_ros authors
+# SPDX-License-Identifier: Apache-2.0
+"""Shared pytest fixtures: repository test data, the optional ../shared data, DDS isolation."""
+
+import os
+from pathlib import Path
+import random
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEST_DATA = REPO_ROOT / 'test' / 'data'
+SHARED_DATA = Path(os.environ.get('TESG_SHARED_DATA', REPO_ROOT.parent / 'shared' / 'data'))
+
+# Each test session gets its own DDS domain so parallel runs on one machine never see each
+# other's topics. Must happen before any rclpy.init().
+os.environ.setdefault('ROS_DOMAIN_ID', str(random.Random(os.getpid()).randint(1, 100)))
+os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
+
+
+@pytest.fixture(scope='session')
+def test_data():
+    """The repository's own small test data (TNO pairs, CC BY 4.0; see test/data/README.md)."""
+    return TEST_DATA
+
+
+@pytest.fixture(scope='session')
+def shared_data():
+    """``../shared/data`` beside the clone; tests that need it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f'shared data not available at {SHARED_DATA}')
+    return SHARED_DATA
+
+
+@pytest.fixture(scope='session')
+def tno_pair_paths():
+    """(ir_path, vi_path) for each TNO pair shipped in test/data/tno."""
+    ir_dir = TEST_DATA / 'tno' / 'ir'
+    return [(p, TEST_DATA / 'tno' / 'vi' / p.name) for p in sorted(ir_dir.glob('*.png'))]
