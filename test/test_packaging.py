@@ -1,6 +1,6 @@
 # Copyright 2026 The tesg_ros authors
 # SPDX-License-Identifier: Apache-2.0
-"""Packaging: package.xml is format 3 with the runtime keys, and colcon installs the share files."""
+"""Packaging: package.xml (format 3, runtime keys); colcon installs share files and scripts."""
 
 import os
 from pathlib import Path
@@ -47,7 +47,8 @@ def test_colcon_build_installs_share_files_and_scripts(tmp_path):
 
     prefix = tmp_path / 'install' / 'tesg_ros'
     share = prefix / 'share' / 'tesg_ros'
-    assert (prefix / 'share' / 'ament_index' / 'resource_index' / 'packages' / 'tesg_ros').is_file()
+    index = prefix / 'share' / 'ament_index' / 'resource_index' / 'packages'
+    assert (index / 'tesg_ros').is_file()
     assert (share / 'package.xml').is_file()
     tracked = tracked_files()
     for folder in ['launch', 'config', 'model']:
@@ -62,7 +63,8 @@ def test_colcon_build_installs_share_files_and_scripts(tmp_path):
     site = next((prefix / 'lib').glob('python3*/site-packages'))
     env = dict(os.environ, AMENT_PREFIX_PATH=str(prefix), PYTHONPATH=str(site))
     probe = subprocess.run(
-        [sys.executable, '-c', 'import tesg_ros.paths as p; print(p.__file__); print(p.share_dir())'],
+        [sys.executable, '-c',
+         'import tesg_ros.paths as p; print(p.__file__); print(p.share_dir())'],
         cwd=tmp_path, env=env, capture_output=True, text=True)
     assert probe.returncode == 0, probe.stderr
     module_file, share_dir = probe.stdout.split()

@@ -1,0 +1,72 @@
+# Copyright 2026 The tesg_ros authors
+# SPDX-License-Identifier: Apache-2.0
+"""Launch the tesg_ros fusion node: thermal + RGB in, fused/image out.
+
+    ros2 launch tesg_ros fusion.launch.py \
+        rgb_image_topic:=/camera/color/image_raw thermal_image_topic:=/thermal/image_raw
+
+Where ``ros2 launch`` is unavailable the same node runs as a console script with the same
+``--ros-args`` (see the README).
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+
+
+def generate_launch_description():
+    share = get_package_share_directory('tesg_ros')
+    arguments = [
+        ('namespace', '', 'Namespace of the node and its relative topics.'),
+        ('use_sim_time', 'false', 'Use /clock (set true with "ros2 bag play --clock").'),
+        ('params_file', os.path.join(share, 'config', 'fusion.yaml'),
+         'Parameters YAML (defaults: share/tesg_ros/config/fusion.yaml).'),
+        ('rgb_image_topic', 'rgb/image', 'RGB image input.'),
+        ('rgb_info_topic', 'rgb/camera_info', 'RGB CameraInfo input.'),
+        ('thermal_image_topic', 'thermal/image', 'Thermal image input.'),
+        ('thermal_info_topic', 'thermal/camera_info', 'Thermal CameraInfo input.'),
+        ('output_topic', 'fused/image', 'Fused image output.'),
+        ('output_info_topic', 'fused/camera_info', 'Fused CameraInfo output.'),
+        ('device', 'auto', 'Inference device: auto, cpu, cuda or cuda:N.'),
+        ('log_level', 'info', 'Logging level of the node.'),
+    ]
+    declared = [DeclareLaunchArgument(name, default_value=default, description=text)
+                for name, default, text in arguments]
+    arg = LaunchConfiguration
+
+    fusion_node = Node(
+        package='tesg_ros',
+        executable='fusion_node',
+        name='tesg_fusion',
+        namespace=arg('namespace'),
+        output='screen',
+        emulate_tty=True,
+        parameters=[
+            arg('params_file'),
+            {
+                'use_sim_time': ParameterValue(arg('use_sim_time'), value_type=bool),
+                'model.device': ParameterValue(arg('device'), value_type=str),
+            },
+        ],
+        remappings=[
+            ('rgb/image', arg('rgb_image_topic')),
+            ('rgb/camera_info', arg('rgb_info_topic')),
+            ('thermal/image', arg('thermal_image_topic')),
+            ('thermal/camera_info', arg('thermal_info_topic')),
+            ('fused/image', arg('output_topic')),
+            ('fused/camera_info', arg('output_info_topic')),
+        ],
+        arguments=['--ros-args', '--log-level', arg('log_level')],
+    )
+    return LaunchDescription([
+        # huggingface_hub reads these at import time: set them before the process starts.
+        SetEnvironmentVariable('HF_HUB_OFFLINE', '1'),
+        SetEnvironmentVariable('TRANSFORMERS_OFFLINE', '1'),
+        *declared,
+        fusion_node,
+    ])

