@@ -36,6 +36,7 @@ setup(
     license='Apache-2.0',
     entry_points={
         'console_scripts': [
+            'fusion_node = tesg_ros.fusion_node:main',
             'tesg-compute-homography = tesg_ros.tools.compute_homography:main',
         ],
     },

@@ -1,0 +1,439 @@
+# Copyright 2026 The tesg_ros authors
+# SPDX-License-Identifier: Apache-2.0
+"""The FusionEngine: one pipeline shared by the node and the offline tools (ROS-free).
+
+numpy thermal (raw) + numpy BGR → thermal normalisation → registration into the RGB grid
+(crop to overlap) → semantics (latest text embedding, masks of this frame) → TeSG network →
+colour restored from the visible chroma → numpy BGR uint8.
+
+The engine owns the network and the Semantic Information Generator (whose describer runs in
+its own thread); :meth:`process` is called from one worker thread.
+"""
+
+from dataclasses import dataclass, field
+import logging
+import threading
+import time
+
+import numpy as np
+
+from tesg_ros.errors import CalibrationError, ConfigError, ImageEncodingError
+from tesg_ros.paths import share_path
+
+DEFAULT_WEIGHTS = ('model', 'tesg_fusion.safetensors')
+
+# node parameter -> ThermalNormalizer.from_config key
+_THERMAL_KEYS = {
+    'thermal.normalization': 'mode',
+    'thermal.percentile_low': 'low_percentile',
+    'thermal.percentile_high': 'high_percentile',
+    'thermal.temporal_alpha': 'alpha',
+    'thermal.scale': 'scale',
+    'thermal.offset': 'offset',
+    'thermal.clahe': 'clahe',
+}
+
+
+def thermal_config(params):
+    """ThermalNormalizer configuration from node-style parameters."""
+    config = {key: params[name] for name, key in _THERMAL_KEYS.items()}
+    if config['mode'] == 'fixed_range':
+        config['range_low'] = params['thermal.fixed_low']
+        config['range_high'] = params['thermal.fixed_high']
+    return config
+
+
+def registration_config(params):
+    """Registration configuration from node-style parameters."""
+    config = {'mode': params['registration.mode'],
+              'crop_to_overlap': params['registration.crop_to_overlap']}
+    if config['mode'] == 'identity':
+        config['allow_resize'] = True
+    if params['registration.file']:
+        config['homography_file'] = params['registration.file']
+    elif config['mode'] == 'homography':
+        config['homography'] = list(params['registration.homography'])
+    return config
+
+
+@dataclass
+class EngineSettings:
+    """Everything the engine needs, decoupled from ROS parameter names."""
+
+    thermal: dict
+    registration: dict
+    weights: str = ''
+    device: str = 'auto'
+    half: bool = True
+    semantics: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_params(cls, params):
+        """Build from the node's parameters (``tesg_ros.node_params`` names)."""
+        semantics = {key[len('semantics.'):]: value for key, value in params.items()
+                     if key.startswith('semantics.')}
+        return cls(thermal=thermal_config(params), registration=registration_config(params),
+                   weights=params['model.weights'], device=params['model.device'],
+                   half=params['model.half'], semantics=semantics)
+
+
+@dataclass
+class FusedFrame:
+    """One fused frame: ``bgr`` (H, W, 3) uint8 in the RGB camera's (cropped) grid."""
+
+    bgr: np.ndarray
+    roi: tuple
+    timings_ms: dict
+    thermal_registered: np.ndarray = None
+    masks: np.ndarray = None
+
+
+def resolve_device(requested, half):
+    """Return ``(torch.device, torch.dtype)`` for 'auto', 'cpu', 'cuda' or 'cuda:N'."""
+    import torch
+
+    if requested == 'auto':
+        requested = 'cuda' if torch.cuda.is_available() else 'cpu'
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError) as error:
+        raise ConfigError(f'model.device: {requested!r} is not a device ({error})') from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ConfigError(f'model.device: {requested!r} requested but CUDA is not available; '
+                          'use auto or cpu')
+    if device.type not in ('cpu', 'cuda'):
+        raise ConfigError(f'model.device: {requested!r} is not supported (cpu, cuda, cuda:N)')
+    dtype = torch.float16 if device.type == 'cuda' and half else torch.float32
+    return device, dtype
+
+
+def fit_masks(masks, channels):
+    """Per-phrase masks (P, H, W) -> the network's ``channels`` masks.
+
+    One channel: the union (pixel-wise max) of all phrases. More: the first ``channels``
+    phrases, zero-padded.
+    """
+    height, width = masks.shape[1:]
+    if channels == 1:
+        if masks.shape[0] == 0:
+            return np.zeros((1, height, width), np.float32)
+        return masks.max(axis=0, keepdims=True).astype(np.float32, copy=False)
+    fitted = np.zeros((channels, height, width), np.float32)
+    count = min(channels, masks.shape[0])
+    fitted[:count] = masks[:count]
+    return fitted
+
+
+class _OperatorAwareDescriber:
+    """Describer used by the refresher: the operator's prompt wins when one is set."""
+
+    def __init__(self, fallback, prompt=''):
+        self.fallback = fallback
+        self.prompt = prompt
+        self.model_id = getattr(fallback, 'model_id', type(fallback).__name__)
+
+    def __call__(self, visible, thermal):
+        prompt = self.prompt
+        if prompt:
+            return prompt
+        return self.fallback(visible, thermal)
+
+
+class FusionEngine:
+    """Fuse registered thermal + RGB frames with the TeSG network (see the module docstring)."""
+
+    def __init__(self, settings, logger=None, net=None):
+        from tesg_ros.thermal import ThermalNormalizer
+
+        self._logger = logger if logger is not None else logging.getLogger(__name__)
+        self.settings = settings
+        self._lock = threading.Lock()  # guards settings swaps against process()
+        self.normalizer = ThermalNormalizer.from_config(settings.thermal)
+        self.registration = None
+        self._registration_error = ''
+        self.device, self.dtype = resolve_device(settings.device, settings.half)
+        self.fallbacks = 0
+        self.weights_path = None
+        if net is None:
+            net = self._load_net(settings.weights)
+        self.net = net.to(self.device, self.dtype).eval()
+        config = self.net.config
+        self.mask_channels = config.mask_channels
+        self.text_dim = config.text_dim
+        self.sig = None
+        self._semantics_mode = settings.semantics.get('mode', 'live')
+        self._recorded = None
+        if self._semantics_mode != 'off':
+            self.sig = self._build_sig(settings.semantics)
+        self._zero_text = np.zeros(self.text_dim, np.float32)
+        self.warm_up()
+        if self.sig is not None and self._semantics_mode == 'live':
+            self.sig.start()
+
+    # ------------------------------------------------------------------ construction
+    def _load_net(self, weights):
+        from tesg_ros.network.weights import load_fusion_net
+
+        path = weights or str(share_path(*DEFAULT_WEIGHTS))
+        self.weights_path = path
+        try:
+            return load_fusion_net(path, device='cpu')
+        except FileNotFoundError:
+            raise ConfigError(f'model.weights: {path} does not exist') from None
+
+    def _build_sig(self, semantics):
+        from tesg_ros.sig import OfflineDescriber, SemanticInformationGenerator
+        from tesg_ros.sig.masks import ClipSegMaskBackend, HogMaskBackend, ThermalMaskBackend
+        from tesg_ros.sig.text_encoder import make_text_encoder
+
+        encoder_path = semantics.get('text_encoder.path') or None
+        encoder_kind = 'clip' if encoder_path and 'clip' in encoder_path.lower() else 'minilm'
+        encoder = make_text_encoder(encoder_kind, encoder_path, expected_dim=self.text_dim,
+                                    parameter='semantics.text_encoder')
+        masks = semantics.get('masks', 'thermal')
+        if masks == 'thermal':
+            mask_backend = ThermalMaskBackend()
+        elif masks == 'hog':
+            mask_backend = HogMaskBackend()
+        elif masks == 'clipseg':
+            mask_backend = ClipSegMaskBackend(semantics.get('clipseg.path', ''))
+        else:
+            mask_backend = _NoMasks()
+        if semantics.get('source') == 'vlm':
+            from tesg_ros.sig.vlm import VlmDescriber
+            fallback = VlmDescriber(
+                semantics.get('vlm.path', ''), prompt=semantics.get('vlm.prompt') or None,
+                trust_remote_code=semantics.get('vlm.trust_remote_code', False))
+            source = 'vlm'
+        else:
+            fallback = OfflineDescriber()
+            source = 'describer'
+        self._describer = _OperatorAwareDescriber(fallback, semantics.get('prompt', ''))
+        return SemanticInformationGenerator(
+            encoder, mask_backend=mask_backend, describer=self._describer,
+            period_s=semantics.get('period', 5.0), timeout_s=semantics.get('timeout', 30.0),
+            source=source, logger=self._logger)
+
+    def warm_up(self, height=480, width=640):
+        """One forward pass so the first real frame does not pay allocation/autotuning."""
+        import torch
+
+        with torch.inference_mode():
+            ir = torch.zeros(1, 1, height, width, device=self.device, dtype=self.dtype)
+            self.net(ir, ir, torch.zeros(1, self.mask_channels, height, width,
+                                         device=self.device, dtype=self.dtype),
+                     torch.zeros(1, self.text_dim, device=self.device, dtype=self.dtype))
+
+    # ------------------------------------------------------------------ per frame
+    def _registration_for(self, thermal_shape, rgb_shape):
+        from tesg_ros.registration import Registration
+
+        thermal_size = (thermal_shape[1], thermal_shape[0])
+        rgb_size = (rgb_shape[1], rgb_shape[0])
+        if self.registration is None:
+            self.registration = Registration.from_config(
+                self.settings.registration, thermal_size, rgb_size)
+        else:
+            self.registration.update(thermal_size=thermal_size, rgb_size=rgb_size)
+        return self.registration
+
+    def process(self, thermal, rgb_bgr, thermal_valid=None):
+        """Fuse one pair.
+
+        thermal: (Ht, Wt) uint8/uint16/float32 raw thermal; thermal_valid: optional bool mask.
+        rgb_bgr: (H, W, 3) uint8. Returns a :class:`FusedFrame` in the RGB grid, cropped to
+        the overlap when ``registration.crop_to_overlap`` is set.
+        """
+        from tesg_ros.network.colour import bgr_to_ycbcr_np, restore_colour_np, uint8_to_float
+
+        rgb_bgr = np.asarray(rgb_bgr)
+        if rgb_bgr.ndim != 3 or rgb_bgr.shape[2] != 3 or rgb_bgr.dtype != np.uint8:
+            raise ImageEncodingError(f'rgb image must be (H, W, 3) uint8, got {rgb_bgr.shape} '
+                                     f'{rgb_bgr.dtype}')
+        timings = {}
+        start = time.perf_counter()
+        with self._lock:
+            ir = self.normalizer.normalize(thermal, thermal_valid)
+        timings['normalise'] = _lap(start)
+
+        mark = time.perf_counter()
+        try:
+            registration = self._registration_for(ir.shape, rgb_bgr.shape)
+        except CalibrationError as error:
+            self._registration_error = str(error)
+            raise
+        ir_grid, visible, _ = registration.register(ir, rgb_bgr)
+        visible = np.ascontiguousarray(visible)
+        ir_grid = np.ascontiguousarray(ir_grid, dtype=np.float32)
+        timings['register'] = _lap(mark)
+
+        mark = time.perf_counter()
+        masks, text = self._semantics(visible, ir_grid)
+        timings['semantics'] = _lap(mark)
+
+        mark = time.perf_counter()
+        vis_y = bgr_to_ycbcr_np(uint8_to_float(visible))[..., 0]
+        fused_y = self._forward(ir_grid, vis_y, masks, text)
+        timings['network'] = _lap(mark)
+
+        mark = time.perf_counter()
+        bgr = restore_colour_np(fused_y, visible)
+        timings['colour'] = _lap(mark)
+        timings['total'] = _lap(start)
+        return FusedFrame(bgr=bgr, roi=tuple(registration.roi), timings_ms=timings,
+                          thermal_registered=ir_grid, masks=masks)
+
+    def _semantics(self, visible, thermal):
+        height, width = thermal.shape
+        if self.sig is None:
+            return np.zeros((self.mask_channels, height, width), np.float32), self._zero_text
+        if self._semantics_mode == 'replay':
+            recorded = self._recorded
+            if recorded is None:
+                return (np.zeros((self.mask_channels, height, width), np.float32),
+                        self._zero_text)
+            phrases, text = recorded
+            masks = self.sig.mask_backend(visible, thermal, phrases)
+        else:
+            masks, text = self.sig(visible, thermal)
+        return fit_masks(np.asarray(masks, np.float32), self.mask_channels), text
+
+    def _forward(self, ir, vis_y, masks, text):
+        import torch
+
+        def run(device, dtype):
+            with torch.inference_mode():
+                tensors = [torch.from_numpy(np.array(a, np.float32)).to(device, dtype)
+                           for a in (ir[None, None], vis_y[None, None], masks[None],
+                                     np.asarray(text, np.float32)[None])]
+                fused = self.net(*tensors)
+                return fused[0, 0].float().clamp_(0.0, 1.0).cpu().numpy()
+
+        try:
+            return run(self.device, self.dtype)
+        except torch.cuda.OutOfMemoryError:
+            self._logger.error('CUDA out of memory: falling back to the CPU (float32)')
+            torch.cuda.empty_cache()
+            self.device, self.dtype = torch.device('cpu'), torch.float32
+            self.net = self.net.to(self.device, self.dtype)
+            self.fallbacks += 1
+            return run(self.device, self.dtype)
+
+    # ------------------------------------------------------------------ runtime control
+    def update_settings(self, params):
+        """Apply runtime-tunable node parameters (validated before anything changes)."""
+        from tesg_ros.thermal import ThermalNormalizer
+
+        config = thermal_config(params)
+        normalizer = None
+        if config != self.settings.thermal:
+            normalizer = ThermalNormalizer.from_config(config)  # raises ConfigError
+        with self._lock:
+            if normalizer is not None:
+                self.normalizer = normalizer
+                self.settings.thermal = config
+        if self.sig is not None:
+            self.sig.refresher.period_s = float(params['semantics.period'])
+            self.set_operator_prompt(params['semantics.prompt'])
+
+    def set_operator_prompt(self, text):
+        """Steer the fusion with an operator's text; empty returns to the describer."""
+        if self.sig is None or self._semantics_mode != 'live':
+            return
+        text = text.strip()
+        if text != self._describer.prompt:
+            self._describer.prompt = text
+            self.sig.refresher.request_refresh()
+
+    def set_recorded_semantics(self, record):
+        """Replay mode: use recorded semantics (the JSON of :meth:`semantics_snapshot`)."""
+        if self.sig is None:
+            return
+        try:
+            description = str(record['description'])
+            phrases = tuple(str(p) for p in record['phrases'])
+        except (KeyError, TypeError) as error:
+            raise ConfigError(f'recorded semantics lack a field: {error}') from None
+        text = np.asarray(self.sig.encoder.encode([description])[0], np.float32)
+        self._recorded = (phrases, text)
+
+    def semantics_snapshot(self):
+        """The current semantics as a JSON-ready dict (same object until it changes)."""
+        if self.sig is None or self._semantics_mode != 'live':
+            return None
+        current = self.sig.semantics()
+        if getattr(self, '_snapshot_of', None) is current:
+            return self._snapshot
+        self._snapshot_of = current
+        self._snapshot = {
+            'description': current.description, 'phrases': list(current.phrases),
+            'source': current.source, 'model_id': current.model_id,
+            'age_s': round(current.age(), 3), 'error': current.error}
+        return self._snapshot
+
+    def output_camera_info(self, rgb_info, header, width, height):
+        """CameraInfo of the fused image: the RGB camera's, adjusted for the crop.
+
+        Without RGB CameraInfo (or with an uncalibrated one) the message carries only the
+        size and a zero K, as uncalibrated cameras publish.
+        """
+        from tesg_ros.registration import CameraModel
+
+        if rgb_info is not None and self.registration is not None:
+            try:
+                model = CameraModel.from_camera_info(rgb_info)
+                if model.is_calibrated and model.size == self.registration.rgb_size:
+                    return self.registration.crop_camera_info(model).to_camera_info(header)
+            except (CalibrationError, ConfigError):
+                pass
+        from sensor_msgs.msg import CameraInfo
+        return CameraInfo(header=header, width=width, height=height)
+
+    def diagnostics(self):
+        """Engine state for /diagnostics."""
+        import torch
+
+        values = {'device': str(self.device), 'dtype': str(self.dtype).replace('torch.', ''),
+                  'cuda_fallbacks': self.fallbacks, 'weights': self.weights_path or '',
+                  'thermal_mode': self.normalizer.mode,
+                  'semantics_mode': self._semantics_mode}
+        stats = self.normalizer.last_stats
+        if stats is not None:
+            values['thermal_window'] = [round(stats.low, 3), round(stats.high, 3)]
+            values['thermal_clipped'] = round(stats.fraction_clipped, 4)
+        if self.device.type == 'cuda':
+            values['gpu_memory_mb'] = round(torch.cuda.memory_allocated(self.device) / 2**20, 1)
+        if self.registration is not None:
+            summary = self.registration.summary()
+            values['registration'] = {key: summary[key] for key in (
+                'mode', 'overlap_fraction', 'roi', 'ok', 'warnings')}
+        if self._registration_error:
+            values['registration_error'] = self._registration_error
+        if self.sig is not None:
+            current = self.sig.semantics()
+            values['semantics_age_s'] = round(current.age(), 2)
+            values['semantics_description'] = current.description
+            values['semantics_error'] = current.error or ''
+        return values
+
+    @property
+    def dtype_name(self):
+        return str(self.dtype).replace('torch.', '')
+
+    def close(self):
+        """Stop the semantics thread."""
+        if self.sig is not None:
+            self.sig.stop(timeout=5.0)
+
+
+class _NoMasks:
+    """Mask backend 'none': zero masks (the network fuses without mask semantics)."""
+
+    name = 'none'
+
+    def __call__(self, visible, thermal, phrases):
+        return np.zeros((len(phrases), *thermal.shape[:2]), np.float32)
+
+
+def _lap(start):
+    return (time.perf_counter() - start) * 1e3

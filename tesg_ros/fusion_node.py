@@ -1,0 +1,455 @@
+# Copyright 2026 The tesg_ros authors
+# SPDX-License-Identifier: Apache-2.0
+"""The fusion node: synchronised thermal + RGB in, fused frames out (the thin ROS shell).
+
+Threads:
+- the executor thread runs subscriptions; the pairing callback only checks the pair and drops
+  it into a one-slot mailbox (it never runs the model);
+- the fusion worker owns the engine, fuses the newest pair and publishes;
+- the semantics refresher (inside the engine's Semantic Information Generator) describes the
+  scene in the background; the worker only reads its latest snapshot.
+
+All ages and latencies use the node clock (sim-time aware); processing times are monotonic.
+"""
+
+import json
+import sys
+import threading
+import time
+
+import rclpy
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                ParameterType, SetParametersResult)
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, qos_profile_sensor_data,
+                       ReliabilityPolicy)
+from rclpy.qos_overriding_options import QoSOverridingOptions
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import String
+
+from tesg_ros import image_codec
+from tesg_ros.engine import EngineSettings, FusionEngine
+from tesg_ros.errors import ConfigError, TesgError
+from tesg_ros.mailbox import LatestMailbox
+from tesg_ros.node_params import NODE_NAME, PARAMETERS, PARAMETERS_BY_NAME
+from tesg_ros.stats import RateMeter, RunningStats
+
+_PARAMETER_TYPES = {
+    'bool': ParameterType.PARAMETER_BOOL,
+    'int': ParameterType.PARAMETER_INTEGER,
+    'double': ParameterType.PARAMETER_DOUBLE,
+    'string': ParameterType.PARAMETER_STRING,
+    'double_array': ParameterType.PARAMETER_DOUBLE_ARRAY,
+}
+
+# Parameters whose change needs the pairing policy rebuilt (it has no setters).
+_SYNC_PARAMETERS = {'sync.queue_size', 'sync.slop', 'thermal.time_offset'}
+
+
+def _descriptor(spec):
+    descriptor = ParameterDescriptor(
+        description=spec.description, type=_PARAMETER_TYPES[spec.kind],
+        read_only=spec.read_only)
+    if spec.choices:
+        descriptor.additional_constraints = 'one of: ' + ', '.join(spec.choices)
+    if spec.kind == 'double' and spec.minimum is not None and spec.maximum is not None:
+        descriptor.floating_point_range = [FloatingPointRange(
+            from_value=float(spec.minimum), to_value=float(spec.maximum), step=0.0)]
+    if spec.kind == 'int' and spec.minimum is not None and spec.maximum is not None:
+        descriptor.integer_range = [IntegerRange(
+            from_value=int(spec.minimum), to_value=int(spec.maximum), step=1)]
+    return descriptor
+
+
+def _stamp_ns(header):
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def resolve_sync_backend(requested, thermal_time_offset):
+    """Pick the pairing implementation: 'message_filters' or 'builtin'.
+
+    'auto' prefers message_filters when importable, except with a non-zero thermal time
+    offset, which only the builtin policy supports.
+    """
+    if requested == 'builtin':
+        return 'builtin'
+    try:
+        import message_filters  # noqa: F401
+    except ImportError:
+        if requested == 'message_filters':
+            raise ConfigError('sync.backend: message_filters is not importable here; install '
+                              'ros-<distro>-message-filters or use builtin') from None
+        return 'builtin'
+    if thermal_time_offset != 0.0:
+        if requested == 'message_filters':
+            raise ConfigError('thermal.time_offset needs sync.backend builtin or auto: '
+                              'message_filters has no per-input offset')
+        return 'builtin'
+    return 'message_filters'
+
+
+def make_synchronizer(backend, queue_size, slop, thermal_time_offset):
+    """Return ``(thermal_input, rgb_input, synchronizer)`` for a resolved backend.
+
+    The inputs are filters the subscription callbacks feed with ``signalMessage(msg)``.
+    """
+    if backend == 'message_filters':
+        import message_filters
+        inputs = [message_filters.SimpleFilter(), message_filters.SimpleFilter()]
+        synchronizer = message_filters.ApproximateTimeSynchronizer(inputs, queue_size, slop)
+    else:
+        from tesg_ros.pairing import ApproximateTimeSynchronizer, InputFilter
+        inputs = [InputFilter(), InputFilter()]
+        synchronizer = ApproximateTimeSynchronizer(inputs, queue_size, slop,
+                                                   thermal_time_offset=thermal_time_offset)
+    return inputs[0], inputs[1], synchronizer
+
+
+class FusionNode(Node):
+    """Thermal + RGB → fused image node (see the module docstring for the threads)."""
+
+    def __init__(self, node_name=NODE_NAME, **kwargs):
+        super().__init__(node_name, **kwargs)
+        for spec in PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        self._params = {spec.name: self._read_parameter(spec) for spec in PARAMETERS}
+
+        self._lock = threading.Lock()  # guards counters and caches, never held while fusing
+        self._counters = {key: 0 for key in (
+            'thermal_received', 'rgb_received', 'thermal_zero_stamp', 'rgb_zero_stamp',
+            'thermal_bad_encoding', 'rgb_bad_encoding', 'pairs', 'dropped_stale',
+            'dropped_out_of_order', 'dropped_bad_input', 'dropped_error', 'published')}
+        self._error_kinds = {}
+        self._last_error = ''
+        self._warned = set()
+        self._rates = {name: RateMeter() for name in ('thermal', 'rgb', 'pairs', 'published')}
+        self._pair_dt = RunningStats()
+        self._processing_ms = RunningStats()
+        self._latency_ms = RunningStats()
+        self._last_published_stamp = None
+        self._rgb_info = None
+        self._thermal_info = None
+
+        self.engine = FusionEngine(EngineSettings.from_params(self._params),
+                                   logger=self.get_logger())
+        self.get_logger().info(
+            f'fusion engine ready on {self.engine.device} ({self.engine.dtype_name}); '
+            f'weights: {self.engine.weights_path}')
+
+        depth_in = self._params['qos.input_depth']
+        depth_out = self._params['qos.output_depth']
+        sensor_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=depth_in,
+            reliability=qos_profile_sensor_data.reliability,
+            durability=qos_profile_sensor_data.durability)
+        output_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth_out,
+                                reliability=ReliabilityPolicy.RELIABLE,
+                                durability=DurabilityPolicy.VOLATILE)
+        latched_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                                 reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        overrides = QoSOverridingOptions.with_default_policies()
+
+        self._fused_pub = self.create_publisher(
+            Image, 'fused/image', output_qos, qos_overriding_options=overrides)
+        self._fused_info_pub = self.create_publisher(
+            CameraInfo, 'fused/camera_info', output_qos, qos_overriding_options=overrides)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._semantics_pub = None
+        if self._params['semantics.mode'] == 'replay':
+            self.create_subscription(String, 'semantics', self._on_recorded_semantics,
+                                     latched_qos)
+        else:
+            self._semantics_pub = self.create_publisher(String, 'semantics', latched_qos)
+        self.create_subscription(String, '~/prompt', self._on_prompt, 10)
+
+        self._sync_lock = threading.Lock()
+        self._thermal_input = None
+        self._rgb_input = None
+        self._build_synchronizer()
+        self.create_subscription(Image, 'thermal/image', self._on_thermal, sensor_qos,
+                                 qos_overriding_options=overrides)
+        self.create_subscription(Image, 'rgb/image', self._on_rgb, sensor_qos,
+                                 qos_overriding_options=overrides)
+        self.create_subscription(CameraInfo, 'thermal/camera_info', self._on_thermal_info,
+                                 sensor_qos)
+        self.create_subscription(CameraInfo, 'rgb/camera_info', self._on_rgb_info, sensor_qos)
+
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._mailbox = LatestMailbox()
+        self._semantics_seen = None
+        self._worker = threading.Thread(target=self._work, name='tesg_fusion_worker',
+                                        daemon=True)
+        self._worker.start()
+        self._diagnostics_timer = self.create_timer(self._params['diagnostics.period'],
+                                                    self._publish_diagnostics)
+
+    # ------------------------------------------------------------------ parameters
+    def _read_parameter(self, spec):
+        value = self.get_parameter(spec.name).value
+        try:
+            return spec.validate(value)
+        except ConfigError as error:
+            raise ConfigError(f'parameter {error}') from None
+
+    def _on_set_parameters(self, parameters):
+        updates = {}
+        for parameter in parameters:
+            spec = PARAMETERS_BY_NAME.get(parameter.name)
+            if spec is None:
+                continue  # use_sim_time, qos_overrides.* and friends are rclpy's business
+            try:
+                updates[spec.name] = spec.validate(parameter.value)
+            except ConfigError as error:
+                return SetParametersResult(successful=False, reason=str(error))
+        merged = dict(self._params, **updates)
+        if merged['thermal.percentile_low'] >= merged['thermal.percentile_high']:
+            return SetParametersResult(
+                successful=False,
+                reason='thermal.percentile_low must be below thermal.percentile_high')
+        if merged['thermal.fixed_low'] >= merged['thermal.fixed_high']:
+            return SetParametersResult(
+                successful=False, reason='thermal.fixed_low must be below thermal.fixed_high')
+        try:
+            if _SYNC_PARAMETERS & updates.keys():
+                resolve_sync_backend(merged['sync.backend'], merged['thermal.time_offset'])
+            self.engine.update_settings(merged)
+        except TesgError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        self._params = merged
+        if _SYNC_PARAMETERS & updates.keys():
+            self._build_synchronizer()
+        return SetParametersResult(successful=True)
+
+    def _build_synchronizer(self):
+        """(Re)build the pairing policy atomically; pending unpaired frames are discarded."""
+        offset = self._params['thermal.time_offset']
+        backend = resolve_sync_backend(self._params['sync.backend'], offset)
+        thermal_input, rgb_input, synchronizer = make_synchronizer(
+            backend, self._params['sync.queue_size'], self._params['sync.slop'], offset)
+        synchronizer.registerCallback(self._on_pair)
+        with self._sync_lock:
+            self._thermal_input, self._rgb_input = thermal_input, rgb_input
+            self._synchronizer, self._sync_backend = synchronizer, backend
+
+    # ------------------------------------------------------------------ inputs
+    def _check_input(self, msg, kind):
+        """Count the message; return False (and count why) if it cannot be paired."""
+        with self._lock:
+            self._counters[f'{kind}_received'] += 1
+        self._rates[kind].tick(time.monotonic())
+        if msg.header.stamp.sec == 0 and msg.header.stamp.nanosec == 0:
+            with self._lock:
+                self._counters[f'{kind}_zero_stamp'] += 1
+            self._warn_once(f'{kind}_zero_stamp',
+                            f'{kind} image with a zero stamp: dropped (check the driver)')
+            return False
+        if not msg.header.frame_id:
+            fallback = self._params[f'{kind}.frame_id']
+            self._warn_once(f'{kind}_frame_id',
+                            f'{kind} images have an empty frame_id; using "{fallback}"')
+            msg.header.frame_id = fallback
+        return True
+
+    def _on_thermal(self, msg):
+        if self._check_input(msg, 'thermal'):
+            with self._sync_lock:
+                target = self._thermal_input
+            target.signalMessage(msg)
+
+    def _on_rgb(self, msg):
+        if self._check_input(msg, 'rgb'):
+            with self._sync_lock:
+                target = self._rgb_input
+            target.signalMessage(msg)
+
+    def _on_thermal_info(self, msg):
+        self._thermal_info = msg
+
+    def _on_rgb_info(self, msg):
+        self._rgb_info = msg
+
+    def _on_prompt(self, msg):
+        self.engine.set_operator_prompt(msg.data)
+
+    def _on_recorded_semantics(self, msg):
+        try:
+            self.engine.set_recorded_semantics(json.loads(msg.data))
+        except (ValueError, TesgError) as error:
+            self._record_error('bad_semantics', f'recorded semantics rejected: {error}')
+
+    def _on_pair(self, thermal_msg, rgb_msg):
+        """Synchroniser callback: check and hand over; never fuse here."""
+        now = self.get_clock().now()
+        dt = abs(_stamp_ns(thermal_msg.header) - _stamp_ns(rgb_msg.header)) / 1e9
+        self._pair_dt.add(dt)
+        self._rates['pairs'].tick(time.monotonic())
+        with self._lock:
+            self._counters['pairs'] += 1
+        self._mailbox.put((thermal_msg, rgb_msg, now, time.monotonic()))
+
+    # ------------------------------------------------------------------ worker
+    def _work(self):
+        while not self._mailbox.closed:
+            item = self._mailbox.take(timeout=0.5)
+            if item is None:
+                continue
+            try:
+                self._process(*item)
+            except TesgError as error:
+                self._count_drop('dropped_bad_input')
+                self._record_error(type(error).__name__, str(error))
+            except Exception as error:  # noqa: BLE001 - the worker must survive anything
+                self._count_drop('dropped_error')
+                self._record_error(type(error).__name__, f'fusion failed: {error!r}')
+
+    def _process(self, thermal_msg, rgb_msg, paired_at, paired_monotonic):
+        stamp = _stamp_ns(rgb_msg.header)
+        if self._last_published_stamp is not None and stamp <= self._last_published_stamp:
+            self._count_drop('dropped_out_of_order')
+            return
+        max_age = self._params['worker.max_pair_age']
+        if max_age > 0.0:
+            age = (self.get_clock().now().nanoseconds - stamp) / 1e9
+            if age > max_age:
+                self._count_drop('dropped_stale')
+                return
+        start = time.monotonic()
+        try:
+            thermal, thermal_valid = image_codec.thermal_to_array(thermal_msg)
+        except TesgError:
+            with self._lock:
+                self._counters['thermal_bad_encoding'] += 1
+            raise
+        try:
+            rgb_bgr = image_codec.visible_to_bgr8(rgb_msg)
+        except TesgError:
+            with self._lock:
+                self._counters['rgb_bad_encoding'] += 1
+            raise
+        result = self.engine.process(thermal, rgb_bgr, thermal_valid=thermal_valid)
+        encoding = self._params['output.encoding']
+        pixels = result.bgr if encoding == 'bgr8' else result.bgr[:, :, ::-1]
+        image = image_codec.numpy_to_image(pixels, encoding, header=rgb_msg.header)
+        info = self.engine.output_camera_info(self._rgb_info, rgb_msg.header,
+                                              result.bgr.shape[1], result.bgr.shape[0])
+        self._fused_pub.publish(image)
+        self._fused_info_pub.publish(info)
+        self._last_published_stamp = stamp
+        finished = time.monotonic()
+        self._processing_ms.add((finished - start) * 1e3)
+        self._latency_ms.add((self.get_clock().now().nanoseconds - stamp) / 1e6)
+        self._rates['published'].tick(finished)
+        with self._lock:
+            self._counters['published'] += 1
+        self._publish_semantics_if_new()
+
+    def _publish_semantics_if_new(self):
+        if self._semantics_pub is None:
+            return
+        snapshot = self.engine.semantics_snapshot()
+        if snapshot is None or snapshot is self._semantics_seen:
+            return
+        self._semantics_seen = snapshot
+        self._semantics_pub.publish(String(data=json.dumps(snapshot)))
+
+    def _count_drop(self, key):
+        with self._lock:
+            self._counters[key] += 1
+
+    def _record_error(self, kind, message):
+        with self._lock:
+            first = kind not in self._error_kinds
+            self._error_kinds[kind] = self._error_kinds.get(kind, 0) + 1
+            self._last_error = message
+        if first:
+            self.get_logger().error(f'{message} (further {kind} errors are only counted)')
+
+    def _warn_once(self, key, message):
+        if key not in self._warned:
+            self._warned.add(key)
+            self.get_logger().warning(message)
+
+    # ------------------------------------------------------------------ diagnostics
+    def diagnostics_snapshot(self):
+        """Everything /diagnostics reports, as a flat dict (also used by tests)."""
+        now = time.monotonic()
+        with self._lock:
+            values = dict(self._counters)
+            values['error_kinds'] = dict(self._error_kinds)
+            values['last_error'] = self._last_error
+        for name, meter in self._rates.items():
+            values[f'{name}_rate_hz'] = meter.rate(now)
+        values['pair_dt_s'] = self._pair_dt.summary()
+        values['processing_ms'] = self._processing_ms.summary()
+        values['latency_ms'] = self._latency_ms.summary()
+        values['dropped_busy'] = self._mailbox.overwritten  # newer pair replaced it
+        values['sync_backend'] = self._sync_backend
+        pairing_counters = getattr(self._synchronizer, 'counters', None)
+        if callable(pairing_counters):  # the builtin policy counts what message_filters cannot
+            values['pairing'] = pairing_counters().as_dict()
+        values.update(self.engine.diagnostics())
+        return values
+
+    def _publish_diagnostics(self):
+        values = self.diagnostics_snapshot()
+        pair_rate = values['pairs_rate_hz']
+        level, message = DiagnosticStatus.OK, 'fusing'
+        if values['published'] == 0:
+            level, message = DiagnosticStatus.WARN, 'no fused frame published yet'
+        elif pair_rate < self._params['diagnostics.expected_pair_rate'] * 0.5:
+            level, message = DiagnosticStatus.WARN, f'pair rate {pair_rate:.1f} Hz is low'
+        if values['last_error']:
+            message += f'; last error: {values["last_error"]}'
+        status = DiagnosticStatus(
+            level=level, name=f'{self.get_name()}: fusion', message=message,
+            hardware_id=self.get_fully_qualified_name(),
+            values=[KeyValue(key=key, value=_format_value(value))
+                    for key, value in sorted(values.items())])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics_pub.publish(array)
+
+    # ------------------------------------------------------------------ shutdown
+    def shutdown(self):
+        """Stop and join the worker and the semantics thread (call before destroy_node)."""
+        self._mailbox.close()
+        self._worker.join(timeout=10.0)
+        self.engine.close()
+
+
+def _format_value(value):
+    if isinstance(value, float):
+        return f'{value:.4g}'
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def main(args=None):
+    """Console script ``fusion_node``: accepts the usual ``--ros-args`` (params file, remaps)."""
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = None
+    try:
+        node = FusionNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except TesgError as error:
+        print(f'tesg_fusion: {error}', file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,280 @@
+# Copyright 2026 The tesg_ros authors
+# SPDX-License-Identifier: Apache-2.0
+"""The fusion node over real DDS (rclpy from the Kilted wheels, CPU).
+
+Real TNO pairs are published with best-effort QoS; the node runs in this process with a
+seeded, untrained network saved to a temp file and loaded through the real loading code (the
+tests check plumbing, headers and robustness, not fusion quality).
+"""
+
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip('rclpy')
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import (DurabilityPolicy, qos_profile_sensor_data, QoSProfile,  # noqa: E402
+                       ReliabilityPolicy)
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+
+from tesg_ros.image_codec import image_to_numpy, numpy_to_image  # noqa: E402
+
+torch = pytest.importorskip('torch')
+
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory):
+    from tesg_ros.network import TesgFusionNet
+    from tesg_ros.network.tesg_net import TesgConfig
+    from tesg_ros.network.weights import save_fusion_net
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('weights') / 'tesg_random.safetensors'
+    save_fusion_net(TesgFusionNet(TesgConfig()), path)
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def pair(test_data):
+    ir = cv2.imread(str(test_data / 'tno' / 'ir' / '19.png'), cv2.IMREAD_GRAYSCALE)
+    vi = cv2.imread(str(test_data / 'tno' / 'vi' / '19.png'), cv2.IMREAD_GRAYSCALE)
+    # A colour visible frame: tint the grey TNO frame so chroma restoration is exercised.
+    vi_bgr = np.dstack([vi, np.clip(vi * 0.9, 0, 255), np.clip(vi * 0.8 + 20, 0, 255)])
+    return ir, vi_bgr.astype(np.uint8)
+
+
+class Graph:
+    """The node under test plus a helper node, spun by one executor thread."""
+
+    def __init__(self, weights, overrides=None):
+        from tesg_ros.fusion_node import FusionNode
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        params = {'model.weights': weights, 'semantics.mode': 'off', 'sync.slop': 0.02}
+        params.update(overrides or {})
+        self.node = FusionNode(context=self.context, parameter_overrides=[
+            Parameter(name, value=value) for name, value in params.items()])
+        self.helper = rclpy.create_node('tesg_test_driver', context=self.context)
+        self.fused, self.infos, self.diagnostics, self.semantics = [], [], [], []
+        reliable = QoSProfile(depth=10)
+        self.helper.create_subscription(Image, 'fused/image', self.fused.append, reliable)
+        self.helper.create_subscription(CameraInfo, 'fused/camera_info', self.infos.append,
+                                        reliable)
+        self.helper.create_subscription(DiagnosticArray, '/diagnostics',
+                                        self.diagnostics.append, 10)
+        self.helper.create_subscription(
+            String, 'semantics', self.semantics.append,
+            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        sensor = qos_profile_sensor_data
+        self.thermal_pub = self.helper.create_publisher(Image, 'thermal/image', sensor)
+        self.rgb_pub = self.helper.create_publisher(Image, 'rgb/image', sensor)
+        self.rgb_info_pub = self.helper.create_publisher(CameraInfo, 'rgb/camera_info', sensor)
+        self.clock_pub = self.helper.create_publisher(Clock, '/clock', 10)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.helper)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        self.wait_for(lambda: self.thermal_pub.get_subscription_count() > 0
+                      and self.rgb_pub.get_subscription_count() > 0, 'discovery')
+
+    def wait_for(self, predicate, what, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.02)
+        raise AssertionError(f'timed out waiting for {what}')
+
+    def publish_pair(self, thermal, rgb, sec, nanosec=0, rgb_offset_ns=0):
+        thermal.header.stamp.sec, thermal.header.stamp.nanosec = sec, nanosec
+        rgb_total = sec * 10**9 + nanosec + rgb_offset_ns
+        rgb.header.stamp.sec, rgb.header.stamp.nanosec = divmod(rgb_total, 10**9)
+        self.thermal_pub.publish(thermal)
+        self.rgb_pub.publish(rgb)
+
+    def close(self):
+        self.node.shutdown()
+        self.executor.shutdown()
+        self.thread.join(timeout=10.0)
+        self.node.destroy_node()
+        self.helper.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+@pytest.fixture
+def graph_factory(weights):
+    graphs = []
+
+    def make(**overrides):
+        graphs.append(Graph(weights, overrides))
+        return graphs[-1]
+
+    yield make
+    for graph in graphs:
+        graph.close()
+
+
+def thermal_message(ir, encoding='mono16', frame_id='thermal_optical_frame'):
+    data = ir.astype(np.uint16) * 64 + 1000 if encoding == 'mono16' else ir
+    return numpy_to_image(data, encoding, message_class=Image,
+                          header=_header(frame_id))
+
+
+def rgb_message(vi_bgr, encoding='bgr8', frame_id='rgb_optical_frame'):
+    data = vi_bgr if encoding == 'bgr8' else np.ascontiguousarray(vi_bgr[:, :, ::-1])
+    return numpy_to_image(data, encoding, message_class=Image, header=_header(frame_id))
+
+
+def _header(frame_id):
+    from std_msgs.msg import Header
+    return Header(frame_id=frame_id)
+
+
+def test_fused_image_carries_the_rgb_header_and_mixes_both_inputs(graph_factory, pair):
+    ir, vi_bgr = pair
+    graph = graph_factory()
+    for i in range(5):
+        graph.publish_pair(thermal_message(ir), rgb_message(vi_bgr, 'rgb8'), sec=100 + i,
+                           rgb_offset_ns=5_000_000)
+        time.sleep(0.15)
+    graph.wait_for(lambda: graph.fused and graph.infos, 'a fused image')
+    fused = graph.fused[-1]
+    assert fused.header.frame_id == 'rgb_optical_frame'
+    assert fused.header.stamp.nanosec == 5_000_000, 'stamp must be the RGB stamp, not now()'
+    assert 100 <= fused.header.stamp.sec <= 104
+    assert (fused.width, fused.height, fused.encoding) == (ir.shape[1], ir.shape[0], 'bgr8')
+    info = graph.infos[-1]
+    assert info.header == fused.header
+    assert (info.width, info.height) == (fused.width, fused.height)
+    pixels = image_to_numpy(fused).astype(np.float32)
+    grey = cv2.cvtColor(pixels.astype(np.uint8), cv2.COLOR_BGR2GRAY).astype(np.float32)
+    assert np.abs(pixels - vi_bgr).mean() > 1.0, 'output is just the visible frame'
+    assert np.abs(grey - ir).mean() > 1.0, 'output is just the thermal frame'
+    assert np.corrcoef(grey.ravel(), ir.ravel())[0, 1] > 0.1
+    snapshot = graph.node.diagnostics_snapshot()
+    assert snapshot['published'] >= 1 and snapshot['sync_backend'] in ('builtin',
+                                                                       'message_filters')
+    assert snapshot['device'] == 'cpu' and snapshot['dtype'] == 'float32'
+
+
+def test_homography_registers_a_smaller_thermal_camera_and_rgb8_output(graph_factory, pair):
+    ir, vi_bgr = pair
+    small_ir = cv2.resize(ir, (ir.shape[1] // 2, ir.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    graph = graph_factory(**{'registration.mode': 'homography',
+                             'registration.homography': [2.0, 0.0, 0.5, 0.0, 2.0, 0.5,
+                                                         0.0, 0.0, 1.0],
+                             'output.encoding': 'rgb8'})
+    info = CameraInfo(width=vi_bgr.shape[1], height=vi_bgr.shape[0],
+                      k=[300.0, 0.0, 180.0, 0.0, 300.0, 135.0, 0.0, 0.0, 1.0],
+                      p=[300.0, 0.0, 180.0, 0.0, 0.0, 300.0, 135.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+                      distortion_model='plumb_bob', d=[0.0] * 5)
+    graph.rgb_info_pub.publish(info)
+    for i in range(5):
+        graph.rgb_info_pub.publish(info)
+        graph.publish_pair(thermal_message(small_ir, 'mono8'), rgb_message(vi_bgr), sec=10 + i)
+        time.sleep(0.15)
+    graph.wait_for(lambda: graph.fused, 'a fused image')
+    fused = graph.fused[-1]
+    assert fused.encoding == 'rgb8'
+    assert fused.width <= vi_bgr.shape[1] and fused.height <= vi_bgr.shape[0]
+    assert fused.width > 0.9 * vi_bgr.shape[1] and fused.height > 0.9 * vi_bgr.shape[0]
+    graph.wait_for(lambda: any(i.k[0] == 300.0 for i in graph.infos), 'calibrated info')
+    calibrated = [i for i in graph.infos if i.k[0] == 300.0][-1]
+    assert (calibrated.width, calibrated.height) == (fused.width, fused.height)
+
+
+def test_sim_time_diagnostics_and_bad_inputs_leave_the_node_alive(graph_factory, pair):
+    ir, vi_bgr = pair
+    graph = graph_factory(use_sim_time=True)
+    graph.clock_pub.publish(Clock(clock=rclpy.time.Time(seconds=500).to_msg()))
+    time.sleep(0.2)
+
+    good_thermal, good_rgb = thermal_message(ir), rgb_message(vi_bgr)
+    unknown = rgb_message(vi_bgr)
+    unknown.encoding = 'no_such_encoding'
+    short = thermal_message(ir)
+    short.data = bytes(short.data)[:-100]
+    for i, (thermal, rgb) in enumerate([(good_thermal, unknown), (short, good_rgb)]):
+        graph.publish_pair(thermal, rgb, sec=500 + i)
+        time.sleep(0.2)
+    zero = rgb_message(vi_bgr)
+    graph.rgb_pub.publish(zero)  # stamp 0
+    time.sleep(0.1)
+    # The thermal stream stops: RGB alone must not produce output or errors.
+    for i in range(5):
+        rgb = rgb_message(vi_bgr)
+        rgb.header.stamp.sec = 510 + i
+        graph.rgb_pub.publish(rgb)
+        time.sleep(0.05)
+    graph.clock_pub.publish(Clock(clock=rclpy.time.Time(seconds=530).to_msg()))
+    graph.publish_pair(thermal_message(ir), rgb_message(vi_bgr), sec=530)
+    graph.wait_for(lambda: graph.fused, 'a fused image after bad inputs')
+
+    def counted():
+        snap = graph.node.diagnostics_snapshot()
+        return (snap['dropped_bad_input'] >= 2 and snap['rgb_zero_stamp'] >= 1
+                and snap['rgb_bad_encoding'] >= 1 and snap['thermal_bad_encoding'] >= 1)
+
+    try:
+        graph.wait_for(counted, 'bad inputs counted in diagnostics', timeout=10.0)
+    except AssertionError:
+        raise AssertionError(str(graph.node.diagnostics_snapshot()))
+    graph.wait_for(lambda: any(a.header.stamp.sec >= 500 for a in graph.diagnostics),
+                   '/diagnostics stamped with sim time', timeout=15.0)
+    status = graph.diagnostics[-1].status[0]
+    keys = {kv.key for kv in status.values}
+    assert {'thermal_rate_hz', 'rgb_rate_hz', 'pairs_rate_hz', 'pair_dt_s', 'processing_ms',
+            'latency_ms', 'dropped_busy', 'device', 'last_error'} <= keys
+    assert graph.fused[-1].header.stamp.sec == 530
+    assert graph.node.diagnostics_snapshot()['error_kinds'].get('ImageEncodingError', 0) >= 2
+
+
+def test_parameter_updates_apply_or_are_rejected_with_a_reason(graph_factory):
+    graph = graph_factory()
+    node = graph.node
+    result = node.set_parameters([Parameter('sync.slop', value=0.04)])[0]
+    assert result.successful and node.get_parameter('sync.slop').value == 0.04
+    result = node.set_parameters([Parameter('sync.slop', value=3.0)])[0]
+    assert not result.successful
+    result = node.set_parameters([Parameter('output.encoding', value='mono8')])[0]
+    assert not result.successful and 'output.encoding' in result.reason
+    result = node.set_parameters([Parameter('thermal.percentile_low', value=99.5)])[0]
+    assert not result.successful and 'percentile_low' in result.reason
+    result = node.set_parameters([Parameter('model.device', value='cuda')])[0]
+    assert not result.successful, 'read-only parameters must not change at runtime'
+    result = node.set_parameters([Parameter('thermal.normalization', value='minmax')])[0]
+    assert result.successful and node.engine.normalizer.mode == 'minmax'
+
+
+def test_live_semantics_are_published_latched(graph_factory, pair):
+    ir, vi_bgr = pair
+    graph = graph_factory(**{'semantics.mode': 'live', 'semantics.period': 0.5})
+    for i in range(4):
+        graph.publish_pair(thermal_message(ir), rgb_message(vi_bgr), sec=20 + i)
+        time.sleep(0.3)
+    graph.wait_for(lambda: graph.fused, 'a fused image')
+    graph.wait_for(lambda: graph.semantics, 'latched semantics', timeout=30.0)
+    import json
+    record = json.loads(graph.semantics[-1].data)
+    assert record['description'] and isinstance(record['phrases'], list)
+    prompt_pub = graph.helper.create_publisher(String, '/tesg_fusion/prompt', 10)
+    graph.wait_for(lambda: prompt_pub.get_subscription_count() > 0, 'prompt subscriber')
+    prompt_pub.publish(String(data='highlight the pedestrians'))
+
+    def prompted():
+        graph.publish_pair(thermal_message(ir), rgb_message(vi_bgr), sec=int(time.time()))
+        time.sleep(0.3)
+        return any(json.loads(m.data)['description'] == 'highlight the pedestrians'
+                   for m in graph.semantics)
+
+    graph.wait_for(prompted, 'the operator prompt in the semantics', timeout=30.0)
