@@ -1,0 +1,1075 @@
+# Copyright 2026 The tesg_ros authors
+# SPDX-License-Identifier: Apache-2.0
+"""Registration of the thermal image into the RGB camera's pixel grid (ROS-free).
+
+The fusion network needs both images on one pixel grid. This module resamples the thermal
+image into the RGB image's grid with ``cv2.remap``; the remap maps are computed once per
+(mode, image sizes, calibration) and reused for every frame.
+
+Conventions (see docs/registration.md):
+
+* Sizes are ``(width, height)`` like ``sensor_msgs/CameraInfo``; images are numpy arrays of
+  shape ``(height, width)`` or ``(height, width, channels)``.
+* Pixel coordinates are OpenCV's: the centre of the top-left pixel is ``(0, 0)``; an image of
+  width ``W`` covers ``x`` in ``[-0.5, W - 0.5]``.
+* ``H`` (3x3, float64) maps *thermal* pixels to *RGB* pixels: ``p_rgb ~ H @ p_thermal``. With
+  undistortion enabled it maps undistorted (ideal pinhole) pixels of both cameras.
+* Extrinsics ``R, t`` map points from the thermal camera's optical frame to the RGB camera's
+  optical frame (z forward, x right, y down): ``X_rgb = R @ X_thermal + t`` (metres).
+* The plane is ``n . X_thermal + d = 0`` in the thermal optical frame: ``n`` is the unit normal
+  of the plane's visible side (pointing towards the thermal camera), ``d > 0`` the thermal
+  camera's distance to the plane. Then ``H = K_rgb (R - t n^T / d) K_thermal^-1``.
+"""
+
+from dataclasses import dataclass, field, replace
+import math
+from pathlib import Path
+from typing import NamedTuple
+import warnings
+
+import cv2
+import numpy as np
+from scipy.spatial.transform import Rotation
+import yaml
+
+from tesg_ros.errors import CalibrationError, ConfigError, ImageEncodingError
+
+DISTORTION_MODELS = ('plumb_bob', 'rational_polynomial', 'equidistant')
+# Numbers of distortion coefficients OpenCV accepts for each ROS distortion model.
+_DISTORTION_LENGTHS = {
+    'plumb_bob': (4, 5),
+    'rational_polynomial': (8, 12, 14),
+    'equidistant': (4,),
+}
+# Length ROS uses for each model (when a message leaves D empty).
+_ROS_DISTORTION_LENGTH = {'plumb_bob': 5, 'rational_polynomial': 8, 'equidistant': 4}
+MODES = ('identity', 'homography', 'plane')
+INTERPOLATIONS = {
+    'nearest': cv2.INTER_NEAREST,
+    'linear': cv2.INTER_LINEAR,
+    'cubic': cv2.INTER_CUBIC,
+    'lanczos4': cv2.INTER_LANCZOS4,
+}
+MAP_TYPES = ('fixed_point', 'float32')
+# Top-level keys of Registration.from_config (config/registration_example.yaml documents them).
+CONFIG_KEYS = ('mode', 'allow_resize', 'homography', 'homography_file', 'thermal_calibration',
+               'rgb_calibration', 'extrinsics', 'plane', 'undistort_thermal', 'undistort_rgb',
+               'interpolation', 'map_type', 'crop_to_overlap', 'min_overlap', 'warn_overlap',
+               'allow_mirror')
+# dtypes cv2.remap accepts.
+_REMAP_DTYPES = (np.uint8, np.uint16, np.int16, np.float32, np.float64)
+# Map coordinate given to pixels without thermal data, far outside any image.
+_OUTSIDE = -1.0e4
+# The exact largest-rectangle search is a Python loop over pixels; above this many pixels it
+# runs on a conservatively down-sampled mask (the result stays inside the valid region).
+_RECTANGLE_MAX_PIXELS = 400_000
+HOMOGRAPHY_FILE_FORMAT = 'tesg_ros/homography/v1'
+
+
+# ---------------------------------------------------------------------------------------------
+# Camera model
+# ---------------------------------------------------------------------------------------------
+
+def _as_matrix(values, shape, name, error=CalibrationError):
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise error(f'{name} must be numbers, got {values!r}') from exc
+    if array.size != int(np.prod(shape)):
+        raise error(f'{name} needs {int(np.prod(shape))} numbers, got {array.size}')
+    array = array.reshape(shape)
+    if not np.all(np.isfinite(array)):
+        raise error(f'{name} contains NaN or infinity: {array.tolist()}')
+    return array
+
+
+def _field(msg, name):
+    """Read a CameraInfo field from rclpy (``k``), rosbags (``k``) or ROS 1 style (``K``)."""
+    for candidate in (name, name.upper()):
+        if hasattr(msg, candidate):
+            return getattr(msg, candidate)
+    raise CalibrationError(f'camera info message has no field {name!r}')
+
+
+@dataclass(eq=False)
+class CameraModel:
+    """Intrinsic calibration of one camera, as in ``sensor_msgs/CameraInfo``.
+
+    ``K`` 3x3 float64 (all zeros: uncalibrated), ``D`` 1-D float64 distortion coefficients in
+    ROS order for ``distortion_model`` ('plumb_bob' k1 k2 t1 t2 k3, 'rational_polynomial'
+    k1 k2 t1 t2 k3 k4 k5 k6, 'equidistant' k1 k2 k3 k4), ``R`` 3x3 rectification rotation and
+    ``P`` 3x4 projection matrix (None when absent), ``roi`` ``(x_offset, y_offset, width,
+    height)`` or None for the full image, ``binning`` ``(x, y)``.
+    """
+
+    width: int
+    height: int
+    K: np.ndarray
+    D: np.ndarray = field(default_factory=lambda: np.zeros(5))
+    distortion_model: str = 'plumb_bob'
+    R: np.ndarray = None
+    P: np.ndarray = None
+    roi: tuple = None
+    binning: tuple = (1, 1)
+    frame_id: str = ''
+
+    def __post_init__(self):
+        try:
+            self.width, self.height = int(self.width), int(self.height)
+        except (TypeError, ValueError) as exc:
+            raise CalibrationError(f'camera width/height must be integers: {exc}') from exc
+        if self.width < 0 or self.height < 0:
+            raise CalibrationError(f'negative camera size {self.width}x{self.height}')
+        self.K = _as_matrix(self.K, (3, 3), 'K')
+        if not self.distortion_model and not np.any(np.asarray(self.D, dtype=float)):
+            self.distortion_model = 'plumb_bob'  # uncalibrated messages leave it empty
+        if self.distortion_model not in DISTORTION_MODELS:
+            raise CalibrationError(
+                f'distortion_model {self.distortion_model!r} is not supported; '
+                f'use one of {DISTORTION_MODELS}')
+        D = np.asarray(self.D, dtype=np.float64).ravel()
+        if D.size == 0:  # no coefficients: no distortion
+            D = np.zeros(_ROS_DISTORTION_LENGTH[self.distortion_model])
+        if D.size not in _DISTORTION_LENGTHS[self.distortion_model]:
+            raise CalibrationError(
+                f'{self.distortion_model} needs '
+                f'{" or ".join(map(str, _DISTORTION_LENGTHS[self.distortion_model]))} '
+                f'distortion coefficients, got {D.size}')
+        if not np.all(np.isfinite(D)):
+            raise CalibrationError(f'D contains NaN or infinity: {D.tolist()}')
+        self.D = D
+        if self.R is not None:
+            self.R = _as_matrix(self.R, (3, 3), 'R')
+        if self.P is not None:
+            self.P = _as_matrix(self.P, (3, 4), 'P')
+        if self.roi is not None:
+            self.roi = tuple(int(v) for v in self.roi)
+        self.binning = tuple(int(v) for v in self.binning)
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def size(self):
+        """``(width, height)`` in pixels."""
+        return (self.width, self.height)
+
+    @property
+    def is_calibrated(self):
+        """True when K holds usable intrinsics (fx, fy > 0; all-zero K means uncalibrated)."""
+        return bool(self.K[0, 0] > 0 and self.K[1, 1] > 0 and self.K[2, 2] != 0)
+
+    @property
+    def has_distortion(self):
+        return bool(np.any(self.D != 0))
+
+    def require_intrinsics(self, purpose, name='camera'):
+        """Raise CalibrationError unless K is calibrated; ``purpose`` goes in the message."""
+        if not np.any(self.K):
+            raise CalibrationError(
+                f'{name} is uncalibrated (K is all zeros) but {purpose} needs its intrinsics')
+        if not self.is_calibrated:
+            raise CalibrationError(
+                f'{name} K is not a valid camera matrix (fx, fy must be > 0) but {purpose} '
+                f'needs its intrinsics: {self.K.tolist()}')
+
+    def require_full_frame(self, name='camera'):
+        """Raise CalibrationError when the model describes a binned or ROI image."""
+        if self.binning not in ((1, 1), (0, 0), (0, 1), (1, 0)):
+            raise CalibrationError(f'{name}: binning {self.binning} is not supported')
+        if self.roi is not None and self.roi != (0, 0, self.width, self.height) and any(
+                self.roi[2:]):
+            raise CalibrationError(f'{name}: a region of interest {self.roi} is not supported')
+
+    def fingerprint(self):
+        """A hashable value that changes whenever any calibration number changes.
+
+        Absent R / P count as their defaults (identity, ``[K | 0]``), so a model loaded from
+        YAML and the same model read back from a CameraInfo message compare equal.
+        """
+        return (self.width, self.height, self.distortion_model, self.K.tobytes(),
+                self.D.tobytes(), self.rectification.tobytes(), self.projection.tobytes(),
+                self.roi, self.binning)
+
+    # -- conversions --------------------------------------------------------------------------
+    @classmethod
+    def from_camera_info(cls, msg):
+        """Build from a duck-typed ``sensor_msgs/CameraInfo`` (rclpy or rosbags message)."""
+        R = np.asarray(_field(msg, 'r'), dtype=np.float64)
+        P = np.asarray(_field(msg, 'p'), dtype=np.float64)
+        roi = None
+        roi_msg = getattr(msg, 'roi', None)
+        if roi_msg is not None and (roi_msg.width or roi_msg.height):
+            roi = (roi_msg.x_offset, roi_msg.y_offset, roi_msg.width, roi_msg.height)
+        header = getattr(msg, 'header', None)
+        return cls(
+            width=_field(msg, 'width'), height=_field(msg, 'height'),
+            K=list(_field(msg, 'k')), D=list(_field(msg, 'd')),
+            distortion_model=str(getattr(msg, 'distortion_model', '') or ''),
+            R=R if np.any(R) else None, P=P if np.any(P) else None, roi=roi,
+            binning=(getattr(msg, 'binning_x', 1), getattr(msg, 'binning_y', 1)),
+            frame_id=str(getattr(header, 'frame_id', '') or ''))
+
+    def to_camera_info(self, header=None, message_class=None):
+        """Return a ``sensor_msgs.msg.CameraInfo`` (or ``message_class()``) with these values.
+
+        ``message_class`` must be constructible without arguments (rclpy style); ``R`` and
+        ``P`` default to identity and ``[K | 0]``.
+        """
+        if message_class is None:
+            from sensor_msgs.msg import CameraInfo as message_class  # lazy: ROS-free core
+        msg = message_class()
+        if header is not None:
+            msg.header = header
+        elif self.frame_id and hasattr(msg, 'header'):
+            msg.header.frame_id = self.frame_id
+        msg.width, msg.height = self.width, self.height
+        msg.distortion_model = self.distortion_model
+        msg.d = [float(v) for v in self.D]
+        msg.k = [float(v) for v in self.K.ravel()]
+        msg.r = [float(v) for v in self.rectification.ravel()]
+        msg.p = [float(v) for v in self.projection.ravel()]
+        msg.binning_x, msg.binning_y = self.binning
+        if self.roi is not None:
+            msg.roi.x_offset, msg.roi.y_offset, msg.roi.width, msg.roi.height = self.roi
+        return msg
+
+    @property
+    def rectification(self):
+        """R, or identity when absent (3x3 float64)."""
+        return np.eye(3) if self.R is None else self.R
+
+    @property
+    def projection(self):
+        """P, or ``[K | 0]`` when absent (3x4 float64)."""
+        return np.hstack([self.K, np.zeros((3, 1))]) if self.P is None else self.P
+
+    @classmethod
+    def from_yaml(cls, source):
+        """Load the ROS ``camera_calibration`` YAML format (a path or an already-parsed dict).
+
+        Keys: image_width, image_height, camera_name, camera_matrix, distortion_model,
+        distortion_coefficients, rectification_matrix, projection_matrix; matrices are
+        ``{rows, cols, data}``.
+        """
+        if isinstance(source, dict):
+            data, where = source, 'calibration'
+        else:
+            where = str(source)
+            try:
+                with open(source, encoding='utf-8') as stream:
+                    data = yaml.safe_load(stream)
+            except (OSError, yaml.YAMLError) as exc:
+                raise CalibrationError(f'cannot read calibration file {where}: {exc}') from exc
+        if not isinstance(data, dict):
+            raise CalibrationError(f'{where}: expected a mapping of calibration keys')
+
+        def matrix(key, shape, required=True):
+            entry = data.get(key)
+            if entry is None:
+                if required:
+                    raise CalibrationError(f'{where}: missing key {key!r}')
+                return None
+            if not isinstance(entry, dict) or 'data' not in entry:
+                raise CalibrationError(f'{where}: {key} must be {{rows, cols, data}}')
+            values = np.asarray(entry['data'], dtype=np.float64).ravel()
+            rows, cols = entry.get('rows'), entry.get('cols')
+            if rows is not None and cols is not None and rows * cols != values.size:
+                raise CalibrationError(
+                    f'{where}: {key} says {rows}x{cols} but has {values.size} numbers')
+            if shape is None:
+                return values
+            return _as_matrix(values, shape, f'{where}: {key}')
+
+        for key in ('image_width', 'image_height'):
+            if key not in data:
+                raise CalibrationError(f'{where}: missing key {key!r}')
+        return cls(
+            width=data['image_width'], height=data['image_height'],
+            K=matrix('camera_matrix', (3, 3)),
+            D=matrix('distortion_coefficients', None, required=False)
+            if data.get('distortion_coefficients') is not None else [],
+            distortion_model=data.get('distortion_model', 'plumb_bob') or 'plumb_bob',
+            R=matrix('rectification_matrix', (3, 3), required=False),
+            P=matrix('projection_matrix', (3, 4), required=False),
+            frame_id=str(data.get('camera_name', '') or ''))
+
+    def to_yaml_dict(self):
+        """The ROS ``camera_calibration`` YAML mapping (inverse of :meth:`from_yaml`)."""
+        def entry(matrix):
+            matrix = np.atleast_2d(matrix)
+            return {'rows': int(matrix.shape[0]), 'cols': int(matrix.shape[1]),
+                    'data': [float(v) for v in matrix.ravel()]}
+        return {
+            'image_width': self.width, 'image_height': self.height,
+            'camera_name': self.frame_id or 'camera',
+            'camera_matrix': entry(self.K),
+            'distortion_model': self.distortion_model,
+            'distortion_coefficients': entry(self.D[None, :]),
+            'rectification_matrix': entry(self.rectification),
+            'projection_matrix': entry(self.projection),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Homography sources
+# ---------------------------------------------------------------------------------------------
+
+def rotation_from_spec(rotation=None, quaternion=None, rpy=None, error=ConfigError,
+                       prefix='extrinsics'):
+    """Rotation matrix (3x3 float64) from exactly one of the three forms.
+
+    ``rotation``: 9 numbers, row-major 3x3; ``quaternion``: ``[x, y, z, w]`` (ROS order);
+    ``rpy``: ``[roll, pitch, yaw]`` radians, fixed axes x, y, z, i.e.
+    ``R = Rz(yaw) Ry(pitch) Rx(roll)`` like tf2.
+    """
+    given = [name for name, value in
+             (('rotation', rotation), ('quaternion', quaternion), ('rpy', rpy))
+             if value is not None]
+    if len(given) != 1:
+        raise error(f'{prefix}: give exactly one of rotation, quaternion, rpy (got '
+                    f'{given or "none"})')
+    if rotation is not None:
+        matrix = _as_matrix(rotation, (3, 3), f'{prefix}.rotation', error)
+        # 1e-4 tolerates calibration files printed with ~5 decimals; the matrix is used as is.
+        if not np.allclose(matrix @ matrix.T, np.eye(3), atol=1e-4) or np.linalg.det(matrix) < 0:
+            raise error(f'{prefix}.rotation is not a rotation matrix (orthonormal, det +1): '
+                        f'{matrix.tolist()}')
+        return matrix
+    if quaternion is not None:
+        quat = _as_matrix(quaternion, (4,), f'{prefix}.quaternion', error)
+        norm = np.linalg.norm(quat)
+        if abs(norm - 1.0) > 1e-3:
+            raise error(f'{prefix}.quaternion [x, y, z, w] must have unit norm, got {norm:.6f}')
+        return Rotation.from_quat(quat / norm).as_matrix()
+    angles = _as_matrix(rpy, (3,), f'{prefix}.rpy', error)
+    return Rotation.from_euler('xyz', angles).as_matrix()
+
+
+def plane_homography(thermal_K, rgb_K, rotation, translation, normal, distance):
+    """Plane-induced homography ``H = K_rgb (R - t n^T / d) K_thermal^-1`` (3x3 float64).
+
+    ``rotation`` (3x3) and ``translation`` (3,) map thermal-frame points into the RGB frame;
+    the plane is ``n . X + d = 0`` in the thermal frame (``n`` unit normal pointing towards the
+    thermal camera, ``d > 0`` metres). H is scaled so that ``H[2, 2] == 1`` when possible.
+    """
+    normal = _as_matrix(normal, (3,), 'plane.normal', CalibrationError)
+    norm = np.linalg.norm(normal)
+    if norm < 1e-9:
+        raise CalibrationError('plane.normal must be a non-zero vector')
+    distance = float(distance)
+    if not math.isfinite(distance) or distance <= 0:
+        raise CalibrationError(f'plane.distance must be > 0 metres, got {distance}')
+    translation = _as_matrix(translation, (3,), 'extrinsics.translation', CalibrationError)
+    rotation = _as_matrix(rotation, (3, 3), 'extrinsics.rotation', CalibrationError)
+    euclidean = rotation - np.outer(translation, normal / norm) / distance
+    homography = _as_matrix(rgb_K, (3, 3), 'rgb K') @ euclidean @ np.linalg.inv(
+        _as_matrix(thermal_K, (3, 3), 'thermal K'))
+    if abs(homography[2, 2]) > 1e-12:
+        homography = homography / homography[2, 2]
+    return homography
+
+
+def resize_homography(thermal_size, rgb_size):
+    """Scale homography of a plain resize (pixel-centre convention, like ``cv2.resize``)."""
+    scale_x = rgb_size[0] / thermal_size[0]
+    scale_y = rgb_size[1] / thermal_size[1]
+    return np.array([[scale_x, 0.0, 0.5 * scale_x - 0.5],
+                     [0.0, scale_y, 0.5 * scale_y - 0.5],
+                     [0.0, 0.0, 1.0]])
+
+
+def save_homography_file(path, homography, thermal_size=None, rgb_size=None, **metadata):
+    """Write H (thermal -> RGB pixels) as the YAML :func:`load_homography_file` reads."""
+    homography = _as_matrix(homography, (3, 3), 'homography', CalibrationError)
+    document = {
+        'format': HOMOGRAPHY_FILE_FORMAT,
+        'direction': 'thermal_to_rgb',
+        'homography': {'rows': 3, 'cols': 3,
+                       'data': [float(v) for v in homography.ravel()]},
+    }
+    if thermal_size is not None:
+        document['thermal_size'] = [int(v) for v in thermal_size]
+    if rgb_size is not None:
+        document['rgb_size'] = [int(v) for v in rgb_size]
+    document.update(metadata)
+    with open(path, 'w', encoding='utf-8') as stream:
+        stream.write('# thermal -> RGB pixel homography, p_rgb ~ H p_thermal '
+                     '(see docs/registration.md)\n')
+        yaml.safe_dump(document, stream, sort_keys=False, default_flow_style=None)
+    return Path(path)
+
+
+def load_homography_file(path):
+    """Read a homography YAML; returns ``(H 3x3 float64, document dict)``.
+
+    Accepts the tool's format (``homography: {rows, cols, data}``) or a bare list of 9.
+    """
+    try:
+        with open(path, encoding='utf-8') as stream:
+            document = yaml.safe_load(stream)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f'homography_file: cannot read {path}: {exc}') from exc
+    if not isinstance(document, dict) or 'homography' not in document:
+        raise ConfigError(f'homography_file: {path} has no "homography" key')
+    direction = document.get('direction', 'thermal_to_rgb')
+    if direction != 'thermal_to_rgb':
+        raise ConfigError(f'homography_file: {path} direction {direction!r}; only '
+                          '"thermal_to_rgb" is supported')
+    entry = document['homography']
+    values = entry.get('data') if isinstance(entry, dict) else entry
+    return _as_matrix(values, (3, 3), f'homography_file {path}', ConfigError), document
+
+
+# ---------------------------------------------------------------------------------------------
+# Crop helpers
+# ---------------------------------------------------------------------------------------------
+
+def _largest_rectangle_exact(mask):
+    """Largest all-True axis-aligned rectangle (histogram + stack, O(rows * cols))."""
+    rows, cols = mask.shape
+    heights = np.zeros(cols + 1, dtype=np.int64)  # trailing 0 flushes the stack
+    best_area, best = 0, (0, 0, 0, 0)
+    for row in range(rows):
+        heights[:cols] = np.where(mask[row], heights[:cols] + 1, 0)
+        column_heights = heights.tolist()
+        stack = []  # (start column, height), heights increasing
+        for col, height in enumerate(column_heights):
+            start = col
+            while stack and stack[-1][1] >= height:
+                start, top = stack.pop()
+                area = top * (col - start)
+                if area > best_area:
+                    best_area, best = area, (start, row - top + 1, col - start, top)
+            stack.append((start, height))
+    return best
+
+
+def largest_valid_rectangle(mask):
+    """Largest axis-aligned rectangle inside ``mask`` (2-D bool): ``(x, y, width, height)``.
+
+    Exact for masks up to 400k pixels. Larger masks are searched on blocks of ``f x f`` pixels
+    that are entirely valid, so the result is always inside the valid region and at most about
+    ``f`` pixels per side smaller than the exact answer. Returns ``(0, 0, 0, 0)`` when empty.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    factor = max(1, math.ceil(math.sqrt(mask.size / _RECTANGLE_MAX_PIXELS)))
+    if factor == 1:
+        return _largest_rectangle_exact(mask)
+    rows, cols = mask.shape[0] // factor, mask.shape[1] // factor
+    blocks = mask[:rows * factor, :cols * factor].reshape(rows, factor, cols, factor)
+    x, y, width, height = _largest_rectangle_exact(blocks.all(axis=(1, 3)))
+    return (x * factor, y * factor, width * factor, height * factor)
+
+
+def crop_camera_model(model, roi, undistorted=False):
+    """Camera model of the ``roi = (x, y, width, height)`` crop of ``model``'s image.
+
+    The result describes the cropped image as a camera of its own: cx, cy and P's principal
+    point shifted by the offset, width/height set to the crop, ``roi`` left unset (so
+    image_geometry does not shift again). With ``undistorted`` the image was undistorted
+    with new camera matrix K, so D becomes zeros and P becomes ``[K | P[:, 3]]``.
+    """
+    x, y, width, height = (int(v) for v in roi)
+    if x < 0 or y < 0 or width <= 0 or height <= 0 or x + width > model.width \
+            or y + height > model.height:
+        raise CalibrationError(f'crop {roi} is not inside the {model.width}x{model.height} '
+                               'image')
+    shift = np.array([[1.0, 0.0, -x], [0.0, 1.0, -y], [0.0, 0.0, 1.0]])
+    distortion = np.zeros_like(model.D) if undistorted else model.D.copy()
+    projection = model.P
+    if undistorted:
+        last_column = np.zeros((3, 1)) if model.P is None else model.P[:, 3:]
+        projection = np.hstack([model.K, last_column])
+    return replace(model, width=width, height=height, K=shift @ model.K, D=distortion,
+                   P=None if projection is None else shift @ projection, roi=None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration
+# ---------------------------------------------------------------------------------------------
+
+def _check_size(size, name):
+    try:
+        width, height = (int(v) for v in size)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f'{name} must be (width, height), got {size!r}') from exc
+    if width <= 0 or height <= 0:
+        raise ConfigError(f'{name} must be positive, got {size!r}')
+    return (width, height)
+
+
+def _undistortion_map(model, ray_matrix, size, name):
+    """Remap maps (float32) that sample ``model``'s raw image for output pixels ``p``.
+
+    The normalised ray of output pixel ``p`` is ``ray_matrix^-1 p``; it is distorted with
+    ``model.D`` and projected with ``model.K``. Returns ``(map_x, map_y, valid)``; ``valid``
+    drops rays behind the camera and rays outside the image's own undistorted field (where the
+    polynomial distortion folds back and would alias far-away scene into the image).
+    """
+    args = (model.K, model.D, ray_matrix, np.eye(3), size, cv2.CV_32FC1)
+    if model.distortion_model == 'equidistant':
+        map_x, map_y = cv2.fisheye.initUndistortRectifyMap(*args)
+    else:
+        map_x, map_y = cv2.initUndistortRectifyMap(*args)
+    columns, rows = np.meshgrid(np.arange(size[0], dtype=np.float64),
+                                np.arange(size[1], dtype=np.float64))
+    inverse = np.linalg.inv(ray_matrix)
+    rays = np.einsum('ij,jhw->ihw', inverse, np.stack([columns, rows, np.ones_like(rows)]))
+    in_front = rays[2] > 1e-12
+    with np.errstate(divide='ignore', invalid='ignore'):
+        radius_sq = (rays[0] ** 2 + rays[1] ** 2) / rays[2] ** 2
+    # Undistorted radius of the image border: the field the calibration actually covers.
+    samples = np.linspace(0.0, 1.0, 64)
+    border = np.concatenate([
+        np.stack([samples * (model.width - 1), np.zeros_like(samples)], 1),
+        np.stack([samples * (model.width - 1), np.full_like(samples, model.height - 1)], 1),
+        np.stack([np.zeros_like(samples), samples * (model.height - 1)], 1),
+        np.stack([np.full_like(samples, model.width - 1), samples * (model.height - 1)], 1),
+    ]).reshape(-1, 1, 2)
+    if model.distortion_model == 'equidistant':
+        border_rays = cv2.fisheye.undistortPoints(border, model.K, model.D)
+    else:
+        border_rays = cv2.undistortPoints(border, model.K, model.D)
+    max_radius_sq = float(np.max(np.sum(border_rays.reshape(-1, 2) ** 2, axis=1)))
+    if not math.isfinite(max_radius_sq):
+        raise CalibrationError(f'{name} distortion coefficients cannot be inverted at the '
+                               f'image border: {model.D.tolist()}')
+    valid = in_front & (radius_sq <= max_radius_sq * 1.02) & np.isfinite(map_x) & np.isfinite(
+        map_y)
+    return map_x, map_y, valid
+
+
+class _Inputs(NamedTuple):
+    thermal_size: tuple
+    rgb_size: tuple
+    thermal_model: object
+    rgb_model: object
+
+
+class _Built(NamedTuple):
+    """Everything derived from one (mode, sizes, calibration): built once, used per frame."""
+
+    inputs: _Inputs
+    key: tuple
+    homography: np.ndarray
+    mirrored: bool
+    valid_mask: np.ndarray
+    invalid: object
+    thermal_maps: tuple
+    rgb_maps: object
+    rgb_invalid: object
+    overlap_fraction: float
+    roi: tuple
+    warnings: tuple
+
+
+class Registration:
+    """Resamples thermal frames into the RGB pixel grid with cached ``cv2.remap`` maps.
+
+    Parameters (see :meth:`from_config` for the configuration keys):
+
+    * ``mode``: 'identity', 'homography' or 'plane'.
+    * ``thermal_size``, ``rgb_size``: ``(width, height)``.
+    * ``homography``: 3x3 (or 9 numbers), thermal -> RGB pixels ('homography' mode).
+    * ``thermal_model``, ``rgb_model``: :class:`CameraModel`; needed by 'plane' and by
+      undistortion, optional otherwise (used for size checks and crop_camera_info).
+    * ``rotation`` (3x3), ``translation`` (3,), ``plane_normal`` (3,), ``plane_distance``:
+      'plane' mode (conventions in the module docstring).
+    * ``allow_resize``: identity mode with different sizes scales the thermal image.
+    * ``undistort_thermal`` / ``undistort_rgb``: remove lens distortion (new camera matrix K).
+    * ``interpolation``: 'nearest', 'linear' (default), 'cubic', 'lanczos4'.
+    * ``map_type``: 'fixed_point' (default; CV_16SC2 + CV_16UC1, 6 instead of 8 bytes per
+      pixel) or 'float32'. The images are identical: ``cv2.remap`` interpolates at 1/32 px
+      steps either way.
+    * ``crop_to_overlap``: :meth:`register` crops both images to :attr:`roi`.
+    * ``min_overlap``: CalibrationError when less than this fraction of the RGB grid receives
+      thermal data; ``warn_overlap``: below this a warning is added to :meth:`summary`.
+    * ``allow_mirror``: accept an H that flips orientation (otherwise CalibrationError).
+    """
+
+    def __init__(self, mode, thermal_size, rgb_size, *, homography=None, thermal_model=None,
+                 rgb_model=None, rotation=None, translation=None, plane_normal=None,
+                 plane_distance=None, allow_resize=False, undistort_thermal=False,
+                 undistort_rgb=False, interpolation='linear', map_type='fixed_point',
+                 crop_to_overlap=False, min_overlap=0.05, warn_overlap=0.5,
+                 allow_mirror=False):
+        if mode not in MODES:
+            raise ConfigError(f'mode must be one of {MODES}, got {mode!r}')
+        if interpolation not in INTERPOLATIONS:
+            raise ConfigError(f'interpolation must be one of {tuple(INTERPOLATIONS)}, got '
+                              f'{interpolation!r}')
+        if map_type not in MAP_TYPES:
+            raise ConfigError(f'map_type must be one of {MAP_TYPES}, got {map_type!r}')
+        for name, value in (('min_overlap', min_overlap), ('warn_overlap', warn_overlap)):
+            if not 0.0 <= float(value) <= 1.0:
+                raise ConfigError(f'{name} must be in [0, 1], got {value!r}')
+        self.mode = mode
+        self.interpolation = interpolation
+        self.map_type = map_type
+        self.allow_resize = bool(allow_resize)
+        self.undistort_thermal = bool(undistort_thermal)
+        self.undistort_rgb = bool(undistort_rgb)
+        self.crop_to_overlap = bool(crop_to_overlap)
+        self.min_overlap = float(min_overlap)
+        self.warn_overlap = float(warn_overlap)
+        self.allow_mirror = bool(allow_mirror)
+        self._homography_input = None
+        if mode == 'homography':
+            if homography is None:
+                raise ConfigError('homography mode needs "homography" (9 numbers) or '
+                                  '"homography_file"')
+            self._homography_input = _as_matrix(homography, (3, 3), 'homography', ConfigError)
+        self._plane = None
+        if mode == 'plane':
+            missing = [name for name, value in (
+                ('extrinsics rotation', rotation), ('extrinsics.translation', translation),
+                ('plane.normal', plane_normal), ('plane.distance', plane_distance))
+                if value is None]
+            if missing:
+                raise ConfigError(f'plane mode needs {", ".join(missing)}')
+            self._plane = (
+                _as_matrix(rotation, (3, 3), 'extrinsics rotation', ConfigError),
+                _as_matrix(translation, (3,), 'extrinsics.translation', ConfigError),
+                _as_matrix(plane_normal, (3,), 'plane.normal', ConfigError),
+                float(plane_distance))
+        inputs = _Inputs(_check_size(thermal_size, 'thermal_size'),
+                         _check_size(rgb_size, 'rgb_size'), thermal_model, rgb_model)
+        # Everything derived from the calibration lives in one object, replaced in a single
+        # assignment: a frame warped concurrently with update() sees old or new, never a mix.
+        self._built = self._build(inputs)
+        self.build_count = 1
+
+    # -- configuration ------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config, thermal_size, rgb_size, thermal_model=None, rgb_model=None):
+        """Build from a configuration mapping (nested or ROS-style dotted keys).
+
+        Every key is documented in config/registration_example.yaml. Unknown or invalid keys
+        raise ConfigError naming the key. ``thermal_calibration`` / ``rgb_calibration`` (paths
+        to ROS calibration YAMLs) are used when the corresponding model is not passed in.
+        """
+        config = _unflatten(config)
+        known = set(CONFIG_KEYS)
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ConfigError(f'unknown registration key(s) {unknown}; known: {sorted(known)}')
+        mode = config.get('mode', 'identity')
+        if mode not in MODES:
+            raise ConfigError(f'mode must be one of {MODES}, got {mode!r}')
+        kwargs = {}
+        for key in ('allow_resize', 'undistort_thermal', 'undistort_rgb', 'crop_to_overlap',
+                    'allow_mirror'):
+            if key in config:
+                if not isinstance(config[key], bool):
+                    raise ConfigError(f'{key} must be true or false, got {config[key]!r}')
+                kwargs[key] = config[key]
+        for key in ('interpolation', 'map_type'):
+            if key in config:
+                kwargs[key] = config[key]
+        for key in ('min_overlap', 'warn_overlap'):
+            if key in config:
+                value = config[key]
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ConfigError(f'{key} must be a number, got {value!r}')
+                kwargs[key] = float(value)
+        for key, given in (('thermal_calibration', thermal_model),
+                           ('rgb_calibration', rgb_model)):
+            path = config.get(key)
+            if given is None and path:
+                try:
+                    kwargs[key.replace('calibration', 'model')] = CameraModel.from_yaml(
+                        resolve_config_path(path, key))
+                except CalibrationError as exc:
+                    raise ConfigError(f'{key}: {exc}') from exc
+        kwargs.setdefault('thermal_model', thermal_model)
+        kwargs.setdefault('rgb_model', rgb_model)
+
+        if mode == 'homography':
+            # Empty values count as unset (ROS parameter defaults cannot be null).
+            has_numbers = config.get('homography') not in (None, '', [])
+            has_file = bool(config.get('homography_file'))
+            if has_numbers == has_file:
+                raise ConfigError('homography mode needs exactly one of "homography" '
+                                  '(9 numbers) and "homography_file"')
+            if has_numbers:
+                kwargs['homography'] = _as_matrix(config['homography'], (3, 3), 'homography',
+                                                  ConfigError)
+            else:
+                kwargs['homography'], document = load_homography_file(
+                    resolve_config_path(config['homography_file'], 'homography_file'))
+                for key, actual in (('thermal_size', thermal_size), ('rgb_size', rgb_size)):
+                    stored = document.get(key)
+                    if stored is not None and tuple(stored) != tuple(actual):
+                        raise CalibrationError(
+                            f'homography_file {config["homography_file"]} was computed for '
+                            f'{key} {tuple(stored)} but the images are {tuple(actual)}')
+        if mode == 'plane':
+            extrinsics = config.get('extrinsics')
+            plane = config.get('plane')
+            for key, value, allowed in (
+                    ('extrinsics', extrinsics, {'translation', 'rotation', 'quaternion', 'rpy'}),
+                    ('plane', plane, {'normal', 'distance'})):
+                if not isinstance(value, dict):
+                    raise ConfigError(f'plane mode needs a "{key}" mapping')
+                unknown = sorted(set(value) - allowed)
+                if unknown:
+                    raise ConfigError(f'unknown key(s) {[f"{key}.{k}" for k in unknown]}')
+            if 'translation' not in extrinsics:
+                raise ConfigError('plane mode needs extrinsics.translation [x, y, z] (metres)')
+            for key in ('normal', 'distance'):
+                if key not in plane:
+                    raise ConfigError(f'plane mode needs plane.{key}')
+            kwargs['rotation'] = rotation_from_spec(
+                extrinsics.get('rotation'), extrinsics.get('quaternion'), extrinsics.get('rpy'))
+            kwargs['translation'] = _as_matrix(extrinsics['translation'], (3,),
+                                               'extrinsics.translation', ConfigError)
+            kwargs['plane_normal'] = _as_matrix(plane['normal'], (3,), 'plane.normal',
+                                                ConfigError)
+            distance = plane['distance']
+            if isinstance(distance, bool) or not isinstance(distance, (int, float)) \
+                    or not distance > 0:
+                raise ConfigError(f'plane.distance must be a number > 0, got {distance!r}')
+            kwargs['plane_distance'] = float(distance)
+        else:
+            for key in ('extrinsics', 'plane'):
+                if key in config:
+                    raise ConfigError(f'{key} is only used in plane mode (mode is {mode!r})')
+        if mode != 'homography':
+            for key in ('homography', 'homography_file'):
+                if config.get(key) not in (None, '', []):
+                    raise ConfigError(f'{key} is only used in homography mode (mode is '
+                                      f'{mode!r})')
+        return cls(mode, thermal_size, rgb_size, **kwargs)
+
+    def update(self, thermal_size=None, rgb_size=None, thermal_model=None, rgb_model=None):
+        """Change sizes or calibration; rebuilds the maps only if a value really changed.
+
+        Returns True when the maps were rebuilt. Call it with every CameraInfo: an unchanged
+        calibration costs one comparison. If the new values are rejected (CalibrationError),
+        the previous sizes, models and maps stay in effect.
+        """
+        current = self._built.inputs
+        inputs = _Inputs(
+            current.thermal_size if thermal_size is None
+            else _check_size(thermal_size, 'thermal_size'),
+            current.rgb_size if rgb_size is None else _check_size(rgb_size, 'rgb_size'),
+            current.thermal_model if thermal_model is None else thermal_model,
+            current.rgb_model if rgb_model is None else rgb_model)
+        if self._cache_key(inputs) == self._built.key:
+            return False
+        self._built = self._build(inputs)
+        self.build_count += 1
+        return True
+
+    # -- state of the current build --------------------------------------------------------------
+    thermal_size = property(lambda self: self._built.inputs.thermal_size,
+                            doc='``(width, height)`` of the thermal frames the maps expect.')
+    rgb_size = property(lambda self: self._built.inputs.rgb_size,
+                        doc='``(width, height)`` of the RGB grid.')
+    thermal_model = property(lambda self: self._built.inputs.thermal_model,
+                             doc='Thermal :class:`CameraModel` in use (or None).')
+    rgb_model = property(lambda self: self._built.inputs.rgb_model,
+                         doc='RGB :class:`CameraModel` in use (or None).')
+    homography = property(lambda self: self._built.homography,
+                          doc='H, 3x3 float64, thermal -> RGB pixels (H[2, 2] = 1 when possible).')
+    mirrored = property(lambda self: self._built.mirrored, doc='H flips orientation.')
+    valid_mask = property(lambda self: self._built.valid_mask,
+                          doc='(rgb_h, rgb_w) bool, read-only: pixels with thermal data.')
+    overlap_fraction = property(lambda self: self._built.overlap_fraction,
+                                doc='Fraction of RGB pixels with thermal data, 0..1.')
+    roi = property(lambda self: self._built.roi,
+                   doc='Crop ``(x_offset, y_offset, width, height)`` in the RGB grid.')
+    warnings = property(lambda self: list(self._built.warnings),
+                        doc='Human-readable warnings of the current build.')
+
+    # -- map construction ---------------------------------------------------------------------
+    @staticmethod
+    def _cache_key(inputs):
+        def fingerprint(model):
+            return None if model is None else model.fingerprint()
+        return (inputs.thermal_size, inputs.rgb_size, fingerprint(inputs.thermal_model),
+                fingerprint(inputs.rgb_model))
+
+    def _check_models(self, inputs):
+        for name, model, size in (('thermal', inputs.thermal_model, inputs.thermal_size),
+                                  ('rgb', inputs.rgb_model, inputs.rgb_size)):
+            if model is None or not np.any(model.K):
+                continue  # absent or uncalibrated: nothing to check (yet)
+            model.require_full_frame(f'{name} camera')
+            if model.size != size:
+                raise CalibrationError(
+                    f'{name} calibration is for {model.width}x{model.height} but the {name} '
+                    f'images are {size[0]}x{size[1]}')
+        needs = []
+        if self.mode == 'plane':
+            needs += [('thermal', 'plane registration'), ('rgb', 'plane registration')]
+        if self.undistort_thermal:
+            needs.append(('thermal', 'undistort_thermal'))
+        if self.undistort_rgb:
+            needs.append(('rgb', 'undistort_rgb'))
+        for name, purpose in needs:
+            model = inputs.thermal_model if name == 'thermal' else inputs.rgb_model
+            if model is None:
+                raise CalibrationError(f'{purpose} needs the {name} camera calibration '
+                                       f'(CameraInfo or {name}_calibration)')
+            model.require_intrinsics(purpose, f'{name} camera')
+
+    def _compute_homography(self, inputs):
+        if self.mode == 'identity':
+            if inputs.thermal_size == inputs.rgb_size:
+                return np.eye(3)
+            if not self.allow_resize:
+                raise CalibrationError(
+                    f'identity registration needs equal sizes, but thermal is '
+                    f'{inputs.thermal_size[0]}x{inputs.thermal_size[1]} and RGB is '
+                    f'{inputs.rgb_size[0]}x{inputs.rgb_size[1]}; set allow_resize: true to scale '
+                    'the thermal image to the RGB size')
+            return resize_homography(inputs.thermal_size, inputs.rgb_size)
+        if self.mode == 'homography':
+            return self._homography_input.copy()
+        rotation, translation, normal, distance = self._plane
+        return plane_homography(inputs.thermal_model.K, inputs.rgb_model.K, rotation, translation,
+                                normal, distance)
+
+    def _validated_homography(self, homography, inputs):
+        """Sign-normalise H and reject singular, horizon-crossing or mirroring ones."""
+        scale = np.max(np.abs(homography))
+        if not scale > 0 or np.linalg.cond(homography) > 1e12:
+            raise CalibrationError(f'homography is singular: {homography.tolist()}')
+        homography = homography / scale
+        width, height = inputs.thermal_size
+        corners = np.array([[-0.5, -0.5, 1], [width - 0.5, -0.5, 1],
+                            [width - 0.5, height - 0.5, 1], [-0.5, height - 0.5, 1]])
+        if self.undistort_thermal:
+            # The undistorted thermal image spans further than its raw corners.
+            model = inputs.thermal_model
+            raw = corners[:, None, :2].astype(np.float64)
+            undistort = (cv2.fisheye.undistortPoints if model.distortion_model == 'equidistant'
+                         else cv2.undistortPoints)
+            ideal = undistort(raw, model.K, model.D, P=model.K).reshape(-1, 2)
+            corners = np.hstack([ideal, np.ones((4, 1))])
+        depths = corners @ homography[2]
+        if np.all(depths < 0):
+            homography, depths = -homography, -depths
+        if homography[2, 2] > 1e-9:
+            homography = homography / homography[2, 2]  # the familiar scale, sign kept
+        if not np.all(depths > 0):
+            raise CalibrationError(
+                'homography maps part of the thermal image to infinity (its horizon line '
+                f'crosses the thermal image): {homography.tolist()}')
+        # For a projective map the Jacobian determinant is det(H) / w^3, w > 0 here.
+        mirrored = bool(np.linalg.det(homography) < 0)
+        if mirrored and not self.allow_mirror:
+            raise CalibrationError(
+                'homography flips the image orientation (mirror); check the point order or '
+                'extrinsics, or set allow_mirror: true if the optics really mirror the image')
+        return homography, mirrored
+
+    def _build(self, inputs):
+        """Compute every per-calibration product; returns a :class:`_Built` (no side effects
+        except warnings), so a rejected calibration leaves the current maps in place."""
+        self._check_models(inputs)
+        homography, mirrored = self._validated_homography(self._compute_homography(inputs),
+                                                          inputs)
+        rgb_width, rgb_height = inputs.rgb_size
+        thermal_width, thermal_height = inputs.thermal_size
+
+        valid_rgb = np.ones((rgb_height, rgb_width), dtype=bool)
+        rgb_maps = None
+        if self.undistort_rgb:
+            model = inputs.rgb_model
+            map_x, map_y, valid_rgb = _undistortion_map(model, model.K, inputs.rgb_size, 'rgb')
+            valid_rgb &= _inside(map_x, map_y, rgb_width, rgb_height)
+            rgb_maps = self._final_maps(map_x, map_y, valid_rgb)
+
+        if self.undistort_thermal:
+            model = inputs.thermal_model
+            map_x, map_y, valid = _undistortion_map(model, homography @ model.K, inputs.rgb_size,
+                                                    'thermal')
+        else:
+            columns, rows = np.meshgrid(np.arange(rgb_width, dtype=np.float64),
+                                        np.arange(rgb_height, dtype=np.float64))
+            inverse = np.linalg.inv(homography)
+            source = np.einsum('ij,jhw->ihw', inverse,
+                               np.stack([columns, rows, np.ones_like(rows)]))
+            valid = source[2] > 1e-12
+            with np.errstate(divide='ignore', invalid='ignore'):
+                map_x = (source[0] / source[2]).astype(np.float32)
+                map_y = (source[1] / source[2]).astype(np.float32)
+        valid &= _inside(map_x, map_y, thermal_width, thermal_height) & valid_rgb
+        thermal_maps = self._final_maps(map_x, map_y, valid)
+
+        overlap = float(valid.mean())
+        if overlap < self.min_overlap:
+            raise CalibrationError(
+                f'registration leaves only {overlap:.1%} of the RGB image with thermal data '
+                f'(min_overlap {self.min_overlap:.1%}); the homography or extrinsics are '
+                f'probably wrong: {homography.tolist()}')
+        warning_list = []
+        if overlap < self.warn_overlap:
+            warning_list.append(f'thermal data covers only {overlap:.1%} of the RGB image')
+        if mirrored:
+            warning_list.append('homography mirrors the thermal image (allow_mirror is set)')
+        roi = (0, 0, rgb_width, rgb_height)
+        if self.crop_to_overlap:
+            roi = largest_valid_rectangle(valid)
+            if roi[2] == 0 or roi[3] == 0:
+                raise CalibrationError('the valid thermal region contains no rectangle')
+        for message in warning_list:
+            # stacklevel: _build <- __init__/update <- the caller.
+            warnings.warn(f'tesg_ros registration: {message}', RuntimeWarning, stacklevel=3)
+        valid.flags.writeable = False
+        return _Built(
+            inputs=inputs, key=self._cache_key(inputs), homography=homography,
+            mirrored=mirrored, valid_mask=valid, invalid=None if valid.all() else ~valid,
+            thermal_maps=thermal_maps, rgb_maps=rgb_maps,
+            rgb_invalid=None if rgb_maps is None or valid_rgb.all() else ~valid_rgb,
+            overlap_fraction=overlap, roi=tuple(int(v) for v in roi),
+            warnings=tuple(warning_list))
+
+    def _final_maps(self, map_x, map_y, valid):
+        map_x = np.where(valid, map_x, _OUTSIDE).astype(np.float32)
+        map_y = np.where(valid, map_y, _OUTSIDE).astype(np.float32)
+        if self.map_type == 'fixed_point':
+            return cv2.convertMaps(map_x, map_y, cv2.CV_16SC2,
+                                   nninterpolation=self.interpolation == 'nearest')
+        return map_x, map_y
+
+    # -- per frame ----------------------------------------------------------------------------
+    def _remap(self, image, maps, size, invalid, name):
+        image = np.asarray(image)
+        if image.ndim not in (2, 3) or image.dtype.type not in _REMAP_DTYPES:
+            raise ImageEncodingError(
+                f'{name} image must be (height, width[, channels]) of uint8, uint16, int16, '
+                f'float32 or float64, got shape {image.shape} dtype {image.dtype}')
+        if (image.shape[1], image.shape[0]) != size:
+            raise ImageEncodingError(
+                f'{name} image is {image.shape[1]}x{image.shape[0]} but the registration was '
+                f'built for {size[0]}x{size[1]}; call update({name}_size=...) first')
+        # Replicate keeps edge pixels' interpolation kernels inside the image; pixels without
+        # data are zeroed explicitly below.
+        warped = cv2.remap(image, maps[0], maps[1], INTERPOLATIONS[self.interpolation],
+                           borderMode=cv2.BORDER_REPLICATE)
+        if warped.ndim < image.ndim:
+            warped = warped[..., None]  # remap drops a trailing channel axis of 1
+        if invalid is not None:
+            warped[invalid] = 0
+        return warped
+
+    def warp_thermal(self, thermal):
+        """Thermal frame ``(th_h, th_w[, c])`` -> the RGB grid ``(rgb_h, rgb_w[, c])``.
+
+        Same dtype as the input (uint8 / uint16 / int16 / float32 / float64); interpolation is
+        ``self.interpolation`` (bilinear by default, rounded for integer types). Pixels without
+        thermal data are 0; see :attr:`valid_mask`. Not cropped.
+        """
+        return self._warp_thermal(self._built, thermal)
+
+    def _warp_thermal(self, built, thermal):
+        return self._remap(thermal, built.thermal_maps, built.inputs.thermal_size,
+                           built.invalid, 'thermal')
+
+    def warp_rgb(self, rgb):
+        """RGB frame, undistorted when ``undistort_rgb`` is set (else returned unchanged)."""
+        return self._warp_rgb(self._built, rgb)
+
+    def _warp_rgb(self, built, rgb):
+        size = built.inputs.rgb_size
+        if built.rgb_maps is None:
+            rgb = np.asarray(rgb)
+            if (rgb.ndim < 2 or (rgb.shape[1], rgb.shape[0]) != size):
+                raise ImageEncodingError(
+                    f'rgb image has shape {rgb.shape} but the registration was built for '
+                    f'{size[0]}x{size[1]}')
+            return rgb
+        return self._remap(rgb, built.rgb_maps, size, built.rgb_invalid, 'rgb')
+
+    def crop(self, image, roi=None):
+        """``image[y:y+h, x:x+w]`` for ``roi`` (default :attr:`roi`); a view, no copy."""
+        x, y, width, height = self.roi if roi is None else roi
+        return image[y:y + height, x:x + width]
+
+    def register(self, thermal, rgb):
+        """Both frames on one grid: ``(thermal, rgb, valid_mask)``, cropped to :attr:`roi`
+        when ``crop_to_overlap`` is set (:attr:`roi` is the full image otherwise)."""
+        built = self._built  # one consistent build for all three outputs
+        return (self.crop(self._warp_thermal(built, thermal), built.roi),
+                self.crop(self._warp_rgb(built, rgb), built.roi),
+                self.crop(built.valid_mask, built.roi))
+
+    def crop_camera_info(self, rgb_model=None):
+        """RGB :class:`CameraModel` of the registered (cropped, maybe undistorted) RGB image."""
+        built = self._built
+        model = rgb_model if rgb_model is not None else built.inputs.rgb_model
+        if model is None:
+            raise CalibrationError('crop_camera_info needs the RGB camera model')
+        if model.size != built.inputs.rgb_size:
+            raise CalibrationError(f'rgb model is {model.width}x{model.height} but the '
+                                   f'registration is for {built.inputs.rgb_size}')
+        return crop_camera_model(model, built.roi, undistorted=self.undistort_rgb)
+
+    def summary(self):
+        """Plain-Python status for diagnostics (mode, H, overlap, roi, warnings, ...)."""
+        built = self._built
+        x_offset, y_offset, width, height = built.roi
+        return {
+            'mode': self.mode,
+            'homography': [float(v) for v in built.homography.ravel()],
+            'thermal_size': list(built.inputs.thermal_size),
+            'rgb_size': list(built.inputs.rgb_size),
+            'overlap_fraction': built.overlap_fraction,
+            'roi': {'x_offset': x_offset, 'y_offset': y_offset, 'width': width,
+                    'height': height},
+            'crop_to_overlap': self.crop_to_overlap,
+            'undistort_thermal': self.undistort_thermal,
+            'undistort_rgb': self.undistort_rgb,
+            'interpolation': self.interpolation,
+            'map_type': self.map_type,
+            'mirrored': built.mirrored,
+            'build_count': self.build_count,
+            'warnings': list(built.warnings),
+            'ok': not built.warnings,
+        }
+
+
+def _inside(map_x, map_y, width, height):
+    """Sample points inside the image area ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``."""
+    return ((map_x >= -0.5) & (map_x <= width - 0.5) & (map_y >= -0.5)
+            & (map_y <= height - 0.5))
+
+
+def resolve_config_path(path, key):
+    """Absolute paths as given; relative ones under the package share directory.
+
+    Like the rest of tesg_ros, the working directory is never consulted, so a launch file
+    finds ``config/homography.yaml`` wherever it is started from.
+    """
+    path = Path(str(path)).expanduser()
+    if path.is_absolute():
+        return path
+    from tesg_ros.paths import share_dir
+    try:
+        return share_dir() / path
+    except FileNotFoundError as exc:
+        raise ConfigError(f'{key}: relative path {str(path)!r} needs the package share '
+                          f'directory: {exc}') from exc
+
+
+def _unflatten(config):
+    """Turn ROS-style dotted keys ('plane.distance') into nested mappings."""
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise ConfigError(f'registration config must be a mapping, got {type(config).__name__}')
+    nested = {}
+    for key, value in config.items():
+        parts = str(key).split('.')
+        target = nested
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f'registration key {key!r} conflicts with {part!r}')
+        if isinstance(value, dict):
+            target.setdefault(parts[-1], {}).update(value)
+        else:
+            target[parts[-1]] = value
+    return nested
