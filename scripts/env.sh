@@ -10,6 +10,9 @@ case ":${LD_LIBRARY_PATH:-}:" in
   *) export LD_LIBRARY_PATH="$TESG_VENV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ;;
 esac
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
+# Camera-sized frames need a larger Fast DDS shared-memory segment than the 0.5 MB default,
+# otherwise they fall back to fragmented UDP and best-effort readers lose most of them.
+export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$_tesg_root/config/fastdds_large_images.xml}"
 # Keep DDS traffic on this machine unless the user says otherwise.
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
 # Models load from local directories only.

@@ -128,6 +128,8 @@ class FusionNode(Node):
         self._rates = {name: RateMeter() for name in ('thermal', 'rgb', 'pairs', 'published')}
         self._pair_dt = RunningStats()
         self._processing_ms = RunningStats()
+        self._network_ms = RunningStats()
+        self._arrival_to_publish_ms = RunningStats()
         self._latency_ms = RunningStats()
         self._last_published_stamp = None
         self._rgb_info = None
@@ -283,13 +285,12 @@ class FusionNode(Node):
 
     def _on_pair(self, thermal_msg, rgb_msg):
         """Synchroniser callback: check and hand over; never fuse here."""
-        now = self.get_clock().now()
         dt = abs(_stamp_ns(thermal_msg.header) - _stamp_ns(rgb_msg.header)) / 1e9
         self._pair_dt.add(dt)
         self._rates['pairs'].tick(time.monotonic())
         with self._lock:
             self._counters['pairs'] += 1
-        self._mailbox.put((thermal_msg, rgb_msg, now, time.monotonic()))
+        self._mailbox.put((thermal_msg, rgb_msg, time.monotonic()))
 
     # ------------------------------------------------------------------ worker
     def _work(self):
@@ -306,7 +307,7 @@ class FusionNode(Node):
                 self._count_drop('dropped_error')
                 self._record_error(type(error).__name__, f'fusion failed: {error!r}')
 
-    def _process(self, thermal_msg, rgb_msg, paired_at, paired_monotonic):
+    def _process(self, thermal_msg, rgb_msg, paired_monotonic):
         stamp = _stamp_ns(rgb_msg.header)
         if self._last_published_stamp is not None and stamp <= self._last_published_stamp:
             self._count_drop('dropped_out_of_order')
@@ -341,6 +342,8 @@ class FusionNode(Node):
         self._last_published_stamp = stamp
         finished = time.monotonic()
         self._processing_ms.add((finished - start) * 1e3)
+        self._network_ms.add(result.timings_ms['network'])
+        self._arrival_to_publish_ms.add((finished - paired_monotonic) * 1e3)
         self._latency_ms.add((self.get_clock().now().nanoseconds - stamp) / 1e6)
         self._rates['published'].tick(finished)
         with self._lock:
@@ -385,6 +388,8 @@ class FusionNode(Node):
             values[f'{name}_rate_hz'] = meter.rate(now)
         values['pair_dt_s'] = self._pair_dt.summary()
         values['processing_ms'] = self._processing_ms.summary()
+        values['network_ms'] = self._network_ms.summary()
+        values['arrival_to_publish_ms'] = self._arrival_to_publish_ms.summary()
         values['latency_ms'] = self._latency_ms.summary()
         values['dropped_busy'] = self._mailbox.overwritten  # newer pair replaced it
         values['sync_backend'] = self._sync_backend
