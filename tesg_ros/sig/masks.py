@@ -1,0 +1,490 @@
+# Copyright 2026 The tesg_ros authors
+# SPDX-License-Identifier: Apache-2.0
+"""Mask semantics: soft masks (M x H x W float32 in [0, 1]) for MGCA, one per phrase.
+
+Every backend is a callable ``backend(visible, thermal, phrases) -> masks`` where ``visible`` is
+the visible frame (H x W x 3 BGR uint8, or H x W uint8), ``thermal`` is the thermal frame
+registered to it (H x W, uint8 or float in [0, 1]), ``phrases`` is a sequence of M strings and
+``masks`` has shape (M, H, W), dtype float32, values in [0, 1]. A phrase the backend cannot
+ground (e.g. "a night scene" for the thermal backend) gets an all-zero mask, so mask ``i``
+always belongs to phrase ``i``.
+
+Backends:
+
+* :class:`ThermalMaskBackend` - warm-object segmentation of the thermal frame (local-contrast
+  threshold, morphology, connected components, soft edges), filtered by the object classes
+  the phrase names (people-shaped vs vehicle-shaped blobs). Runs per frame.
+* :class:`HogMaskBackend` - person boxes from OpenCV's HOG people detector as soft masks.
+* :class:`ClipSegMaskBackend` - CLIPSeg (transformers) from a local model directory, one
+  text-prompted mask per phrase. Slow on a CPU.
+"""
+
+from dataclasses import dataclass
+import re
+
+import cv2
+import numpy as np
+
+from tesg_ros.errors import ConfigError, ImageEncodingError
+
+PERSON_WORDS = frozenset({
+    'person', 'persons', 'people', 'pedestrian', 'pedestrians', 'man', 'men', 'woman',
+    'women', 'child', 'children', 'human', 'humans', 'figure', 'figures', 'walker'})
+VEHICLE_WORDS = frozenset({
+    'vehicle', 'vehicles', 'car', 'cars', 'truck', 'trucks', 'bus', 'buses', 'van', 'vans',
+    'jeep', 'motorbike', 'motorcycle', 'motorcycles', 'tank'})
+WARM_WORDS = frozenset({'warm', 'hot', 'heat', 'thermal', 'fire', 'fires', 'flame', 'flames'})
+
+PERSON = 'person'
+VEHICLE = 'vehicle'
+WARM = 'warm'
+HOT_AREA = 'hot area'
+HOT_SPOT = 'hot spot'
+
+
+def phrase_classes(phrase):
+    """Return the object classes a phrase names: a subset of {'person', 'vehicle', 'warm'}.
+
+    Words are matched whole ("person-sized" names a person, "carpet" does not name a car).
+    """
+    words = set(re.findall(r'[a-z]+', phrase.lower()))
+    classes = set()
+    if words & PERSON_WORDS:
+        classes.add(PERSON)
+    if words & VEHICLE_WORDS:
+        classes.add(VEHICLE)
+    if words & WARM_WORDS:
+        classes.add(WARM)
+    return frozenset(classes)
+
+
+def to_unit_thermal(thermal):
+    """Return the thermal frame as H x W float32 in [0, 1].
+
+    Accepts H x W (or H x W x 1) uint8 (divided by 255) or floating point already in [0, 1].
+    Anything else (uint16 raw counts, colour-mapped H x W x 3, values outside [0, 1]) raises
+    :class:`ImageEncodingError`: the caller must normalise it (thermal normalisation module).
+    """
+    array = np.asarray(thermal)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim != 2 or array.size == 0:
+        raise ImageEncodingError(
+            f'thermal image must be H x W (single channel), got shape {array.shape}')
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) * np.float32(1.0 / 255.0)
+    if np.issubdtype(array.dtype, np.floating):
+        unit = array.astype(np.float32, copy=False)
+        low, high = float(np.nanmin(unit)), float(np.nanmax(unit))
+        if not (0.0 <= low and high <= 1.0):
+            raise ImageEncodingError(
+                f'float thermal image must lie in [0, 1], got range [{low:.4g}, {high:.4g}]')
+        return unit
+    raise ImageEncodingError(
+        f'thermal image must be uint8 or float in [0, 1], got dtype {array.dtype}')
+
+
+def to_bgr(visible):
+    """Return the visible frame as H x W x 3 uint8 BGR (a grey H x W uint8 frame is replicated)."""
+    array = np.asarray(visible)
+    if array.dtype != np.uint8:
+        raise ImageEncodingError(f'visible image must be uint8, got dtype {array.dtype}')
+    if array.ndim == 2:
+        return cv2.cvtColor(array, cv2.COLOR_GRAY2BGR)
+    if array.ndim == 3 and array.shape[2] == 3:
+        return array
+    raise ImageEncodingError(
+        f'visible image must be H x W x 3 (BGR) or H x W (grey), got shape {array.shape}')
+
+
+def horizontal_position(centre_x, width):
+    """'left', 'centre' or 'right': which third of the image ``centre_x`` (pixels) falls in."""
+    fraction = centre_x / float(width)
+    if fraction < 1.0 / 3.0:
+        return 'left'
+    if fraction < 2.0 / 3.0:
+        return 'centre'
+    return 'right'
+
+
+@dataclass(frozen=True)
+class ThermalSegmentationParams:
+    """Tuning of :func:`segment_warm_objects`; all sizes are fractions of the image.
+
+    work_size: longer side (pixels) of the internal working image; the frame is area-downscaled
+        to it, which sets the cost (a few ms) and the smallest object found (about 2 px there).
+    background_sigma: Gaussian sigma of the local background, as a fraction of the longer side.
+    noise_factor / min_contrast: a pixel is warm when it exceeds the local background by more
+        than max(noise_factor * robust noise, min_contrast) (thermal units in [0, 1]).
+    warm_percentile: a component's mean temperature must reach this percentile of the
+        non-warm pixels (drops locally bright but globally cool clutter such as foliage).
+    min_area: smallest component kept, fraction of the image area.
+    person_min_height: smallest person-shaped blob, fraction of the image height.
+    person_aspect: height / width at or above which a blob is person-shaped (upright).
+    person_max_height: a person-shaped blob taller than this fraction of the image height is
+        not called a person (too large for the heuristic to be credible).
+    vehicle_aspect: width / height at or above which a blob is vehicle-shaped (wide).
+    vehicle_min_area: smallest vehicle-shaped blob, fraction of the image area.
+    hot_area: blobs larger than this area fraction that are neither shape are 'hot area'.
+    """
+
+    work_size: int = 192
+    background_sigma: float = 0.06
+    noise_factor: float = 4.0
+    min_contrast: float = 0.05
+    warm_percentile: float = 95.0
+    min_area: float = 4e-4
+    person_min_height: float = 0.04
+    person_aspect: float = 1.4
+    person_max_height: float = 0.9
+    vehicle_aspect: float = 1.3
+    vehicle_min_area: float = 1.5e-3
+    hot_area: float = 0.01
+
+    def __post_init__(self):
+        if self.work_size < 32:
+            raise ConfigError(
+                f'semantics.thermal_mask.work_size must be >= 32, got {self.work_size}')
+        if not 0.0 < self.background_sigma < 1.0:
+            raise ConfigError('semantics.thermal_mask.background_sigma must be in (0, 1), '
+                              f'got {self.background_sigma}')
+        if self.min_contrast <= 0.0 or self.noise_factor < 0.0:
+            raise ConfigError('semantics.thermal_mask.min_contrast must be > 0 and '
+                              'noise_factor >= 0')
+
+
+@dataclass(frozen=True)
+class WarmObject:
+    """One warm connected component of the thermal frame (full-resolution pixel units).
+
+    label: 'person', 'vehicle', 'hot area' or 'hot spot' (shape heuristic, see params).
+    box: (x, y, width, height) ints; centre: (x, y) floats; area_fraction: of the image area;
+    position: 'left' / 'centre' / 'right'; contrast: mean excess over the local background.
+    component: label id in :attr:`WarmSegmentation.labels`.
+    """
+
+    label: str
+    box: tuple
+    centre: tuple
+    area_fraction: float
+    position: str
+    contrast: float
+    component: int
+
+
+@dataclass(frozen=True)
+class WarmSegmentation:
+    """Result of :func:`segment_warm_objects`.
+
+    labels: int32 component image at the working resolution (0 = background).
+    objects: the kept :class:`WarmObject` s, largest first.
+    frame_shape: (H, W) of the input frame.
+    """
+
+    labels: np.ndarray
+    objects: tuple
+    frame_shape: tuple
+
+    def soft_mask(self, objects, edge_sigma=1.0):
+        """H x W float32 in [0, 1]: the union of ``objects`` with blurred (soft) edges.
+
+        ``edge_sigma`` is in working-resolution pixels; the blur happens there and the result
+        is bilinearly upsampled, so the cost does not grow with the frame size.
+        """
+        height, width = self.frame_shape
+        if not objects:
+            return np.zeros((height, width), np.float32)
+        ids = np.array([obj.component for obj in objects], np.int32)
+        small = np.isin(self.labels, ids).astype(np.float32)
+        if edge_sigma > 0:
+            small = cv2.GaussianBlur(small, (0, 0), edge_sigma)
+            # Re-saturate the interior so the blur only softens the border.
+            small = np.minimum(small * 2.0, 1.0)
+        mask = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+        return np.clip(mask, 0.0, 1.0, out=mask)
+
+
+def _classify_blob(width, height, area_fraction, frame_height, params):
+    aspect = height / max(width, 1)
+    if (aspect >= params.person_aspect
+            and params.person_min_height <= height / frame_height <= params.person_max_height):
+        return PERSON
+    if width / max(height, 1) >= params.vehicle_aspect and area_fraction >= \
+            params.vehicle_min_area:
+        return VEHICLE
+    if area_fraction >= params.hot_area:
+        return HOT_AREA
+    return HOT_SPOT
+
+
+def segment_warm_objects(thermal, params=ThermalSegmentationParams()):
+    """Find the warm objects of a registered thermal frame.
+
+    thermal: H x W uint8, or float in [0, 1] (see :func:`to_unit_thermal`).
+    A pixel is warm when it exceeds its local background (a wide Gaussian blur) by more than
+    max(noise_factor * 1.4826 * MAD, min_contrast); small speckles are removed by an opening,
+    gaps closed by a closing, and connected components smaller than ``min_area`` dropped.
+    The class of a component is a shape heuristic only (upright: person; wide and large
+    enough: vehicle) - a thermal camera gives no range, so size in pixels cannot tell a near
+    dog from a far person. Returns a :class:`WarmSegmentation`.
+    """
+    unit = to_unit_thermal(thermal)
+    frame_height, frame_width = unit.shape
+    scale = min(1.0, params.work_size / float(max(frame_height, frame_width)))
+    work_width = max(1, round(frame_width * scale))
+    work_height = max(1, round(frame_height * scale))
+    work = cv2.resize(unit, (work_width, work_height), interpolation=cv2.INTER_AREA)
+    sigma = params.background_sigma * max(work_width, work_height)
+    background = cv2.GaussianBlur(work, (0, 0), sigma)
+    excess = work - background
+    noise = 1.4826 * float(np.median(np.abs(excess - np.median(excess))))
+    threshold = max(params.noise_factor * noise, params.min_contrast)
+    warm = (excess > threshold).astype(np.uint8)
+    kernel = np.ones((2, 2), np.uint8)
+    warm = cv2.morphologyEx(warm, cv2.MORPH_OPEN, kernel)
+    warm = cv2.morphologyEx(warm, cv2.MORPH_CLOSE, kernel)
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(warm, connectivity=8)
+    # Component statistics are summed over the label image once, not per component.
+    excess_sum = np.bincount(labels.ravel(), weights=excess.ravel(), minlength=count)
+    value_sum = np.bincount(labels.ravel(), weights=work.ravel(), minlength=count)
+    # Percentile of the pixels that are not warm, so large warm objects do not raise it.
+    warm_level = float(np.percentile(work[labels == 0], params.warm_percentile)) \
+        if count > 1 and np.any(labels == 0) else float(np.percentile(work, 50))
+    to_frame = 1.0 / scale
+    objects = []
+    work_area = float(work_width * work_height)
+    for component in range(1, count):
+        x, y, w, h, area = (int(v) for v in stats[component])
+        area_fraction = area / work_area
+        if area_fraction < params.min_area or value_sum[component] / area < warm_level:
+            continue
+        label = _classify_blob(w, h, area_fraction, work_height, params)
+        centre = (float(centroids[component][0] * to_frame),
+                  float(centroids[component][1] * to_frame))
+        box = (int(np.floor(x * to_frame)), int(np.floor(y * to_frame)),
+               int(np.ceil(w * to_frame)), int(np.ceil(h * to_frame)))
+        objects.append(WarmObject(
+            label=label, box=box, centre=centre, area_fraction=area_fraction,
+            position=horizontal_position(centre[0], frame_width),
+            contrast=float(excess_sum[component] / area), component=component))
+    objects.sort(key=lambda obj: obj.area_fraction, reverse=True)
+    return WarmSegmentation(labels=labels.astype(np.int32, copy=False), objects=tuple(objects),
+                            frame_shape=(frame_height, frame_width))
+
+
+def _check_phrases(phrases):
+    if isinstance(phrases, str):
+        raise ConfigError('phrases must be a sequence of strings, not one string')
+    phrases = list(phrases)
+    for phrase in phrases:
+        if not isinstance(phrase, str):
+            raise ConfigError(f'every phrase must be a string, got {type(phrase).__name__}')
+    return phrases
+
+
+class ThermalMaskBackend:
+    """Warm-object masks from the registered thermal frame, selected by the phrase's classes.
+
+    A phrase naming people gets the person-shaped blobs, one naming vehicles the
+    vehicle-shaped blobs; a phrase that only says warm/hot/fire gets every warm blob; any other
+    phrase gets a zero mask. Cost: one area-downscale to ``work_size`` plus a few filters there
+    (measured 5-7 ms per 640 x 480 frame with three phrases on a shared 2-core VM).
+    """
+
+    name = 'thermal'
+
+    def __init__(self, params=ThermalSegmentationParams(), edge_sigma=1.0):
+        self.params = params
+        self.edge_sigma = float(edge_sigma)
+
+    def __call__(self, visible, thermal, phrases):
+        """Return (M, H, W) float32 masks in [0, 1] for M phrases at the thermal frame's size."""
+        phrases = _check_phrases(phrases)
+        segmentation = segment_warm_objects(thermal, self.params)
+        height, width = segmentation.frame_shape
+        masks = np.zeros((len(phrases), height, width), np.float32)
+        for index, phrase in enumerate(phrases):
+            classes = phrase_classes(phrase)
+            wanted = classes & {PERSON, VEHICLE}
+            if wanted:
+                chosen = [obj for obj in segmentation.objects if obj.label in wanted]
+            elif WARM in classes:
+                chosen = list(segmentation.objects)
+            else:
+                continue
+            masks[index] = segmentation.soft_mask(chosen, self.edge_sigma)
+        return masks
+
+
+class HogPeopleDetector:
+    """OpenCV's HOG + linear SVM people detector (Dalal-Triggs, 64 x 128 window).
+
+    ``scale`` resizes the grey visible frame before detection: < 1 is faster but misses small
+    people; > 1 finds people down to about 128 / scale pixels tall at a quadratic cost.
+    ``min_weight`` is the SVM score a detection needs: on VIFB frames upsampled by 2, true
+    people scored 1.2-3.7 and the false hits (poles, windows, car edges) 0.5-1.2.
+    Boxes come back in input pixels.
+    """
+
+    def __init__(self, scale=1.0, min_weight=1.0, win_stride=8, pyramid_scale=1.05):
+        self.scale = self._check_scale(scale)
+        self.min_weight = float(min_weight)
+        self.win_stride = int(win_stride)
+        self.pyramid_scale = float(pyramid_scale)
+        self._hog = cv2.HOGDescriptor()
+        self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+
+    @staticmethod
+    def _check_scale(scale):
+        if not scale > 0:
+            raise ConfigError(f'semantics.hog.scale must be > 0, got {scale}')
+        return float(scale)
+
+    def detect(self, visible, scale=None):
+        """Return a list of ((x, y, w, h), weight) person boxes, non-maximum suppressed.
+
+        ``scale`` overrides the detector's own for this call.
+        """
+        scale = self.scale if scale is None else self._check_scale(scale)
+        grey = cv2.cvtColor(to_bgr(visible), cv2.COLOR_BGR2GRAY)
+        if scale != 1.0:
+            interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+            grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=interpolation)
+        if grey.shape[0] < 128 or grey.shape[1] < 64:
+            return []
+        stride = (self.win_stride, self.win_stride)
+        boxes, weights = self._hog.detectMultiScale(
+            grey, winStride=stride, padding=stride, scale=self.pyramid_scale)
+        if len(boxes) == 0:
+            return []
+        weights = np.ravel(weights)
+        keep = cv2.dnn.NMSBoxes([list(map(int, b)) for b in boxes], weights.tolist(),
+                                self.min_weight, 0.4)
+        result = []
+        for index in np.ravel(keep):
+            x, y, w, h = (float(v) / scale for v in boxes[index])
+            result.append(((int(round(x)), int(round(y)), int(round(w)), int(round(h))),
+                           float(weights[index])))
+        return result
+
+
+def boxes_soft_mask(boxes, shape, edge_fraction=0.15):
+    """H x W float32 in [0, 1]: union of (x, y, w, h) boxes with edges fading over a fraction.
+
+    Each box is 1 in its core and falls off linearly to 0 at the box edge over
+    ``edge_fraction`` of its smaller side (a HOG box is loose around the person).
+    """
+    height, width = shape
+    mask = np.zeros((height, width), np.float32)
+    for x, y, w, h in boxes:
+        x0, y0 = max(0, x), max(0, y)
+        x1, y1 = min(width, x + w), min(height, y + h)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        ramp = max(1.0, edge_fraction * min(w, h))
+        cols = np.arange(x0, x1, dtype=np.float32) + 0.5
+        rows = np.arange(y0, y1, dtype=np.float32) + 0.5
+        col_weight = np.minimum(np.minimum(cols - x, x + w - cols) / ramp, 1.0)
+        row_weight = np.minimum(np.minimum(rows - y, y + h - rows) / ramp, 1.0)
+        patch = np.minimum.outer(row_weight, col_weight)
+        np.maximum(mask[y0:y1, x0:x1], patch, out=mask[y0:y1, x0:x1])
+    return mask
+
+
+class HogMaskBackend:
+    """Person boxes from :class:`HogPeopleDetector` as soft masks for phrases naming people.
+
+    HOG is the costly cue: even with ``scale=0.5`` (the default) a 640 x 480 frame took about
+    26 ms on a shared 2-core VM, and it then only finds people taller than about 256 pixels.
+    Detection runs only when a phrase names people.
+    """
+
+    name = 'hog'
+
+    def __init__(self, detector=None):
+        self.detector = detector if detector is not None else HogPeopleDetector(scale=0.5)
+
+    def __call__(self, visible, thermal, phrases):
+        """Return (M, H, W) float32 masks in [0, 1] at the visible frame's size."""
+        phrases = _check_phrases(phrases)
+        bgr = to_bgr(visible)
+        shape = bgr.shape[:2]
+        masks = np.zeros((len(phrases),) + shape, np.float32)
+        wants_people = [PERSON in phrase_classes(p) for p in phrases]
+        if not any(wants_people):
+            return masks
+        person_mask = boxes_soft_mask([box for box, _ in self.detector.detect(bgr)], shape)
+        for index, wanted in enumerate(wants_people):
+            if wanted:
+                masks[index] = person_mask
+        return masks
+
+
+class ClipSegMaskBackend:
+    """CLIPSeg (``CLIPSegForImageSegmentation``) from a local directory: a mask per phrase.
+
+    path: a directory with config.json, the weights, the tokenizer files and
+    preprocessor_config.json (as written by ``save_pretrained``); loaded with
+    ``local_files_only=True``. ``image`` picks what is segmented: 'visible', 'infrared' or
+    'both' (the two side by side, the mask is the mean of both halves). Masks are the sigmoid
+    of the logits, bilinearly resized to the frame. ``parameter`` names the setting in errors.
+    """
+
+    name = 'clipseg'
+
+    def __init__(self, path, image='visible', device='cpu',
+                 parameter='semantics.clipseg.path'):
+        from tesg_ros.sig.text_encoder import load_tokenizer, require_model_dir
+        from tesg_ros.sig.vlm import ImagePreprocessor, check_image_source
+        import torch
+        from transformers import CLIPSegForImageSegmentation
+
+        self.image = check_image_source(image, 'semantics.clipseg.image')
+        directory = require_model_dir(path, parameter)
+        self.tokenizer = load_tokenizer(directory, parameter)
+        self.preprocessor = ImagePreprocessor.from_directory(directory, parameter)
+        try:
+            model = CLIPSegForImageSegmentation.from_pretrained(
+                directory, local_files_only=True)
+        except (OSError, ValueError, KeyError) as error:
+            raise ConfigError(f'{parameter}: cannot load a CLIPSeg model from {directory}: '
+                              f'{error}') from error
+        self.model = model.to(device).eval()
+        self.device = device
+        self.model_id = str(directory)
+        self._torch = torch
+
+    def _segment(self, rgb, phrases):
+        # One image for all phrases: preprocess once, repeat as a view.
+        pixel_values = self.preprocessor([rgb]).to(self.device, self.model.dtype)
+        pixel_values = pixel_values.expand(len(phrases), -1, -1, -1)
+        tokens = self.tokenizer(phrases, padding=True, truncation=True, return_tensors='pt')
+        with self._torch.inference_mode():
+            logits = self.model(input_ids=tokens['input_ids'].to(self.device),
+                                attention_mask=tokens['attention_mask'].to(self.device),
+                                pixel_values=pixel_values).logits
+        logits = logits.reshape(len(phrases), *logits.shape[-2:])
+        return self._torch.sigmoid(logits).float().cpu().numpy()
+
+    def __call__(self, visible, thermal, phrases):
+        """Return (M, H, W) float32 masks in [0, 1] at the visible frame's size."""
+        from tesg_ros.sig.vlm import compose_rgb
+
+        phrases = _check_phrases(phrases)
+        bgr = to_bgr(visible)
+        height, width = bgr.shape[:2]
+        masks = np.zeros((len(phrases), height, width), np.float32)
+        if not phrases:
+            return masks
+        rgb = compose_rgb(bgr, thermal, self.image)
+        probabilities = self._segment(rgb, phrases)
+        for index, probability in enumerate(probabilities):
+            if self.image == 'both':
+                # Side-by-side input: average the visible and infrared halves.
+                resized = cv2.resize(probability, (2 * width, height),
+                                     interpolation=cv2.INTER_LINEAR)
+                masks[index] = 0.5 * (resized[:, :width] + resized[:, width:])
+            else:
+                masks[index] = cv2.resize(probability, (width, height),
+                                          interpolation=cv2.INTER_LINEAR)
+        return np.clip(masks, 0.0, 1.0, out=masks)

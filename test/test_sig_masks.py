@@ -1,0 +1,184 @@
+# Copyright 2026 The tesg_ros authors
+# SPDX-License-Identifier: Apache-2.0
+"""Mask backends: thermal warm-object masks on a real TNO pair, HOG boxes, tiny CLIPSeg."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from tesg_ros.errors import ConfigError, ImageEncodingError
+from tesg_ros.sig.masks import (
+    boxes_soft_mask, ClipSegMaskBackend, HogMaskBackend, HogPeopleDetector, phrase_classes,
+    segment_warm_objects, ThermalMaskBackend, to_unit_thermal)
+
+# The warm person of TNO 19 (thermal 360 x 270), located by eye: x 264-278, y 127-171.
+PERSON_19 = (264, 127, 14, 44)
+
+
+def load_pair(test_data, name):
+    thermal = cv2.imread(str(test_data / 'tno' / 'ir' / f'{name}.png'), cv2.IMREAD_UNCHANGED)
+    visible = cv2.imread(str(test_data / 'tno' / 'vi' / f'{name}.png'), cv2.IMREAD_UNCHANGED)
+    return cv2.cvtColor(visible, cv2.COLOR_GRAY2BGR), thermal
+
+
+def box_mean(mask, box):
+    x, y, w, h = box
+    return float(mask[y:y + h, x:x + w].mean())
+
+
+def synthetic_thermal():
+    """Cool noisy background with an upright warm blob (left) and a wide one (right)."""
+    rng = np.random.default_rng(1)
+    frame = np.clip(rng.normal(0.3, 0.01, (240, 320)), 0, 1).astype(np.float32)
+    frame[100:160, 60:78] = 0.85     # person-shaped: 18 x 60
+    frame[150:180, 200:280] = 0.8    # vehicle-shaped: 80 x 30
+    return frame
+
+
+def test_phrase_classes_match_whole_words():
+    assert phrase_classes('two pedestrians on the left') == {'person'}
+    assert phrase_classes('one warm person-shaped object') == {'person', 'warm'}
+    assert phrase_classes('a warm Car') == {'vehicle', 'warm'}
+    assert phrase_classes('a carpet in a night scene') == set()
+
+
+def test_to_unit_thermal_accepts_uint8_and_unit_float_only():
+    np.testing.assert_allclose(to_unit_thermal(np.array([[0, 255]], np.uint8)), [[0.0, 1.0]])
+    assert to_unit_thermal(np.zeros((2, 3, 1), np.float64)).shape == (2, 3)
+    with pytest.raises(ImageEncodingError, match='uint16'):
+        to_unit_thermal(np.zeros((4, 4), np.uint16))
+    with pytest.raises(ImageEncodingError, match=r'\[0, 1\]'):
+        to_unit_thermal(np.full((4, 4), 2.0, np.float32))
+    with pytest.raises(ImageEncodingError, match='single channel'):
+        to_unit_thermal(np.zeros((4, 4, 3), np.uint8))
+
+
+def test_segmentation_classifies_blob_shapes():
+    objects = segment_warm_objects(synthetic_thermal()).objects
+    labels = sorted((obj.label, obj.position) for obj in objects)
+    assert labels == [('person', 'left'), ('vehicle', 'right')]
+    person = next(obj for obj in objects if obj.label == 'person')
+    x, y, w, h = person.box
+    assert abs(x - 60) <= 3 and abs(y - 100) <= 3 and abs(w - 18) <= 4 and abs(h - 60) <= 4
+
+
+def test_thermal_masks_follow_the_phrases_on_synthetic_blobs():
+    frame = synthetic_thermal()
+    masks = ThermalMaskBackend()(None, frame, ['a person', 'a car', 'hot things', 'a scene'])
+    assert masks.shape == (4, 240, 320) and masks.dtype == np.float32
+    assert masks.min() >= 0.0 and masks.max() <= 1.0
+    person_box, vehicle_box = (62, 105, 14, 50), (205, 153, 70, 24)
+    assert box_mean(masks[0], person_box) > 0.95 and box_mean(masks[0], vehicle_box) == 0
+    assert box_mean(masks[1], vehicle_box) > 0.95 and box_mean(masks[1], person_box) == 0
+    assert box_mean(masks[2], person_box) > 0.95 and box_mean(masks[2], vehicle_box) > 0.95
+    assert not masks[3].any()
+    # Soft edges: values strictly between 0 and 1 exist along the border.
+    assert np.count_nonzero((masks[0] > 0.05) & (masks[0] < 0.95)) > 20
+
+
+def test_thermal_mask_covers_the_warm_person_in_tno_19(test_data):
+    visible, thermal = load_pair(test_data, '19')
+    masks = ThermalMaskBackend()(visible, thermal, ['a warm person on the right', 'a car'])
+    person = masks[0]
+    assert person.shape == thermal.shape
+    assert box_mean(person, PERSON_19) > 0.7
+    outside = person.copy()
+    x, y, w, h = PERSON_19
+    outside[y - 6:y + h + 6, x - 6:x + w + 6] = 0
+    assert outside.max() < 0.05  # nothing else in the frame is person-shaped and warm
+    assert box_mean(masks[1], PERSON_19) == 0
+
+
+def test_thermal_mask_accepts_float_thermal(test_data):
+    _, thermal = load_pair(test_data, '19')
+    from_uint8 = ThermalMaskBackend()(None, thermal, ['person'])
+    from_float = ThermalMaskBackend()(None, thermal.astype(np.float32) / 255.0, ['person'])
+    np.testing.assert_allclose(from_uint8, from_float, atol=1e-5)
+
+
+def test_boxes_soft_mask_ramps_to_the_box_edge():
+    mask = boxes_soft_mask([(10, 20, 20, 40)], (80, 60), edge_fraction=0.25)
+    assert mask[40, 20] == 1.0                      # core
+    assert 0 < mask[21, 20] < 0.5                   # near the top edge
+    assert mask[19, 20] == 0 and mask[40, 31] == 0  # outside
+    assert mask.dtype == np.float32
+
+
+def test_hog_finds_the_person_of_tno_19_when_large_enough(test_data):
+    # HOG needs people about 128 px tall: upscale the thermal crop around the TNO 19 person
+    # and show it as a visible frame (HOG's gradients also work on thermal).
+    _, thermal = load_pair(test_data, '19')
+    crop = cv2.resize(thermal[100:200, 230:300], None, fx=4, fy=4,
+                      interpolation=cv2.INTER_CUBIC)
+    detector = HogPeopleDetector(scale=1.0)
+    detections = detector.detect(crop)
+    assert len(detections) == 1
+    person = ((PERSON_19[0] - 230) * 4, (PERSON_19[1] - 100) * 4, PERSON_19[2] * 4,
+              PERSON_19[3] * 4)
+    masks = HogMaskBackend(detector)(crop, None, ['one pedestrian', 'a car'])
+    assert box_mean(masks[0], person) > 0.8
+    assert not masks[1].any()
+    # Nothing person-like in an empty frame.
+    assert detector.detect(np.full((256, 256), 90, np.uint8)) == []
+
+
+def test_hog_backend_skips_detection_without_person_phrases():
+    class Exploding:
+        def detect(self, image):
+            raise AssertionError('HOG must not run')
+    masks = HogMaskBackend(Exploding())(np.zeros((64, 48, 3), np.uint8), None, ['a car'])
+    assert masks.shape == (1, 64, 48) and not masks.any()
+
+
+def build_tiny_clipseg(directory):
+    import torch
+    from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
+    from test_sig_text_encoder import write_tiny_clip_tokenizer
+    vocab_size = write_tiny_clip_tokenizer(directory)
+    text = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=37,
+                num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
+                bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                  num_attention_heads=4, image_size=32, patch_size=8)
+    torch.manual_seed(0)
+    config = CLIPSegConfig(text_config=text, vision_config=vision, projection_dim=16,
+                           reduce_dim=16, extract_layers=[0, 1], decoder_num_attention_heads=2,
+                           decoder_intermediate_size=37)
+    CLIPSegForImageSegmentation(config).eval().save_pretrained(directory)
+    (directory / 'preprocessor_config.json').write_text(json.dumps({
+        'image_processor_type': 'ViTImageProcessor', 'do_resize': True,
+        'size': {'height': 32, 'width': 32}, 'resample': 2, 'do_rescale': True,
+        'rescale_factor': 1 / 255, 'do_normalize': True,
+        'image_mean': [0.485, 0.456, 0.406], 'image_std': [0.229, 0.224, 0.225]}))
+    return directory
+
+
+def test_clipseg_gives_one_mask_per_phrase(tmp_path, test_data):
+    backend = ClipSegMaskBackend(build_tiny_clipseg(tmp_path / 'clipseg'))
+    visible, thermal = load_pair(test_data, '19')
+    masks = backend(visible, thermal, ['a person', 'a car on the road'])
+    assert masks.shape == (2,) + thermal.shape and masks.dtype == np.float32
+    assert masks.min() >= 0.0 and masks.max() <= 1.0
+    assert not np.allclose(masks[0], masks[1], atol=1e-4)  # the text changes the mask
+    assert np.ptp(masks[0]) > 1e-4                          # and the image matters
+    # Same as running the model by hand on the same preprocessed input.
+    import torch
+    pixels = backend.preprocessor([cv2.cvtColor(visible, cv2.COLOR_BGR2RGB)])
+    tokens = backend.tokenizer(['a person'], return_tensors='pt')
+    with torch.no_grad():
+        logits = backend.model(pixel_values=pixels, **tokens).logits
+    expected = cv2.resize(torch.sigmoid(logits).reshape(32, 32).numpy(),
+                          (thermal.shape[1], thermal.shape[0]), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(masks[0], expected, atol=1e-5)
+    both = ClipSegMaskBackend(tmp_path / 'clipseg', image='both')
+    assert both(visible, thermal, ['a person']).shape == (1,) + thermal.shape
+    assert backend(visible, thermal, []).shape == (0,) + thermal.shape
+
+
+def test_clipseg_errors_name_the_parameter(tmp_path):
+    with pytest.raises(ConfigError, match=r'semantics\.clipseg\.path'):
+        ClipSegMaskBackend(tmp_path / 'missing')
+    with pytest.raises(ConfigError, match=r'semantics\.clipseg\.image'):
+        ClipSegMaskBackend(tmp_path, image='thermal')
