@@ -38,6 +38,7 @@ setup(
         'console_scripts': [
             'fusion_node = tesg_ros.fusion_node:main',
             'tesg-compute-homography = tesg_ros.tools.compute_homography:main',
+            'tesg-make-bag = tesg_ros.tools.make_bag:main',
         ],
     },
 )

@@ -99,7 +99,7 @@ def main(argv=None):
     parser.add_argument('--width', type=int, default=640)
     parser.add_argument('--height', type=int, default=480)
     parser.add_argument('--weights', default='', help='safetensors (default: shipped model)')
-    parser.add_argument('--semantics', default='live', choices=('live', 'off'))
+    parser.add_argument('--semantics', default='live', choices=('live', 'disabled'))
     parser.add_argument('--device', default='auto')
     args = parser.parse_args(argv)
 

@@ -163,7 +163,7 @@ class FusionEngine:
         self.sig = None
         self._semantics_mode = settings.semantics.get('mode', 'live')
         self._recorded = None
-        if self._semantics_mode != 'off':
+        if self._semantics_mode != 'disabled':
             self.sig = self._build_sig(settings.semantics)
         self._zero_text = np.zeros(self.text_dim, np.float32)
         self.warm_up()

@@ -20,6 +20,7 @@ import time
 import rclpy
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, qos_profile_sensor_data,
@@ -445,7 +446,8 @@ def main(args=None):
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except TesgError as error:
+    except (TesgError, ParameterException) as error:
+        # Configuration errors end the process with one clear line, not a traceback.
         print(f'tesg_fusion: {error}', file=sys.stderr)
         return 2
     finally:

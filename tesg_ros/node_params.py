@@ -145,8 +145,8 @@ PARAMETERS = (
     # Semantics
     ParamSpec('semantics.mode', 'string', 'live',
               'live: compute semantics in the background; replay: take them from the '
-              'semantics topic (bag evaluation); off: fuse without semantics.', read_only=True,
-              choices=('live', 'replay', 'off')),
+              'semantics topic (bag evaluation); disabled: fuse without semantics.',
+              read_only=True, choices=('live', 'replay', 'disabled')),
     ParamSpec('semantics.source', 'string', 'describer',
               'Where descriptions come from: operator (prompt), vlm (local model), describer '
               '(built-in offline).', read_only=True, choices=('operator', 'vlm', 'describer')),

@@ -58,7 +58,7 @@ class Graph:
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        params = {'model.weights': weights, 'semantics.mode': 'off', 'sync.slop': 0.02}
+        params = {'model.weights': weights, 'semantics.mode': 'disabled', 'sync.slop': 0.02}
         params.update(overrides or {})
         self.node = FusionNode(context=self.context, parameter_overrides=[
             Parameter(name, value=value) for name, value in params.items()])

@@ -13,7 +13,8 @@ The data set folder holds ``ir/`` and ``vi/`` with registered pairs of the same 
 * thermal 8-bit pixels ``v`` are stored as mono8 ``v``, mono16/16UC1 ``v * 60 + 1000``
   (a 14-bit-like raw range 1000..16300) or 32FC1 ``283.15 + v * 40 / 255`` (Kelvin,
   10..50 degC); 16-bit sources go to mono16/16UC1 unchanged;
-* RGB as bgr8, rgb8, mono8, yuyv or uyvy (YUV 4:2:2 packed by OpenCV's cvtColor);
+* RGB as bgr8, rgb8, mono8, yuyv or uyvy (YUV 4:2:2 packed by OpenCV's cvtColor; the last
+  column of an odd-width image is dropped, with a warning);
 * ``--compressed`` writes CompressedImage as compressed_image_transport does (RGB JPEG or
   PNG, thermal PNG) on ``<topic>/compressed``;
 * ``--camera-info`` adds CameraInfo for both cameras (pinhole, no distortion, focal length
@@ -31,6 +32,7 @@ import argparse
 from fractions import Fraction
 import math
 from pathlib import Path
+import shutil
 import sys
 
 import cv2
@@ -55,7 +57,11 @@ _YUV_CODES = {'yuyv': cv2.COLOR_BGR2YUV_YUYV, 'uyvy': cv2.COLOR_BGR2YUV_UYVY}
 
 
 def strip_ros_args(argv):
-    """Drop ``--ros-args ... [--]`` (ROS 2 launch appends them); keeps what follows ``--``."""
+    """Drop ``--ros-args ... [--]`` (ROS 2 launch appends them); keeps what follows ``--``.
+
+    Same rule as ``compute_homography.strip_ros_args``; kept here so this tool does not
+    depend on another tool's module.
+    """
     argv = list(argv)
     if '--ros-args' not in argv:
         return argv
@@ -212,12 +218,19 @@ def _positive_fraction(text):
     return value
 
 
-def _non_negative_float(text):
+def _finite_float(text):
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f'not a number: {text!r}') from None
-    if not value >= 0 or not math.isfinite(value):
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f'must be finite, got {text}')
+    return value
+
+
+def _non_negative_float(text):
+    value = _finite_float(text)
+    if value < 0:
         raise argparse.ArgumentTypeError(f'must be >= 0, got {text}')
     return value
 
@@ -235,8 +248,12 @@ def _build_parser():
                         help='RGB frame rate in Hz (default 30)')
     parser.add_argument('--thermal-rate', type=_positive_fraction, default=None,
                         help='thermal frame rate in Hz (default: --rate)')
-    parser.add_argument('--thermal-encoding', choices=THERMAL_ENCODINGS, default='mono16')
-    parser.add_argument('--rgb-encoding', choices=RGB_ENCODINGS, default='bgr8')
+    parser.add_argument('--thermal-encoding', choices=THERMAL_ENCODINGS, default='mono16',
+                        help=f'8-bit v is stored as mono8 v, mono16/16UC1 v*{MONO16_GAIN}+'
+                             f'{MONO16_OFFSET}, 32FC1 {KELVIN_AT_ZERO}+v*{KELVIN_SPAN:g}/255 '
+                             'Kelvin (default mono16)')
+    parser.add_argument('--rgb-encoding', choices=RGB_ENCODINGS, default='bgr8',
+                        help='yuyv/uyvy are packed by OpenCV (default bgr8)')
     parser.add_argument('--compressed', action='store_true',
                         help='write sensor_msgs/CompressedImage (thermal PNG, RGB --rgb-codec)')
     parser.add_argument('--rgb-codec', choices=('jpeg', 'png'), default='jpeg',
@@ -244,18 +261,18 @@ def _build_parser():
     parser.add_argument('--jpeg-quality', type=int, default=95)
     parser.add_argument('--camera-info', action='store_true',
                         help='also write sensor_msgs/CameraInfo for both cameras')
-    parser.add_argument('--thermal-hfov', type=float, default=50.0,
+    parser.add_argument('--thermal-hfov', type=_finite_float, default=50.0,
                         help='thermal horizontal field of view for CameraInfo, degrees')
-    parser.add_argument('--rgb-hfov', type=float, default=60.0,
+    parser.add_argument('--rgb-hfov', type=_finite_float, default=60.0,
                         help='RGB horizontal field of view for CameraInfo, degrees')
     parser.add_argument('--jitter-ms', type=_non_negative_float, default=0.0,
                         help='uniform stamp jitter +-J ms per frame (seeded by --seed)')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--thermal-offset-ms', type=float, default=0.0,
+    parser.add_argument('--thermal-offset-ms', type=_finite_float, default=0.0,
                         help='added to every thermal stamp (camera clock offset / latency)')
     parser.add_argument('--latency-ms', type=_non_negative_float, default=0.0,
                         help='receive time = header stamp + this')
-    parser.add_argument('--start-time', type=float, default=DEFAULT_START_S,
+    parser.add_argument('--start-time', type=_finite_float, default=DEFAULT_START_S,
                         help=f'stamp of the first frame, seconds since epoch '
                              f'(default {DEFAULT_START_S})')
     parser.add_argument('--repeat', type=int, default=1, help='loop the pairs N times')
@@ -311,6 +328,9 @@ def _check_args(args, parser):
     if args.compressed and args.thermal_encoding == '32FC1':
         parser.error('--compressed cannot store 32FC1 thermal images (compressed image '
                      'transport only handles 8/16-bit); use mono16')
+    for name in ('thermal_hfov', 'rgb_hfov'):
+        if not 0 < getattr(args, name) < 180:
+            parser.error(f'--{name.replace("_", "-")} must be in (0, 180) degrees')
     if not 0 <= args.jpeg_quality <= 100:
         parser.error(f'--jpeg-quality must be in 0..100, got {args.jpeg_quality}')
     thermal_rate = args.thermal_rate or args.rate
@@ -373,9 +393,24 @@ def make_bag(args):
               f'{", ".join(missing[:5])}{" ..." if len(missing) > 5 else ""}', file=sys.stderr)
     thermal, rgb = _cameras(args)
     cameras = {'thermal': thermal, 'rgb': rgb}
+    cropped = set()
+
+    def load_rgb(pair):
+        bgr = load_visible(pair[2])
+        if args.rgb_encoding in _YUV_CODES and bgr.shape[1] % 2:
+            # YUV 4:2:2 cameras have even widths; dropping the last column keeps pixel
+            # coordinates (and so the thermal -> RGB registration) unchanged.
+            if not cropped:
+                print(f'tesg-make-bag: warning: {pair[2].name} is {bgr.shape[1]} pixels wide; '
+                      f'{args.rgb_encoding} needs an even width, the last column is dropped '
+                      'from odd-width RGB images', file=sys.stderr)
+            cropped.add(pair[0])
+            bgr = bgr[:, :-1]
+        return visible_pixels(bgr, args.rgb_encoding)
+
     loaders = {
         'thermal': lambda pair: thermal_pixels(load_thermal(pair[1]), args.thermal_encoding),
-        'rgb': lambda pair: visible_pixels(load_visible(pair[2]), args.rgb_encoding),
+        'rgb': load_rgb,
     }
     events = _events(args, len(pairs) * args.repeat, thermal, rgb)
     with bags.BagWriter(args.output, args.storage) as writer:
@@ -404,9 +439,13 @@ def main(argv=None):
     parser = _build_parser()
     args = parser.parse_args(argv)
     _check_args(args, parser)
+    existed = Path(args.output).exists()
     try:
         counts = make_bag(args)
     except TesgError as exc:
+        if not existed and Path(args.output).is_dir():
+            # The half-written bag was created by this run; leave no unreadable remains.
+            shutil.rmtree(args.output)
         print(f'tesg-make-bag: error: {exc}', file=sys.stderr)
         return 1
     for topic, count in sorted(counts.items()):
