@@ -39,6 +39,7 @@ setup(
             'fusion_node = tesg_ros.fusion_node:main',
             'tesg-compute-homography = tesg_ros.tools.compute_homography:main',
             'tesg-make-bag = tesg_ros.tools.make_bag:main',
+            'tesg-eval = tesg_ros.evaluation.cli:main',
         ],
     },
 )

@@ -21,6 +21,7 @@ from tesg_ros.errors import CalibrationError, ConfigError, ImageEncodingError
 from tesg_ros.paths import share_path
 
 DEFAULT_WEIGHTS = ('model', 'tesg_fusion.safetensors')
+SEMANTICS_MODES = ('live', 'replay', 'disabled')
 
 # node parameter -> ThermalNormalizer.from_config key
 _THERMAL_KEYS = {
@@ -162,6 +163,9 @@ class FusionEngine:
         self.text_dim = config.text_dim
         self.sig = None
         self._semantics_mode = settings.semantics.get('mode', 'live')
+        if self._semantics_mode not in SEMANTICS_MODES:
+            raise ConfigError(f'semantics.mode must be one of {", ".join(SEMANTICS_MODES)}, '
+                              f'got {self._semantics_mode!r}')
         self._recorded = None
         if self._semantics_mode != 'disabled':
             self.sig = self._build_sig(settings.semantics)
