@@ -1,0 +1,352 @@
+# Copyright 2026 The tesg_ros authors
+# SPDX-License-Identifier: Apache-2.0
+"""TesgFusionNet: the complete text-semantics-guided infrared/visible fusion network.
+
+Data flow (see docs/network.md for the diagram and the cost budget)::
+
+    ir, vis_y (B,1,H,W) -> pad to a multiple of `reduction`
+      -> two modality-specific encoders (one grouped conv per stage):
+         full res 3x3 stem -> 1/2 -> 1/4 (skip) -> ... -> 1/reduction features (B,C,h,w) each
+      -> MGCA blocks (windowed cross-attention, masks bias the logits), plain then shifted
+      -> TDAF (text -> channel gates + text-conditioned spatial gate) -> (B,C,h,w)
+      -> decoder at 1/4: [upsampled TDAF, skip features, saliency prior logit, masks] -> 3 maps
+      -> bilinear to full res: weight w in (0,1), detail gains g_ir, g_vis in (-g_max, g_max)
+    fused = vis + w * (ir - vis) + g_ir * hp(ir) + g_vis * hp(vis), clipped to [0, 1]
+
+``hp`` is a learned 3x3 high-pass filter per modality whose kernel is projected to zero sum, so
+the detail term never shifts brightness. The weight map is a sigmoid of a fixed-form saliency
+prior (scaled by a learnable factor) plus a learned correction; the correction and detail heads
+start near zero, so an untrained net, and a net given no masks and no text, fuses like a
+saliency-weighted average: convex, smooth weights, no halos, no noise amplification.
+"""
+
+from dataclasses import asdict, dataclass, fields
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from tesg_ros.errors import ConfigError
+from tesg_ros.network.mgca import MaskGuidedCrossAttention
+from tesg_ros.network.tdaf import TextDrivenAttentionalFusion
+
+# Inputs may exceed [0, 1] by this much (rounding in upstream float conversions).
+RANGE_TOLERANCE = 1e-3
+SKIP_REDUCTION = 4
+
+
+@dataclass(frozen=True)
+class TesgConfig:
+    """Hyper-parameters of :class:`TesgFusionNet`; ``to_dict``/``from_dict`` round-trip them.
+
+    stem_channels: full-resolution stem width per modality (1/2 resolution uses twice this).
+    skip_channels: per-modality width at 1/4 resolution (decoder skip connection).
+    channels: per-modality width C where MGCA and TDAF run (1/reduction resolution).
+    decoder_channels: decoder width at 1/4 resolution.
+    text_dim: sentence-embedding size D. text_hidden: TDAF text MLP width.
+    mask_channels: number of masks M. heads, window: MGCA heads and window side (tokens).
+    reduction: downsampling factor where MGCA/TDAF run (power of two, >= 4).
+    mgca_blocks: number of MGCA blocks; odd-numbered blocks use windows shifted by window // 2.
+    max_detail_gain: bound on the per-pixel detail gains.
+    max_logit_correction: bound on the learned correction of the weight-map logit.
+    prior_scale_init: initial scale of the saliency prior logit.
+    """
+
+    stem_channels: int = 4
+    skip_channels: int = 24
+    channels: int = 48
+    decoder_channels: int = 32
+    text_dim: int = 384
+    text_hidden: int = 64
+    mask_channels: int = 1
+    heads: int = 2
+    window: int = 8
+    reduction: int = 8
+    mgca_blocks: int = 2
+    max_detail_gain: float = 0.5
+    max_logit_correction: float = 6.0
+    prior_scale_init: float = 3.0
+
+    def __post_init__(self):
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.type is int and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f'TesgConfig.{field.name} must be an int, got {value!r}')
+            if field.type is float and (isinstance(value, bool)
+                                        or not isinstance(value, (int, float))):
+                raise ConfigError(f'TesgConfig.{field.name} must be a number, got {value!r}')
+            if value <= 0 and field.name != 'mgca_blocks':
+                raise ConfigError(f'TesgConfig.{field.name} must be > 0, got {value!r}')
+        if self.mgca_blocks < 0:
+            raise ConfigError(f'TesgConfig.mgca_blocks must be >= 0, got {self.mgca_blocks}')
+        if self.reduction < SKIP_REDUCTION or self.reduction & (self.reduction - 1):
+            raise ConfigError(f'TesgConfig.reduction must be a power of two >= 4, got '
+                              f'{self.reduction}')
+        if self.channels % self.heads:
+            raise ConfigError(f'TesgConfig.channels ({self.channels}) must be divisible by '
+                              f'heads ({self.heads})')
+
+    def to_dict(self):
+        """Plain ``{name: int | float}`` dict (JSON-serialisable)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        """Build from a dict; unknown keys raise ConfigError, missing keys take defaults."""
+        if not isinstance(values, dict):
+            raise ConfigError(f'TesgConfig.from_dict expects a dict, got {type(values).__name__}')
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f'unknown TesgConfig keys: {unknown}')
+        return cls(**values)
+
+
+def block_diagonal(weight):
+    """groups=2 conv weight ``(O, I, k, k)`` -> equivalent dense weight ``(O, 2 I, k, k)``.
+
+    oneDNN runs a dense convolution with a block-diagonal weight several times faster than a
+    grouped one when each group has only one to four input channels (full-resolution stages).
+    """
+    half = weight.shape[0] // 2
+    zeros = weight.new_zeros((half, *weight.shape[1:]))
+    return torch.cat([torch.cat([weight[:half], zeros], dim=1),
+                      torch.cat([zeros, weight[half:]], dim=1)], dim=0)
+
+
+class DualEncoder(nn.Module):
+    """Two modality-specific CNN encoders plus the full-resolution detail filters.
+
+    Every stage holds separate infrared and visible weights (a groups=2 convolution: two
+    encoders), executed as one kernel call per stage. The two full-resolution stages run as dense
+    convolutions with block-diagonal weights (same result, faster on CPU), and the stem conv also
+    computes the learned zero-sum 3x3 high-pass ("detail") filter of each modality.
+
+    Input ``(B, 2, H + 2, W + 2)`` = [ir, vis] padded by one pixel on every side (replicate), with
+    H, W multiples of ``reduction``. Outputs ``(skip, deep, high_pass)``:
+    skip ``(B, 2 * skip_channels, H/4, W/4)``, deep ``(B, 2 * C, H/r, W/r)``,
+    high_pass ``(B, 2, H, W)``; channel halves are [ir, vis].
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        stem, skip, deep = config.stem_channels, config.skip_channels, config.channels
+        self.stem_channels = stem
+        self.stem = nn.Conv2d(2, 2 * stem, 3, groups=2)
+        self.down_half = nn.Conv2d(2 * stem, 4 * stem, 3, stride=2, padding=1, groups=2)
+        self.down_quarter = nn.Conv2d(4 * stem, 2 * skip, 3, stride=2, padding=1, groups=2)
+        stages = []
+        width = skip
+        for _ in range(int(math.log2(config.reduction // SKIP_REDUCTION))):
+            stages += [nn.Conv2d(2 * width, 2 * deep, 3, stride=2, padding=1, groups=2), nn.GELU()]
+            width = deep
+        if not stages:
+            stages = [nn.Conv2d(2 * skip, 2 * deep, 1, groups=2), nn.GELU()]
+        self.deep = nn.Sequential(*stages)
+        # Per-modality 3x3 detail filters, initialised as (identity - 3x3 box); the forward
+        # pass projects them to zero sum so they never carry brightness.
+        detail = torch.full((2, 1, 3, 3), -1.0 / 9.0)
+        detail[:, :, 1, 1] += 1.0
+        self.detail_kernels = nn.Parameter(detail)
+
+    def forward(self, images):
+        stem_out = 2 * self.stem_channels
+        detail = self.detail_kernels - self.detail_kernels.mean(dim=(2, 3), keepdim=True)
+        weight = torch.cat([block_diagonal(self.stem.weight), block_diagonal(detail)], dim=0)
+        bias = torch.cat([self.stem.bias, self.stem.bias.new_zeros(2)])
+        full = F.conv2d(images, weight.to(images.dtype), bias.to(images.dtype))
+        high_pass = full[:, stem_out:]
+        features = F.leaky_relu(full[:, :stem_out], 0.1, inplace=True)
+        features = F.leaky_relu(
+            F.conv2d(features, block_diagonal(self.down_half.weight), self.down_half.bias,
+                     stride=2, padding=1), 0.1, inplace=True)
+        skip = F.gelu(self.down_quarter(features))
+        return skip, self.deep(skip), high_pass
+
+
+def saliency(image_quarter):
+    """Visual saliency of a 1/4-resolution image ``(B, 1, h, w)`` -> ``(B, 1, h, w)`` >= 0.
+
+    Global distinctness (distance from the image mean: hot targets, bright or dark objects) plus
+    local contrast (distance from the 5x5 local mean: texture, edges), smoothed over 3x3 (12 px at
+    full resolution; a 5x5 smoothing diluted small hot targets such as distant people).
+    """
+    global_term = (image_quarter - image_quarter.mean(dim=(2, 3), keepdim=True)).abs()
+    local_mean = F.avg_pool2d(image_quarter, 5, 1, 2, count_include_pad=False)
+    local_term = (image_quarter - local_mean).abs()
+    return F.avg_pool2d(global_term + 2.0 * local_term, 3, 1, 1, count_include_pad=False)
+
+
+class FusionDecoder(nn.Module):
+    """Light decoder at 1/4 resolution -> 3 raw maps [weight-logit correction, gain ir, gain vis].
+
+    Inputs: TDAF features ``(B, C, h, w)``, encoder skip ``(B, 2 * skip_channels, H/4, W/4)``,
+    the saliency prior logit ``(B, 1, H/4, W/4)`` and the masks at 1/4 resolution
+    ``(B, M, H/4, W/4)`` or None. The first layer is a 1x1 conv over [upsampled TDAF, skip,
+    prior, masks]; it is computed as summed parts, the TDAF part before upsampling (1x1 conv and
+    bilinear upsampling commute), which avoids a ~100-channel concatenation at 1/4 resolution.
+    The masks reach the decoder directly so region boundaries are placed at 1/4, not 1/8,
+    resolution. Output ``(B, 3, H/4, W/4)``.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        width = config.decoder_channels
+        self.deep = nn.Conv2d(config.channels, width, 1)
+        self.skip = nn.Conv2d(2 * config.skip_channels, width, 1, bias=False)
+        self.prior_weight = nn.Parameter(torch.empty(1, width, 1, 1).uniform_(-0.5, 0.5))
+        self.mask = nn.Conv2d(config.mask_channels, width, 1, bias=False)
+        self.refine = nn.Conv2d(width, width, 3, padding=1)
+        self.head = nn.Conv2d(width, 3, 3, padding=1)
+        # Small, not zero: the net starts at the prior fusion yet every weight gets gradient.
+        nn.init.normal_(self.head.weight, std=1e-3)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, deep, skip, prior_logit, masks_quarter=None):
+        upsampled = F.interpolate(self.deep(deep), size=skip.shape[-2:], mode='bilinear',
+                                  align_corners=False)
+        decoded = upsampled + self.skip(skip) + self.prior_weight * prior_logit
+        if masks_quarter is not None:  # no bias: zero masks add exactly nothing
+            decoded = decoded + self.mask(masks_quarter)
+        decoded = F.gelu(decoded)
+        return self.head(F.gelu(self.refine(decoded)))
+
+
+class TesgFusionNet(nn.Module):
+    """TeSG fusion: ``forward(ir, vis_y, masks=None, text=None) -> fused_y``.
+
+    See the module docstring for the data flow and :class:`TesgConfig` for the parameters.
+    """
+
+    def __init__(self, config=None):
+        super().__init__()
+        config = TesgConfig() if config is None else config
+        if not isinstance(config, TesgConfig):
+            raise ConfigError(f'config must be a TesgConfig, got {type(config).__name__}')
+        self.config = config
+        self.validate_inputs = True
+        self.encoder = DualEncoder(config)
+        self.mgca = nn.ModuleList(
+            MaskGuidedCrossAttention(config.channels, config.mask_channels, config.heads,
+                                     config.window, shift=(index % 2) * (config.window // 2))
+            for index in range(config.mgca_blocks))
+        self.tdaf = TextDrivenAttentionalFusion(config.channels, config.text_dim,
+                                                config.text_hidden)
+        self.decoder = FusionDecoder(config)
+        self.prior_scale = nn.Parameter(torch.tensor(float(config.prior_scale_init)))
+
+    def parameter_count(self):
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def _check_inputs(self, ir, vis_y, masks, text):
+        if not isinstance(ir, torch.Tensor) or not isinstance(vis_y, torch.Tensor):
+            raise ConfigError('ir and vis_y must be torch tensors')
+        if ir.dim() != 4 or ir.shape[1] != 1 or vis_y.shape != ir.shape:
+            raise ConfigError(f'ir and vis_y must both be (B, 1, H, W), got {tuple(ir.shape)} '
+                              f'and {tuple(vis_y.shape)}')
+        if not ir.is_floating_point() or vis_y.dtype != ir.dtype:
+            raise ConfigError(f'ir and vis_y must be float tensors of one dtype, got {ir.dtype} '
+                              f'and {vis_y.dtype}')
+        batch, _, height, width = ir.shape
+        for name, tensor in (('masks', masks), ('text', text)):
+            if tensor is not None and (not isinstance(tensor, torch.Tensor)
+                                       or not tensor.is_floating_point()):
+                raise ConfigError(f'{name} must be a float tensor or None, got '
+                                  f'{getattr(tensor, "dtype", type(tensor).__name__)}')
+        if masks is not None and (masks.dim() != 4 or masks.shape != (
+                batch, self.config.mask_channels, height, width)):
+            raise ConfigError(f'masks must be (B, M, H, W) = '
+                              f'{(batch, self.config.mask_channels, height, width)} '
+                              f'(M = config.mask_channels), got {tuple(masks.shape)}')
+        if text is not None and text.shape != (batch, self.config.text_dim):
+            raise ConfigError(f'text must be (B, D) = {(batch, self.config.text_dim)} '
+                              f'(D = config.text_dim), got {tuple(text.shape)}')
+        if not self.validate_inputs:
+            return
+        named = [('ir', ir), ('vis_y', vis_y)] + ([('masks', masks)] if masks is not None else [])
+        for name, tensor in named:
+            low, high = torch.aminmax(tensor.detach())
+            low, high = float(low), float(high)
+            if not (low >= -RANGE_TOLERANCE and high <= 1.0 + RANGE_TOLERANCE):
+                raise ConfigError(f'{name} must lie in [0, 1], got values in [{low:.4g}, '
+                                  f'{high:.4g}] (uint8 images need uint8_to_float())')
+        if text is not None and not bool(torch.isfinite(text.detach()).all()):
+            raise ConfigError('text embedding contains NaN or Inf')
+
+    def forward(self, ir, vis_y, masks=None, text=None, return_intermediates=False):
+        """Fuse infrared and visible luminance under mask and text guidance.
+
+        ir, vis_y: ``(B, 1, H, W)`` float in [0, 1], any H, W >= 1.
+        masks: ``(B, M, H, W)`` soft masks in [0, 1], or None (= zeros).
+        text: ``(B, D)`` sentence embeddings, or None (= zeros).
+        Returns fused luminance ``(B, 1, H, W)`` in [0, 1], in the input dtype; with
+        ``return_intermediates`` a tuple ``(fused, info)`` where info holds
+        ``weight`` (B,1,H,W) infrared share, ``detail`` (B,1,H,W) detail residual,
+        ``prior_weight`` (B,1,H/4,W/4) saliency-only weight (padded grid),
+        ``mgca`` list of per-block attention dicts (see MaskGuidedCrossAttention.forward) and
+        ``channel_gates`` (B,2,C), ``spatial_gate`` (B,1,h,w) from TDAF.
+        """
+        self._check_inputs(ir, vis_y, masks, text)
+        config = self.config
+        batch, _, height, width = ir.shape
+        reduction = config.reduction
+        pad_h = -height % reduction
+        pad_w = -width % reduction
+        padded_h, padded_w = height + pad_h, width + pad_w
+        low_h, low_w = padded_h // reduction, padded_w // reduction
+        # One replicate pad serves all: a 1-pixel border for the unpadded full-res 3x3 convs
+        # (so the zero-sum detail filter sees no artificial edge) and the multiple of reduction.
+        images = F.pad(torch.cat([ir, vis_y], dim=1), (1, 1 + pad_w, 1, 1 + pad_h),
+                       mode='replicate')
+
+        skip, deep, high_pass = self.encoder(images)
+        feat_ir, feat_vis = deep.chunk(2, dim=1)
+        if masks is None:
+            masks_quarter = None
+            masks_low = ir.new_zeros((batch, config.mask_channels, low_h, low_w))
+        else:
+            masks_quarter = masks.to(ir.dtype)
+            if pad_h or pad_w:
+                masks_quarter = F.pad(masks_quarter, (0, pad_w, 0, pad_h), mode='replicate')
+            masks_quarter = F.avg_pool2d(masks_quarter, SKIP_REDUCTION)
+            masks_low = masks_quarter
+            if reduction > SKIP_REDUCTION:
+                masks_low = F.avg_pool2d(masks_quarter, reduction // SKIP_REDUCTION)
+        if text is None:
+            text = ir.new_zeros((batch, config.text_dim))
+        attention_info = []
+        for block in self.mgca:
+            feat_ir, feat_vis, block_info = block(feat_ir, feat_vis, masks_low,
+                                                  return_intermediates)
+            attention_info.append(block_info)
+        fused_features, gate_info = self.tdaf(feat_ir, feat_vis, text.to(ir.dtype),
+                                              return_intermediates)
+
+        quarter = F.avg_pool2d(images[:, :, 1:-1, 1:-1], SKIP_REDUCTION)
+        saliency_ir, saliency_vis = saliency(quarter[:, :1]), saliency(quarter[:, 1:])
+        prior_logit = self.prior_scale * (saliency_ir - saliency_vis) / (
+            saliency_ir + saliency_vis + 0.02)
+        head = self.decoder(fused_features, skip, prior_logit, masks_quarter)
+        # Bounded correction: the weight logit stays within prior +- max_logit_correction, so the
+        # sigmoid cannot saturate to an exact 0/1 (dead gradient) early in training.
+        correction = config.max_logit_correction * torch.tanh(
+            head[:, :1] / config.max_logit_correction)
+        maps = torch.cat([torch.sigmoid(prior_logit + correction),
+                          config.max_detail_gain * torch.tanh(head[:, 1:])], dim=1)
+        maps = F.interpolate(maps, size=(padded_h, padded_w), mode='bilinear',
+                             align_corners=False)[:, :, :height, :width]
+        weight, gains = maps[:, :1], maps[:, 1:]
+
+        high_pass = high_pass[:, :, :height, :width]
+        # In-place multiply-adds: two fewer full-resolution temporaries per frame.
+        fused = torch.lerp(vis_y, ir, weight)
+        fused = fused.addcmul_(gains[:, :1], high_pass[:, :1])
+        fused = fused.addcmul_(gains[:, 1:], high_pass[:, 1:]).clamp_(0.0, 1.0)
+        if not return_intermediates:
+            return fused
+        detail = (gains * high_pass).sum(dim=1, keepdim=True)
+        info = {'weight': weight, 'detail': detail, 'prior_weight': torch.sigmoid(prior_logit),
+                'mgca': attention_info, **gate_info}
+        return fused, info

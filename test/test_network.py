@@ -1,0 +1,507 @@
+# Copyright 2026 The tesg_ros authors
+# SPDX-License-Identifier: Apache-2.0
+"""Tests of the TeSG fusion network: shapes, guidance, gradients, checkpoints, colour."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from safetensors.torch import save_file
+import torch
+
+from tesg_ros.errors import ConfigError, TesgError
+from tesg_ros.network import colour
+from tesg_ros.network import (
+    load_fusion_net, MaskGuidedCrossAttention, save_fusion_net, TesgConfig, TesgFusionNet,
+    TextDrivenAttentionalFusion)
+from tesg_ros.network.mgca import window_merge, window_partition
+from tesg_ros.network.tesg_net import block_diagonal
+from tesg_ros.network.weights import read_config
+
+SMALL = TesgConfig(text_dim=16, mask_channels=2)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def single_thread():
+    """Tiny tensors: one thread is as fast and does not suffer when other jobs share the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def default_net():
+    torch.manual_seed(0)
+    return TesgFusionNet().eval()
+
+
+@pytest.fixture(scope='module')
+def small_net():
+    torch.manual_seed(1)
+    return TesgFusionNet(SMALL).eval()
+
+
+def random_inputs(batch, height, width, config, seed=0):
+    """ir, vis (B,1,H,W) uniform in [0, 1]; masks (B,M,H,W) one box of ones; text (B,D) normal."""
+    generator = torch.Generator().manual_seed(seed)
+    ir = torch.rand(batch, 1, height, width, generator=generator)
+    vis = torch.rand(batch, 1, height, width, generator=generator)
+    mask = torch.zeros(batch, config.mask_channels, height, width)
+    mask[..., height // 4:height // 2 + 1, width // 3:width // 2 + 1] = 1.0
+    embedding = torch.randn(batch, config.text_dim, generator=generator)
+    return ir, vis, mask, embedding
+
+
+def load_tno(path):
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    return torch.from_numpy(image.astype(np.float32) / 255.0)[None, None]
+
+
+# --- whole network -----------------------------------------------------------------------
+
+@pytest.mark.parametrize('shape', [(1, 1, 37, 53), (2, 1, 64, 96), (1, 1, 1, 1),
+                                   (1, 1, 9, 130), (3, 1, 24, 24)])
+def test_output_shape_dtype_and_range(small_net, shape):
+    ir, vis, masks, text = random_inputs(shape[0], shape[2], shape[3], SMALL)
+    with torch.inference_mode():
+        fused = small_net(ir, vis, masks, text)
+    assert fused.shape == shape
+    assert fused.dtype == torch.float32
+    assert torch.isfinite(fused).all()
+    assert fused.min() >= 0.0 and fused.max() <= 1.0
+
+
+def test_none_equals_zero_guidance(small_net):
+    ir, vis, _, _ = random_inputs(2, 40, 56, SMALL)
+    with torch.inference_mode():
+        plain = small_net(ir, vis)
+        zeros = small_net(ir, vis, torch.zeros(2, 2, 40, 56), torch.zeros(2, 16))
+    torch.testing.assert_close(plain, zeros, atol=1e-6, rtol=0)
+
+
+def test_guidance_changes_the_output(small_net):
+    ir, vis, masks, text = random_inputs(1, 64, 64, SMALL)
+    with torch.inference_mode():
+        plain = small_net(ir, vis)
+        guided = small_net(ir, vis, masks, text)
+    assert (plain - guided).abs().max() > 1e-5
+
+
+def test_batch_items_are_independent(small_net):
+    ir, vis, masks, text = random_inputs(2, 48, 40, SMALL)
+    with torch.inference_mode():
+        both = small_net(ir, vis, masks, text)
+        second = small_net(ir[1:], vis[1:], masks[1:], text[1:])
+    torch.testing.assert_close(both[1:], second, atol=1e-5, rtol=0)
+
+
+def test_gradients_reach_every_parameter_of_every_module():
+    torch.manual_seed(2)
+    net = TesgFusionNet(SMALL).train()
+    ir, vis, masks, text = random_inputs(2, 64, 80, SMALL, seed=3)
+    ir, vis = 0.2 + 0.6 * ir, 0.2 + 0.6 * vis  # stay clear of the output clamp
+    target = torch.rand(2, 1, 64, 80, generator=torch.Generator().manual_seed(4))
+    loss = torch.nn.functional.mse_loss(net(ir, vis, masks, text), target)
+    loss.backward()
+    dead = [name for name, p in net.named_parameters()
+            if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
+    assert not dead, f'no gradient for {dead}'
+    groups = {name.split('.')[0] for name, _ in net.named_parameters()}
+    assert {'encoder', 'mgca', 'tdaf', 'decoder',
+            'prior_scale'} <= groups
+
+
+def test_seeded_construction_and_inference_are_deterministic():
+    ir, vis, masks, text = random_inputs(1, 50, 70, SMALL)
+    outputs = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        net = TesgFusionNet(SMALL).eval()
+        with torch.inference_mode():
+            outputs.append(net(ir, vis, masks, text))
+            assert torch.equal(outputs[-1], net(ir, vis, masks, text))
+    assert torch.equal(outputs[0], outputs[1])
+    torch.manual_seed(124)
+    with torch.inference_mode():
+        other = TesgFusionNet(SMALL).eval()(ir, vis, masks, text)
+    assert not torch.equal(outputs[0], other)
+
+
+def test_parameter_count_is_under_one_million(default_net):
+    count = default_net.parameter_count()
+    assert count == sum(p.numel() for p in default_net.parameters())
+    assert 50_000 < count < 1_000_000
+
+
+def test_intermediates_have_documented_shapes(small_net):
+    ir, vis, masks, text = random_inputs(2, 37, 53, SMALL)
+    with torch.inference_mode():
+        fused, info = small_net(ir, vis, masks, text, return_intermediates=True)
+        plain = small_net(ir, vis, masks, text)
+    torch.testing.assert_close(fused, plain, atol=1e-5, rtol=0)  # manual vs SDPA attention
+    assert info['weight'].shape == info['detail'].shape == (2, 1, 37, 53)
+    assert info['weight'].min() >= 0 and info['weight'].max() <= 1
+    assert info['channel_gates'].shape == (2, 2, SMALL.channels)
+    assert info['spatial_gate'].shape == (2, 1, 5, 7)  # ceil(37/8), ceil(53/8)
+    assert len(info['mgca']) == SMALL.mgca_blocks
+    for block in info['mgca']:
+        attention = block['ir_to_vis']
+        assert attention.shape[1:] == (SMALL.heads, 64, 64)
+        torch.testing.assert_close(attention.sum(-1), torch.ones(attention.shape[:-1]))
+
+
+def test_fusion_without_guidance_keeps_targets_and_texture(default_net, tno_pair_paths):
+    """Untrained, masks and text absent: the structural prior alone must already fuse well."""
+    assert len(tno_pair_paths) == 3
+    for ir_path, vis_path in tno_pair_paths:
+        ir, vis = load_tno(ir_path), load_tno(vis_path)
+        with torch.inference_mode():
+            fused = default_net(ir, vis)
+        average = 0.5 * (ir + vis)
+        # No halos or overshoot: every pixel stays within the two sources (detail starts ~0).
+        assert (fused - torch.maximum(ir, vis)).max() < 0.01
+        assert (torch.minimum(ir, vis) - fused).max() < 0.01
+        # Hot targets (brightest 2 % of infrared) keep their infrared intensity better than
+        # plain averaging does.
+        hot = ir > torch.quantile(ir.flatten(), 0.98)
+        assert (fused - ir).abs()[hot].mean() < 0.95 * (average - ir).abs()[hot].mean()
+        # Saliency weighting keeps more contrast and edge strength than averaging.
+        assert fused.std() > 1.1 * average.std()
+        assert sobel_energy(fused) > 1.05 * sobel_energy(average)
+
+
+def sobel_energy(image):
+    array = image[0, 0].numpy()
+    return float(np.hypot(cv2.Sobel(array, cv2.CV_32F, 1, 0),
+                          cv2.Sobel(array, cv2.CV_32F, 0, 1)).mean())
+
+
+@pytest.mark.parametrize('bad', ['shape', 'range', 'mask_channels', 'text_dim', 'dtype',
+                                 'bool_masks', 'mask_range', 'nan_text'])
+def test_bad_inputs_raise_config_error(small_net, bad):
+    ir, vis, masks, text = random_inputs(1, 16, 16, SMALL)
+    if bad == 'shape':
+        vis = vis[..., :15]
+    elif bad == 'range':
+        ir = ir * 255.0
+    elif bad == 'mask_channels':
+        masks = masks[:, :1]
+    elif bad == 'text_dim':
+        text = torch.zeros(1, 384)
+    elif bad == 'bool_masks':
+        masks = masks > 0
+    elif bad == 'mask_range':
+        masks = masks * 2.0
+    elif bad == 'nan_text':
+        text[0, 3] = float('nan')
+    else:
+        ir = (ir * 255).to(torch.uint8)
+    with pytest.raises(ConfigError):
+        small_net(ir, vis, masks, text)
+
+
+def test_config_round_trips_and_rejects_bad_values():
+    config = TesgConfig(channels=32, heads=2, text_dim=512, mask_channels=3, reduction=16)
+    assert TesgConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    for values in [{'channels': 30, 'heads': 4}, {'reduction': 6}, {'reduction': 2},
+                   {'text_dim': 0}, {'window': 2.5}, {'no_such_key': 1}]:
+        with pytest.raises(ConfigError):
+            TesgConfig.from_dict(values)
+
+
+@pytest.mark.parametrize('reduction', [4, 16])
+def test_other_reductions_work(reduction):
+    config = TesgConfig(text_dim=8, reduction=reduction, mgca_blocks=1)
+    net = TesgFusionNet(config).eval()
+    ir, vis, masks, text = random_inputs(1, 45, 67, config)
+    with torch.inference_mode():
+        fused = net(ir, vis, masks, text)
+    assert fused.shape == (1, 1, 45, 67) and 0 <= fused.min() and fused.max() <= 1
+
+
+# --- MGCA ----------------------------------------------------------------------------------
+
+def test_window_partition_and_merge_are_inverse():
+    features = torch.randn(2, 3, 11, 13)
+    for shift in (0, 2):
+        tokens, grid = window_partition(features, 4, shift)
+        assert tokens.shape[1:] == (16, 3)
+        assert torch.equal(window_merge(tokens, 2, 11, 13, 4, shift, grid), features)
+
+
+def mgca_inputs(mask_channels=1):
+    generator = torch.Generator().manual_seed(5)
+    feat_ir = torch.randn(1, 16, 12, 20, generator=generator)
+    feat_vis = torch.randn(1, 16, 12, 20, generator=generator)
+    masks = torch.zeros(1, mask_channels, 12, 20)
+    masks[:, 0, 2:6, 3:9] = 1.0
+    return feat_ir, feat_vis, masks
+
+
+def test_masks_change_the_attention():
+    torch.manual_seed(6)
+    block = MaskGuidedCrossAttention(16, 1, heads=2, window=8, shift=4).eval()
+    feat_ir, feat_vis, masks = mgca_inputs()
+    with torch.no_grad():
+        _, _, guided = block(feat_ir, feat_vis, masks, return_attention=True)
+        _, _, plain = block(feat_ir, feat_vis, torch.zeros_like(masks), return_attention=True)
+    assert (guided['ir_to_vis'] - plain['ir_to_vis']).abs().max() > 0.05
+    assert (guided['vis_to_ir'] - plain['vis_to_ir']).abs().max() > 0.05
+
+
+def test_mask_key_bias_moves_attention_onto_masked_keys():
+    """With the embedding term off, a positive key bias must raise, for every query, the
+    attention share of masked keys (softmax monotonicity), and a larger bias raises it more."""
+    torch.manual_seed(7)
+    block = MaskGuidedCrossAttention(16, 1, heads=2, window=8).eval()
+    feat_ir, feat_vis, masks = mgca_inputs()
+    masked_keys, _ = window_partition(masks, 8, 0)
+    masked_keys = masked_keys[..., 0][:, None, None, :] > 0  # (Bw, 1, 1, N)
+    has_masked = masked_keys.flatten(1).any(1)
+    shares = []
+    with torch.no_grad():
+        block.mask_embed.weight.zero_()
+        for bias in (0.0, 1.0, 3.0):
+            block.mask_key_bias.fill_(bias)
+            _, _, info = block(feat_ir, feat_vis, masks, return_attention=True)
+            share = (info['ir_to_vis'] * masked_keys).sum(-1)[has_masked]
+            shares.append(share)
+    assert (shares[1] > shares[0] + 1e-4).all()
+    assert (shares[2] > shares[1] + 1e-4).all()
+
+
+def test_padded_keys_get_no_attention():
+    block = MaskGuidedCrossAttention(16, 1, heads=2, window=8).eval()
+    feat_ir, feat_vis, masks = mgca_inputs()  # 12 x 20 tokens -> padded to 16 x 24
+    with torch.no_grad():
+        _, _, info = block(feat_ir, feat_vis, masks, return_attention=True)
+    valid, _ = window_partition(torch.ones(1, 1, 12, 20), 8, 0)
+    padded = valid[..., 0] == 0  # (Bw, N) key positions outside the map
+    assert padded.any() and not padded.all()
+    for direction in ('ir_to_vis', 'vis_to_ir'):
+        by_key = info[direction].permute(0, 3, 1, 2)  # (Bw, N keys, heads, N queries)
+        assert by_key[padded].abs().max() == 0
+        assert by_key[~padded].sum() > 0
+
+
+# --- TDAF ----------------------------------------------------------------------------------
+
+def test_text_changes_the_tdaf_gates():
+    torch.manual_seed(8)
+    fusion = TextDrivenAttentionalFusion(16, text_dim=12).eval()
+    generator = torch.Generator().manual_seed(9)
+    feat_ir = torch.randn(1, 16, 6, 10, generator=generator)
+    feat_vis = torch.randn(1, 16, 6, 10, generator=generator)
+    gates = []
+    with torch.no_grad():
+        for text in (torch.zeros(1, 12), torch.randn(1, 12, generator=generator),
+                     torch.randn(1, 12, generator=generator)):
+            fused, info = fusion(feat_ir, feat_vis, text, return_gates=True)
+            gates.append(info)
+            assert info['channel_gates'].min() > 0 and info['channel_gates'].max() < 2
+            assert info['spatial_gate'].min() > 0 and info['spatial_gate'].max() < 1
+    for first, second in ((0, 1), (1, 2)):
+        assert (gates[first]['channel_gates'] - gates[second]['channel_gates']).abs().max() > 1e-3
+        assert (gates[first]['spatial_gate'] - gates[second]['spatial_gate']).abs().max() > 1e-3
+
+
+def test_tdaf_output_is_the_gated_mix():
+    """With the projection zeroed the output is exactly alpha*ir_gated + (1-alpha)*vis_gated."""
+    torch.manual_seed(10)
+    fusion = TextDrivenAttentionalFusion(8, text_dim=4).eval()
+    generator = torch.Generator().manual_seed(11)
+    feat_ir = torch.randn(2, 8, 5, 7, generator=generator)
+    feat_vis = torch.randn(2, 8, 5, 7, generator=generator)
+    text = torch.randn(2, 4, generator=generator)
+    with torch.no_grad():
+        fusion.project.weight.zero_()
+        fusion.project.bias.zero_()
+        fused, info = fusion(feat_ir, feat_vis, text, return_gates=True)
+    gate_ir = info['channel_gates'][:, 0, :, None, None]
+    gate_vis = info['channel_gates'][:, 1, :, None, None]
+    alpha = info['spatial_gate']
+    expected = alpha * gate_ir * feat_ir + (1 - alpha) * gate_vis * feat_vis
+    torch.testing.assert_close(fused, expected)
+
+
+# --- checkpoints -------------------------------------------------------------------------
+
+def test_save_load_round_trip(small_net, tmp_path):
+    path = tmp_path / 'net.safetensors'
+    save_fusion_net(small_net, path, extra_metadata={'run': 'unit-test'})
+    raw = path.read_bytes()
+    assert raw[8:9] == b'{' and not raw.startswith(b'PK') and raw[:1] != b'\x80'  # not pickle/zip
+    assert read_config(path) == SMALL
+    loaded = load_fusion_net(path, text_dim=16, mask_channels=2)
+    assert loaded.config == SMALL and not loaded.training
+    ir, vis, masks, text = random_inputs(1, 30, 44, SMALL)
+    with torch.inference_mode():
+        assert torch.equal(loaded(ir, vis, masks, text), small_net(ir, vis, masks, text))
+
+
+def test_checkpoint_problems_raise_clear_errors(small_net, tmp_path):
+    good = tmp_path / 'good.safetensors'
+    save_fusion_net(small_net, good)
+    state = {k: v.contiguous() for k, v in small_net.state_dict().items()}
+    metadata = {'format': 'tesg_fusion_net', 'format_version': '1',
+                'config': json.dumps(SMALL.to_dict())}
+
+    corrupt = tmp_path / 'corrupt.safetensors'
+    corrupt.write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{not json at all')
+    truncated = tmp_path / 'truncated.safetensors'
+    truncated.write_bytes(good.read_bytes()[:-1000])
+    missing_key = tmp_path / 'missing.safetensors'
+    save_file({k: v for k, v in state.items() if k != 'prior_scale'}, missing_key, metadata)
+    wrong_shape = tmp_path / 'shape.safetensors'
+    save_file(state, wrong_shape, {**metadata, 'config': json.dumps(
+        {**SMALL.to_dict(), 'text_dim': 384})})
+    no_config = tmp_path / 'noconfig.safetensors'
+    save_file(state, no_config, {'format': 'tesg_fusion_net', 'format_version': '1'})
+    foreign = tmp_path / 'foreign.safetensors'
+    save_file(state, foreign)
+
+    cases = [(tmp_path / 'absent.safetensors', 'no such file'),
+             (corrupt, 'not a readable safetensors'), (truncated, 'safetensors'),
+             (missing_key, "missing ['prior_scale']"),
+             (wrong_shape, 'text_dim mismatch: the metadata config says 384, the weights were '
+                           'trained with 16'),
+             (no_config, 'no valid JSON config'), (foreign, 'format')]
+    for path, problem in cases:
+        with pytest.raises(ConfigError) as raised:
+            load_fusion_net(path)
+        assert str(path) in str(raised.value) and problem in str(raised.value), raised.value
+    with pytest.raises(ConfigError, match='text_dim is 16'):
+        load_fusion_net(good, text_dim=384)
+    with pytest.raises(TesgError, match='mask_channels'):
+        load_fusion_net(good, mask_channels=1)
+
+
+# --- colour ----------------------------------------------------------------------------------
+
+def test_colour_round_trips_and_matches_opencv():
+    generator = np.random.default_rng(12)
+    rgb = generator.random((17, 23, 3), dtype=np.float32)
+    np.testing.assert_allclose(colour.ycbcr_to_rgb_np(colour.rgb_to_ycbcr_np(rgb)), rgb,
+                               atol=1e-5)
+    bgr = rgb[..., ::-1].copy()
+    np.testing.assert_allclose(colour.ycbcr_to_bgr_np(colour.bgr_to_ycbcr_np(bgr)), bgr,
+                               atol=1e-5)
+    tensor = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+    ycbcr = colour.rgb_to_ycbcr(tensor)
+    torch.testing.assert_close(colour.ycbcr_to_rgb(ycbcr), tensor, atol=1e-5, rtol=0)
+    torch.testing.assert_close(colour.ycbcr_to_bgr(colour.bgr_to_ycbcr(tensor.flip(1))),
+                               tensor.flip(1), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(ycbcr[0].permute(1, 2, 0).numpy(), colour.rgb_to_ycbcr_np(rgb),
+                               atol=1e-6)
+    # Same convention as OpenCV (which orders the channels Y, Cr, Cb).
+    bgr8 = generator.integers(0, 256, (17, 23, 3), dtype=np.uint8)
+    opencv = cv2.cvtColor(bgr8, cv2.COLOR_BGR2YCrCb).astype(np.float32)
+    ours = colour.float_to_uint8(colour.bgr_to_ycbcr_np(colour.uint8_to_float(bgr8)))
+    assert np.abs(ours[..., [0, 2, 1]].astype(np.float32) - opencv).max() <= 1
+    # Known values: pure red.
+    np.testing.assert_allclose(colour.rgb_to_ycbcr_np(np.array([[[1.0, 0, 0]]], np.float32)),
+                               [[[0.299, 0.5 - 0.299 / 1.772, 1.0]]], atol=1e-6)
+
+
+def test_restore_colour_recovers_visible_and_uint8_helpers():
+    generator = np.random.default_rng(13)
+    bgr8 = generator.integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    luma = colour.bgr_to_ycbcr_np(colour.uint8_to_float(bgr8))[..., 0]
+    restored = colour.restore_colour_np(luma, bgr8)
+    assert restored.dtype == np.uint8 and np.abs(restored.astype(int) - bgr8).max() <= 1
+    brighter = colour.restore_colour_np(np.clip(luma + 0.1, 0, 1), bgr8)
+    assert brighter.astype(int).sum() > bgr8.astype(int).sum()
+    rgb = torch.from_numpy(colour.uint8_to_float(bgr8[..., ::-1].copy())).permute(2, 0, 1)[None]
+    torch.testing.assert_close(colour.restore_colour(colour.rgb_to_ycbcr(rgb)[:, :1], rgb), rgb,
+                               atol=1e-5, rtol=0)
+    values = np.arange(256, dtype=np.uint8)
+    assert np.array_equal(colour.float_to_uint8(colour.uint8_to_float(values)), values)
+    tensor = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(colour.float_to_uint8(colour.uint8_to_float(tensor)), tensor)
+    with pytest.raises(ConfigError):
+        colour.uint8_to_float(values.astype(np.float32))
+    with pytest.raises(ConfigError):
+        colour.rgb_to_ycbcr_np(bgr8)
+
+
+def test_block_diagonal_dense_conv_equals_grouped_conv():
+    conv = torch.nn.Conv2d(6, 8, 3, padding=1, groups=2)
+    features = torch.randn(2, 6, 9, 7)
+    dense = torch.nn.functional.conv2d(features, block_diagonal(conv.weight), conv.bias,
+                                       padding=1)
+    torch.testing.assert_close(dense, conv(features))
+
+
+def test_flat_inputs_give_a_flat_convex_fusion(default_net):
+    """Zero-sum detail filters: constant images carry no detail, the output is a convex mix."""
+    ir = torch.full((1, 1, 33, 47), 0.8)
+    vis = torch.full((1, 1, 33, 47), 0.2)
+    with torch.inference_mode():
+        fused, info = default_net(ir, vis, return_intermediates=True)
+    assert info['detail'].abs().max() < 1e-6
+    torch.testing.assert_close(fused, 0.2 + 0.6 * info['weight'])
+    assert 0.2 <= fused.min() and fused.max() <= 0.8
+
+
+def test_short_training_learns_to_use_the_mask(tno_pair_paths):
+    """Trainability: 80 Adam steps on one crop learn 'infrared inside the mask, average
+    outside'; the trained net needs the mask (without it the loss is several times higher)."""
+    torch.manual_seed(0)
+    net = TesgFusionNet(TesgConfig(text_dim=16)).train()
+    ir_path, vis_path = [pair for pair in tno_pair_paths if pair[0].stem == '10'][0]
+    ir = load_tno(ir_path)[..., 200:264, 300:364]
+    vis = load_tno(vis_path)[..., 200:264, 300:364]
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 16:48, 16:48] = 1.0
+    target = torch.where(mask > 0, ir, 0.5 * (ir + vis))
+    text = torch.randn(1, 16, generator=torch.Generator().manual_seed(1))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(80):
+        loss = torch.nn.functional.l1_loss(net(ir, vis, mask, text), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        trained = torch.nn.functional.l1_loss(net(ir, vis, mask, text), target).item()
+        maskless = torch.nn.functional.l1_loss(net(ir, vis, None, text), target).item()
+    assert trained < 0.3 * losses[0]
+    assert maskless > 2.0 * trained
+
+
+def test_benchmark_script_prints_a_table(capsys):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / 'bench' / 'bench_network.py'
+    spec = importlib.util.spec_from_file_location('bench_network', path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(['--sizes', '64x48', '--runs', '2', '--warmup', '1', '--threads', '1',
+                '--breakdown'])
+    output = capsys.readouterr().out
+    assert 'GLIBC_TUNABLES=' in output and 'parameters 164,139' in output
+    row = [line for line in output.splitlines() if line.startswith('| 64x48 |')][0]
+    cells = [cell.strip() for cell in row.strip('|').split('|')]
+    median_ms, gmac = float(cells[1]), float(cells[5])
+    assert median_ms > 0
+    # MACs scale with pixels: 64x48 is 1/100 of 640x480 (~1.08 GMAC), plus window padding.
+    assert 0.008 < gmac < 0.02
+    assert '| mgca |' in output and '| encoder |' in output
+
+
+def test_cost_is_linear_in_pixels(default_net):
+    """4x the pixels -> ~4x the MACs (a global attention would grow much faster)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def macs(height, width):
+        ir, vis, masks, text = random_inputs(1, height, width, default_net.config)
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            default_net(ir, vis, masks, text, return_intermediates=True)
+        return counter.get_total_flops() / 2
+
+    small, large = macs(128, 192), macs(256, 384)
+    assert 3.5 < large / small < 4.1
+    assert 3000 < large / (256 * 384) < 4000  # MAC per pixel, see docs/network.md
