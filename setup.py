@@ -40,6 +40,8 @@ setup(
             'tesg-compute-homography = tesg_ros.tools.compute_homography:main',
             'tesg-make-bag = tesg_ros.tools.make_bag:main',
             'tesg-eval = tesg_ros.evaluation.cli:main',
+            'tesg-replay = tesg_ros.replay:main',
+            'tesg-train = tesg_ros.training.cli:main',
         ],
     },
 )

@@ -1,0 +1,166 @@
+# Copyright 2026 The tesg_ros authors
+# SPDX-License-Identifier: Apache-2.0
+"""Fusion training losses (TeSG): intensity, gradient, SSIM and colour consistency.
+
+Every tensor is float32 B x C x H x W in [0, 1]; ``fused``, ``ir`` and ``vis_y`` have one
+channel (luminance), ``masks`` has M soft masks in [0, 1], ``vis_cbcr`` holds the visible
+Cb and Cr planes (2 channels, BT.601 full range, offset 0.5). Each loss returns a scalar
+tensor averaged over the batch. The formulas and default weights are in docs/training.md.
+"""
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as functional
+
+from tesg_ros.errors import ConfigError
+
+_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+
+def sobel_magnitude(image):
+    """Return the L1 Sobel gradient magnitude ``|Gx * I| + |Gy * I|``.
+
+    ``image``: B x 1 x H x W float. Borders are replicated so a constant image has zero
+    gradient everywhere. Returns B x 1 x H x W float, in [0, 8] for inputs in [0, 1].
+    The L1 form (as in SeAFusion) avoids the infinite derivative of sqrt at zero.
+    """
+    kernel_x = _SOBEL_X.to(image.device, image.dtype).view(1, 1, 3, 3)
+    kernel_y = kernel_x.transpose(2, 3)
+    padded = functional.pad(image, (1, 1, 1, 1), mode='replicate')
+    return (functional.conv2d(padded, kernel_x).abs()
+            + functional.conv2d(padded, kernel_y).abs())
+
+
+def intensity_loss(fused, ir, vis_y, masks=None, mask_weight=1.0):
+    """Mask-aware intensity loss.
+
+    ``L_int = mean|F - max(I, V)| + mask_weight * sum(m |F - I|) / (sum(m) + eps)``,
+    with ``m = max_k masks_k`` (the union of the SIG masks, B x 1 x H x W). The first term
+    keeps the brighter source everywhere; the second pulls the fused image toward the IR
+    inside warm-target masks so targets keep their thermal contrast even where the visible
+    image is brighter (headlights, sky). Without masks (None, or all zero) only the first
+    term remains. Returns a scalar >= 0.
+    """
+    loss = (fused - torch.maximum(ir, vis_y)).abs().mean()
+    if masks is not None and masks.shape[1] > 0 and mask_weight != 0.0:
+        union = masks.amax(dim=1, keepdim=True)
+        inside = (union * (fused - ir).abs()).sum(dim=(1, 2, 3))
+        # Per-image mean inside the mask; eps keeps mask-free images at exactly zero.
+        loss = loss + mask_weight * (inside / (union.sum(dim=(1, 2, 3)) + 1e-6)).mean()
+    return loss
+
+
+def gradient_loss(fused, ir, vis_y):
+    """Texture loss ``L_grad = mean| S(F) - max(S(I), S(V)) |`` with S = :func:`sobel_magnitude`.
+
+    Zero when the fused image has, at every pixel, the stronger of the two source gradients;
+    a blurred fused image loses gradient and is penalised. Returns a scalar >= 0.
+    """
+    target = torch.maximum(sobel_magnitude(ir), sobel_magnitude(vis_y))
+    return (sobel_magnitude(fused) - target).abs().mean()
+
+
+def _gaussian_window(size, sigma, device, dtype):
+    coords = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2.0
+    window = torch.exp(-coords ** 2 / (2.0 * sigma ** 2))
+    return window / window.sum()
+
+
+def ssim(image_a, image_b, window_size=11, sigma=1.5):
+    """Mean structural similarity of two B x 1 x H x W images in [0, 1] (Wang et al. 2004).
+
+    Gaussian window (``window_size``, ``sigma``) evaluated on the valid region (no padding),
+    ``C1 = (0.01)^2``, ``C2 = (0.03)^2`` for a data range of 1. The window shrinks (odd size)
+    for images smaller than it. Returns a B-vector, 1 for identical images.
+    """
+    size = min(window_size, image_a.shape[-1], image_a.shape[-2])
+    size = size if size % 2 == 1 else size - 1
+    window = _gaussian_window(size, sigma, image_a.device, image_a.dtype)
+    channels = image_a.shape[1]
+    kernel_h = window.view(1, 1, 1, size).repeat(channels, 1, 1, 1)
+    kernel_v = window.view(1, 1, size, 1).repeat(channels, 1, 1, 1)
+
+    def blur(x):
+        return functional.conv2d(functional.conv2d(x, kernel_h, groups=channels),
+                                 kernel_v, groups=channels)
+
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    mu_a, mu_b = blur(image_a), blur(image_b)
+    var_a = blur(image_a * image_a) - mu_a ** 2
+    var_b = blur(image_b * image_b) - mu_b ** 2
+    cov = blur(image_a * image_b) - mu_a * mu_b
+    ssim_map = (((2 * mu_a * mu_b + c1) * (2 * cov + c2))
+                / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2)))
+    return ssim_map.mean(dim=(1, 2, 3))
+
+
+def ssim_loss(fused, ir, vis_y, ir_weight=0.5):
+    """``L_ssim = w (1 - SSIM(F, I)) + (1 - w)(1 - SSIM(F, V))`` with ``w = ir_weight``.
+
+    Returns a scalar in [0, 2]; zero only if the fused image matches both weighted sources.
+    """
+    if not 0.0 <= ir_weight <= 1.0:
+        raise ConfigError(f'loss.ssim_ir_weight must be in [0, 1], got {ir_weight}')
+    return (ir_weight * (1.0 - ssim(fused, ir))
+            + (1.0 - ir_weight) * (1.0 - ssim(fused, vis_y))).mean()
+
+
+def colour_consistency_loss(fused, vis_cbcr):
+    """Chroma error of the colour-restored fused image.
+
+    ``L_col = mean| CbCr(clip(RGB(F, Cb_V, Cr_V))) - (Cb_V, Cr_V) |``.
+
+    The network outputs luminance only; colour is restored by pairing F with the visible
+    Cb/Cr (BT.601) and converting to RGB, which the deployed node then clips to [0, 1].
+    Before clipping the chroma equals the visible chroma by construction, so what this loss
+    actually constrains is the hue/saturation shift caused by gamut clipping: it is zero
+    when every restored pixel is inside the RGB cube and grows when F is pushed so far from
+    the visible luminance that saturated colours clip (e.g. a red car rendered white).
+    Gradients flow through the channels that did not clip. Returns a scalar >= 0.
+    """
+    from tesg_ros.network import colour
+    restored_rgb = colour.ycbcr_to_rgb(torch.cat([fused, vis_cbcr], dim=1)).clamp(0.0, 1.0)
+    restored_cbcr = colour.rgb_to_ycbcr(restored_rgb)[:, 1:3]
+    return (restored_cbcr - vis_cbcr).abs().mean()
+
+
+@dataclass
+class LossWeights:
+    """Weights of the total loss; see :func:`fusion_loss` and docs/training.md."""
+
+    intensity: float = 1.0
+    intensity_mask: float = 0.5
+    gradient: float = 1.0
+    ssim: float = 0.5
+    ssim_ir_weight: float = 0.5
+    colour: float = 1.0
+
+    def to_dict(self):
+        """Return the weights as a plain dict (for logs and checkpoint metadata)."""
+        return asdict(self)
+
+
+def fusion_loss(fused, ir, vis_y, vis_cbcr=None, masks=None, weights=None):
+    """Weighted total ``L = a L_int + b L_grad + c L_ssim + d L_colour``.
+
+    ``vis_cbcr`` None (grey visible) skips the colour term. Returns ``(total, parts)`` where
+    ``parts`` maps 'intensity', 'gradient', 'ssim', 'colour' and 'total' to detached
+    scalar tensors (unweighted components, weighted total).
+    """
+    weights = weights or LossWeights()
+    parts = {
+        'intensity': intensity_loss(fused, ir, vis_y, masks, weights.intensity_mask),
+        'gradient': gradient_loss(fused, ir, vis_y),
+        'ssim': ssim_loss(fused, ir, vis_y, weights.ssim_ir_weight),
+    }
+    total = (weights.intensity * parts['intensity'] + weights.gradient * parts['gradient']
+             + weights.ssim * parts['ssim'])
+    if vis_cbcr is not None and weights.colour != 0.0:
+        parts['colour'] = colour_consistency_loss(fused, vis_cbcr)
+        total = total + weights.colour * parts['colour']
+    else:
+        parts['colour'] = torch.zeros((), device=fused.device)
+    parts = {name: value.detach() for name, value in parts.items()}
+    parts['total'] = total.detach()
+    return total, parts

@@ -1,0 +1,532 @@
+# Copyright 2026 The tesg_ros authors
+# SPDX-License-Identifier: Apache-2.0
+"""Training pipeline: losses on known inputs, aligned augmentation, cache, trainer, DDP, CLI."""
+
+import json
+import math
+import os
+from pathlib import Path
+import shutil
+import socket
+
+import cv2
+import numpy as np
+import pytest
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+import torch
+
+from tesg_ros.errors import ConfigError, ImageEncodingError, TesgError
+from tesg_ros.training import cli, dataset, losses, trainer
+
+# ----------------------------------------------------------------------------- helpers
+
+PAIR_SHAPE = (48, 64)
+
+
+def _write_pair(root, stem, rng, warm_box, ir_ext='.png', vi_ext='.jpg'):
+    """A textured colour visible image and an IR image with one warm person-shaped blob."""
+    height, width = PAIR_SHAPE
+    (root / 'ir').mkdir(parents=True, exist_ok=True)
+    (root / 'vi').mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:height, 0:width]
+    ir = 70 + 10 * np.sin(xx / 5.0) + rng.normal(0, 2, (height, width))
+    top, left, box_h, box_w = warm_box
+    ir[top:top + box_h, left:left + box_w] = 230
+    visible = np.stack([100 + 60 * np.sin(xx / 3.0 + rng.uniform(0, 3)),
+                        120 + 50 * np.cos(yy / 4.0),
+                        90 + 40 * np.sin((xx + yy) / 6.0)], axis=2)
+    visible += rng.normal(0, 3, visible.shape)
+    cv2.imwrite(str(root / 'ir' / f'{stem}{ir_ext}'), np.clip(ir, 0, 255).astype(np.uint8))
+    cv2.imwrite(str(root / 'vi' / f'{stem}{vi_ext}'),
+                np.clip(visible, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope='session')
+def synthetic_data(tmp_path_factory):
+    """Tiny train (5 pairs) and val (2 pairs) sets with a filled semantics cache.
+
+    The cache is filled once with the real SIG (offline describer, MiniLM, thermal masks),
+    so every training run below loads no model.
+    """
+    root = tmp_path_factory.mktemp('tesg_train_data')
+    rng = np.random.default_rng(7)
+    for index in range(5):
+        _write_pair(root / 'train', f'pair{index}', rng, (10, 8 + 9 * index, 22, 8))
+    for index in range(2):
+        _write_pair(root / 'val', f'val{index}', rng, (12, 20 + 10 * index, 20, 8))
+    (root / 'train' / 'pair0.txt').write_text('A warm person is standing on the left.\n')
+    cache_dir = root / 'cache'
+    cache = _cache(cache_dir)
+    dataset.load_samples([root / 'train', root / 'val'], cache)
+    assert cache.misses == 7
+    return {'root': root, 'cache': cache_dir}
+
+
+def _cache(cache_dir, factory=None):
+    settings = dataset.SigComponents.settings('minilm', '', 384)
+    return dataset.SemanticsCache(cache_dir, settings, factory or dataset.SigComponents)
+
+
+def _config(data, run_dir, **overrides):
+    tree = {
+        'seed': 3, 'run_dir': str(run_dir), 'export_path': str(run_dir / 'best.safetensors'),
+        'data.train': [str(data['root'] / 'train')], 'data.val': [str(data['root'] / 'val')],
+        'data.crop_size': 32, 'data.batch_size': 2,
+        'semantics.cache_dir': str(data['cache']),
+        'train.max_steps': 5, 'train.log_every': 1, 'train.checkpoint_every': 1,
+        'train.keep_checkpoints': 10, 'train.threads': 1,
+        'validation.every': 2, 'validation.metrics': False,
+    }
+    tree.update({key.replace('__', '.'): value for key, value in overrides.items()})
+    return trainer.load_config(None, list(tree.items()))
+
+
+def _weights_equal(first, second):
+    first, second = first.state_dict(), second.state_dict()
+    return first.keys() == second.keys() and all(
+        torch.equal(first[key], second[key]) for key in first)
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def _image(values):
+    return torch.as_tensor(np.asarray(values, np.float32)).view(1, 1, *np.shape(values))
+
+
+def test_intensity_loss_is_zero_at_the_target_and_pulls_toward_ir_inside_masks():
+    rng = np.random.default_rng(0)
+    ir = _image(rng.uniform(0.5, 1.0, (16, 16)))
+    vis = _image(rng.uniform(0.0, 1.0, (16, 16)))
+    target = torch.maximum(ir, vis)
+    assert losses.intensity_loss(target, ir, vis).item() == 0.0
+    # Masks where the IR is the brighter source: the target satisfies both terms.
+    warm = (ir >= vis).float()
+    assert losses.intensity_loss(target, ir, vis, warm, 1.0).item() == pytest.approx(0.0)
+
+    # Visible brighter (0.6) than IR (0.2) inside a mask over the left half.
+    ir, vis = torch.full((1, 1, 8, 8), 0.2), torch.full((1, 1, 8, 8), 0.6)
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., :4] = 1.0
+    fused = vis.clone()
+    assert losses.intensity_loss(fused, ir, vis).item() == pytest.approx(0.0)
+    assert losses.intensity_loss(fused, ir, vis, mask, 0.5).item() == pytest.approx(0.5 * 0.4)
+    # The gradient pushes masked pixels down toward the IR and leaves the rest alone.
+    fused.requires_grad_(True)
+    losses.intensity_loss(fused, ir, vis, mask, 0.5).backward()
+    inside, outside = fused.grad[..., :4], fused.grad[..., 4:]
+    assert (inside > 0).all()
+    assert (outside == 0).all()
+    # Inside a mask covering a fraction a of the image, a pixel weighs 1/N in the first term
+    # and mask_weight/(a N) in the second: for mask_weight > a the IR value is the optimum.
+    moved = vis.clone()
+    moved[..., :4] = 0.2
+    assert losses.intensity_loss(moved, ir, vis, mask, 1.0).item() == pytest.approx(0.2)
+    assert losses.intensity_loss(vis, ir, vis, mask, 1.0).item() == pytest.approx(0.4)
+
+
+def test_sobel_magnitude_of_a_step_edge():
+    step = _image(np.repeat([[0.0] * 4 + [1.0] * 4], 6, axis=0))
+    magnitude = losses.sobel_magnitude(step)[0, 0]
+    # Columns 3 and 4 straddle the edge: |Gx| = 1 + 2 + 1 = 4, Gy = 0; elsewhere 0.
+    assert torch.allclose(magnitude[:, 3:5], torch.full((6, 2), 4.0))
+    assert magnitude[:, :3].abs().max() == 0 and magnitude[:, 5:].abs().max() == 0
+    assert losses.sobel_magnitude(torch.full((1, 1, 5, 5), 0.3)).abs().max() == 0
+
+
+def test_gradient_loss_is_zero_for_the_sharper_source_and_detects_blur():
+    rng = np.random.default_rng(1)
+    texture = rng.uniform(0, 1, (32, 32)).astype(np.float32)
+    vis = _image(texture)
+    ir = torch.full_like(vis, 0.4)
+    assert losses.gradient_loss(vis, ir, vis).item() == 0.0
+    blurred = _image(cv2.GaussianBlur(texture, (5, 5), 1.5))
+    assert losses.gradient_loss(blurred, ir, vis).item() > 0.3
+    more_blurred = _image(cv2.GaussianBlur(texture, (9, 9), 3.0))
+    assert losses.gradient_loss(more_blurred, ir, vis) > losses.gradient_loss(blurred, ir, vis)
+
+
+def test_ssim_known_values():
+    rng = np.random.default_rng(2)
+    image = _image(rng.uniform(0, 1, (24, 24)))
+    assert losses.ssim(image, image).item() == pytest.approx(1.0, abs=1e-5)
+    # Two constant images: SSIM = (2 a b + C1) / (a^2 + b^2 + C1) (the contrast term is 1).
+    c1 = 0.01 ** 2
+    expected = (2 * 0.2 * 0.6 + c1) / (0.2 ** 2 + 0.6 ** 2 + c1)
+    value = losses.ssim(torch.full((1, 1, 16, 16), 0.2), torch.full((1, 1, 16, 16), 0.6))
+    assert value.item() == pytest.approx(expected, rel=1e-4)  # float32 variances
+    other = _image(rng.uniform(0, 1, (24, 24)))
+    assert losses.ssim_loss(image, image, image).item() == pytest.approx(0.0, abs=1e-5)
+    # ir_weight = 1 only looks at the IR.
+    assert losses.ssim_loss(image, image, other, ir_weight=1.0).item() == \
+        pytest.approx(0.0, abs=1e-5)
+    mixed = losses.ssim_loss(image, image, other, ir_weight=0.5).item()
+    assert mixed == pytest.approx(0.5 * (1 - losses.ssim(image, other).item()), rel=1e-4)
+    with pytest.raises(ConfigError, match='ssim_ir_weight'):
+        losses.ssim_loss(image, image, other, ir_weight=1.5)
+
+
+def test_colour_loss_is_zero_in_gamut_and_penalises_clipped_chroma():
+    from tesg_ros.network import colour
+    rgb = torch.zeros(1, 3, 4, 4)
+    rgb[:, 0] = 0.9  # saturated red
+    rgb[:, 1:] = 0.1
+    ycbcr = colour.rgb_to_ycbcr(rgb)
+    vis_y, vis_cbcr = ycbcr[:, :1], ycbcr[:, 1:]
+    assert losses.colour_consistency_loss(vis_y, vis_cbcr).item() == pytest.approx(0, abs=1e-6)
+    # A white-hot fused value clips R: the restored colour loses its saturation.
+    bright = torch.full_like(vis_y, 0.95, requires_grad=True)
+    value = losses.colour_consistency_loss(bright, vis_cbcr)
+    assert value.item() > 0.05
+    value.backward()
+    assert bright.grad.abs().sum() > 0
+    # Grey visible (Cb = Cr = 0.5) never clips for Y in [0, 1].
+    grey = torch.full((1, 2, 4, 4), 0.5)
+    assert losses.colour_consistency_loss(torch.rand(1, 1, 4, 4), grey).item() < 1e-6
+
+
+def test_fusion_loss_is_the_weighted_sum():
+    rng = np.random.default_rng(3)
+    fused, ir, vis = (_image(rng.uniform(0, 1, (20, 20))) for _ in range(3))
+    cbcr = torch.full((1, 2, 20, 20), 0.5)
+    cbcr[:, 1] = 0.8
+    masks = (ir > 0.7).float()
+    weights = losses.LossWeights(intensity=2.0, intensity_mask=0.3, gradient=0.7, ssim=1.5,
+                                 ssim_ir_weight=0.25, colour=3.0)
+    total, parts = losses.fusion_loss(fused, ir, vis, cbcr, masks, weights)
+    expected = (2.0 * parts['intensity'] + 0.7 * parts['gradient'] + 1.5 * parts['ssim']
+                + 3.0 * parts['colour'])
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert parts['intensity'].item() == pytest.approx(
+        losses.intensity_loss(fused, ir, vis, masks, 0.3).item())
+    assert parts['colour'].item() > 0
+    _, no_colour = losses.fusion_loss(fused, ir, vis, None, masks, weights)
+    assert no_colour['colour'].item() == 0.0
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_find_pairs_matches_stems_and_names_problems(tmp_path):
+    rng = np.random.default_rng(4)
+    _write_pair(tmp_path / 'set', 'a', rng, (5, 5, 10, 4), ir_ext='.png', vi_ext='.jpg')
+    _write_pair(tmp_path / 'set', 'b', rng, (5, 5, 10, 4), ir_ext='.jpg', vi_ext='.png')
+    pairs = dataset.find_pairs(tmp_path / 'set')
+    assert [(p.name, p.ir.suffix, p.vi.suffix) for p in pairs] == [
+        ('a', '.png', '.jpg'), ('b', '.jpg', '.png')]
+    missing = tmp_path / 'nowhere'
+    with pytest.raises(ConfigError, match=str(missing)):
+        dataset.find_pairs(missing)
+    (tmp_path / 'set' / 'vi' / 'b.png').unlink()
+    with pytest.raises(ConfigError, match=r"only in ir/: \['b'\]"):
+        dataset.find_pairs(tmp_path / 'set')
+    shutil.rmtree(tmp_path / 'set' / 'vi')
+    with pytest.raises(ConfigError, match='no "vi/" subfolder'):
+        dataset.find_pairs(tmp_path / 'set')
+
+
+def test_single_pair_folder_with_description(tmp_path):
+    rng = np.random.default_rng(5)
+    _write_pair(tmp_path / 'tmp', 'x', rng, (5, 5, 10, 4))
+    folder = tmp_path / 'night_walk'
+    folder.mkdir()
+    shutil.move(tmp_path / 'tmp' / 'ir' / 'x.png', folder / 'ir.png')
+    shutil.move(tmp_path / 'tmp' / 'vi' / 'x.jpg', folder / 'vis.jpg')
+    (folder / 'description.txt').write_text('A pedestrian is walking on the sidewalk.')
+    [pair] = dataset.find_pairs(folder)
+    assert (pair.name, pair.ir.name, pair.vi.name) == ('night_walk', 'ir.png', 'vis.jpg')
+    assert dataset.read_caption(pair.caption) == 'A pedestrian is walking on the sidewalk.'
+
+
+def test_ir_must_be_grey_and_pairs_registered(tmp_path):
+    grey3 = np.repeat(np.arange(48, dtype=np.uint8).reshape(6, 8, 1), 3, axis=2)
+    cv2.imwrite(str(tmp_path / 'grey3.png'), grey3)
+    np.testing.assert_allclose(dataset.read_ir(tmp_path / 'grey3.png'),
+                               grey3[..., 0] / 255.0, atol=1e-7)
+    palette = cv2.applyColorMap(grey3[..., 0] * 5, cv2.COLORMAP_JET)
+    cv2.imwrite(str(tmp_path / 'jet.png'), palette)
+    with pytest.raises(ImageEncodingError, match='pseudo-colour'):
+        dataset.read_ir(tmp_path / 'jet.png')
+    cv2.imwrite(str(tmp_path / 'small.png'), grey3[:4])
+    pair = dataset.PairPaths('x', tmp_path / 'grey3.png', tmp_path / 'small.png')
+    with pytest.raises(ImageEncodingError, match='not registered'):
+        dataset.load_pair(pair)
+
+
+def test_fit_mask_channels():
+    masks = np.stack([np.full((2, 2), v, np.float32) for v in (0.1, 0.7, 0.4)])
+    assert dataset.fit_mask_channels(masks, 1)[0, 0, 0] == pytest.approx(0.7)
+    two = dataset.fit_mask_channels(masks, 2)
+    assert two[:, 0, 0].tolist() == pytest.approx([0.1, 0.7])
+    five = dataset.fit_mask_channels(masks, 5)
+    assert five.shape == (5, 2, 2) and five[3:].max() == 0
+
+
+def _unique_sample(height, width, masks=2):
+    """A sample whose IR, visible Y/Cb/Cr and masks all hold the same unique ramp."""
+    ramp = (np.arange(height * width, dtype=np.float32) / (height * width)).reshape(height, width)
+    return dataset.Sample('ramp', ramp, np.stack([ramp] * 3), np.stack([ramp] * masks),
+                          np.zeros(4, np.float32), '', True)
+
+
+def test_crops_and_flips_keep_ir_visible_and_masks_aligned():
+    sample = _unique_sample(40, 50)
+    data = dataset.FusionDataset([sample], crop_size=16, horizontal_flip=True,
+                                 vertical_flip=True, seed=5)
+    seen_flips = set()
+    for epoch in range(32):
+        data.set_epoch(epoch)
+        item = data[0]
+        planes = torch.cat([item['ir'], item['vis_y'], item['vis_cbcr'], item['masks']])
+        assert planes.shape == (6, 16, 16)
+        assert all(torch.equal(planes[0], plane) for plane in planes[1:])
+        crop = planes[0].numpy()
+        # Undo the flips: the crop must be an exact window of the original.
+        flips = (bool(crop[0, 0] > crop[-1, 0]), bool(crop[0, 0] > crop[0, -1]))
+        seen_flips.add(flips)
+        unflipped = crop[::-1] if flips[0] else crop
+        unflipped = unflipped[:, ::-1] if flips[1] else unflipped
+        top, left = np.unravel_index(np.argmin(np.abs(sample.ir - unflipped[0, 0])),
+                                     sample.ir.shape)
+        np.testing.assert_array_equal(unflipped, sample.ir[top:top + 16, left:left + 16])
+        # Same epoch, same item: the same augmentation (resume depends on it).
+        assert torch.equal(data[0]['ir'], item['ir'])
+    assert len(seen_flips) == 4
+
+
+def test_small_images_are_padded_to_the_crop():
+    sample = _unique_sample(10, 12, masks=1)
+    data = dataset.FusionDataset([sample], crop_size=16, horizontal_flip=False)
+    item = data[0]
+    assert item['ir'].shape == (1, 16, 16) and item['masks'].shape == (1, 16, 16)
+    assert torch.equal(item['ir'], item['masks'])
+    # Reflect padding of 3 rows on top and 2 columns on the left: the original sits inside.
+    np.testing.assert_array_equal(item['ir'][0, 3:13, 2:14].numpy(), sample.ir)
+
+
+def test_semantics_cache_uses_real_sig_and_is_keyed_by_content(synthetic_data, tmp_path):
+    root = synthetic_data['root'] / 'train'
+
+    def no_model():
+        raise AssertionError('a warm cache must not load the SIG models')
+
+    cache = _cache(synthetic_data['cache'], no_model)
+    samples = dataset.load_samples([root], cache, mask_channels=1)
+    assert cache.hits == 5 and cache.misses == 0
+    first = samples[0]
+    assert first.caption == 'A warm person is standing on the left.'
+    assert first.text.shape == (384,) and np.linalg.norm(first.text) == pytest.approx(1, abs=1e-4)
+    # The thermal mask covers the warm person-shaped blob (rows 10-31, cols 8-15) only.
+    mask = first.masks[0]
+    assert mask[12:30, 9:15].mean() > 0.6
+    assert mask[:, 30:].max() < 0.05
+    # Described pairs get a sentence from the offline describer, embedded as well.
+    assert samples[1].caption and samples[1].caption != first.caption
+    assert not np.allclose(samples[1].text, first.text)
+    # Editing the caption changes the key: recomputed, not silently reused.
+    copy = tmp_path / 'copy'
+    shutil.copytree(root, copy)
+    (copy / 'pair0.txt').write_text('two warm vehicles')
+    pair = dataset.find_pairs(copy)[0]
+    assert cache.key(pair) != cache.key(dataset.find_pairs(root)[0])
+    with pytest.raises(AssertionError, match='must not load'):
+        cache.get(pair, *dataset.load_pair(pair))
+
+
+def test_shared_datasets_pair_up(shared_data):
+    counts = {name: len(dataset.find_pairs(shared_data / name))
+              for name in ('roadscene50', 'vifb21', 'tno25')}
+    assert counts == {'roadscene50': 50, 'vifb21': 21, 'tno25': 25}
+    ir, visible = dataset.load_pair(dataset.find_pairs(shared_data / 'vifb21')[0])
+    assert ir.ndim == 2 and visible.shape == ir.shape + (3,)
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_config_overrides_and_errors(tmp_path):
+    path = tmp_path / 'train.yaml'
+    path.write_text('optim:\n  lr: 1e-3\ndata:\n  batch_size: 4\n')
+    config = trainer.load_config(path, ['optim.lr=5e-4', 'model.channels=32'])
+    assert config.optim.lr == 5e-4 and config.data.batch_size == 4
+    assert config.model == {'channels': 32}
+    with pytest.raises(ConfigError, match='optim.lrate'):
+        trainer.load_config(path, ['optim.lrate=1'])
+    with pytest.raises(ConfigError, match='data.batch_size must be an integer'):
+        trainer.load_config(path, ['data.batch_size=two'])
+    with pytest.raises(ConfigError, match='key=value'):
+        trainer.load_config(path, ['optim.lr'])
+    with pytest.raises(ConfigError, match='not found'):
+        trainer.load_config(tmp_path / 'missing.yaml')
+    # The shipped config is valid and uses the documented defaults.
+    shipped = trainer.load_config(Path(__file__).parent.parent / 'config' / 'train.yaml')
+    assert shipped.export_path == 'model/tesg_fusion.safetensors'
+    assert shipped.validation.best_key == 'loss/total'
+
+
+def test_learning_rate_schedule():
+    factors = [trainer.learning_rate_factor(s, 4, 20, 0.1) for s in range(21)]
+    assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert factors[4] == pytest.approx(1.0)
+    assert factors[12] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert factors[20] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:]))
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+def test_seeded_runs_are_identical_and_the_seed_matters(synthetic_data, tmp_path):
+    settings = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    first = trainer.train(_config(synthetic_data, tmp_path / 'a'), progress=False)
+    # train.threads = 1 applies to the run only; the caller's settings come back.
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == settings
+    # A DataLoader worker process must not change the data: augmentation is seeded per item.
+    second = trainer.train(_config(synthetic_data, tmp_path / 'b', data__num_workers=1),
+                           progress=False)
+    other = trainer.train(_config(synthetic_data, tmp_path / 'c', seed=4, train__max_steps=2),
+                          progress=False)
+    assert first.step == 5
+    assert _weights_equal(first.network, second.network)
+    trainer.seed_everything(3)
+    initial = trainer.build_network({})
+    assert not _weights_equal(first.network, initial)
+    assert not _weights_equal(other.network, first.network)
+    # Logs: JSON lines with losses, validation and the wall time; a human-readable log.
+    records = [json.loads(line) for line in
+               (tmp_path / 'a' / 'train_log.jsonl').read_text().splitlines()]
+    train_records = [r for r in records if r['event'] == 'train']
+    assert [r['step'] for r in train_records] == [1, 2, 3, 4, 5]
+    assert all(r['loss/total'] > 0 and r['wall_s'] > 0 for r in train_records)
+    val_steps = [r['step'] for r in records if r['event'] == 'val']
+    assert val_steps == [0, 2, 4, 5]
+    assert records[-1]['event'] == 'end'
+    assert 'validation at step 2' in (tmp_path / 'a' / 'train.log').read_text()
+    # The best validation model is exported and loads through the network's loader.
+    from tesg_ros.network import load_fusion_net
+    best = [r for r in records if r['event'] == 'best'][-1]
+    exported = load_fusion_net(tmp_path / 'a' / 'best.safetensors')
+    assert exported.config == first.network.config
+    assert best['value'] == pytest.approx(first.best_value)
+
+
+def test_resume_equals_an_uninterrupted_run(synthetic_data, tmp_path):
+    # 5 pairs, batch 2: 2 batches per epoch, so step 3 resumes in the middle of epoch 1.
+    full = trainer.train(_config(synthetic_data, tmp_path / 'full'), progress=False)
+    resumed_dir = tmp_path / 'resumed'
+    (resumed_dir / 'checkpoints').mkdir(parents=True)
+    shutil.copytree(tmp_path / 'full' / 'checkpoints' / 'step_00000003',
+                    resumed_dir / 'checkpoints' / 'step_00000003')
+    resumed = trainer.train(_config(synthetic_data, resumed_dir), progress=False,
+                            resume='latest')
+    assert resumed.step == 5
+    assert _weights_equal(full.network, resumed.network)
+
+    def losses_after_3(run_dir):
+        lines = (run_dir / 'train_log.jsonl').read_text().splitlines()
+        return [(r['step'], r['loss/total']) for r in map(json.loads, lines)
+                if r['event'] == 'train' and r['step'] > 3]
+
+    assert losses_after_3(tmp_path / 'full') == losses_after_3(resumed_dir)
+    with pytest.raises(ConfigError, match='no checkpoint'):
+        trainer.train(_config(synthetic_data, tmp_path / 'empty'), progress=False,
+                      resume='latest')
+
+
+def test_checkpoints_contain_no_pickle(synthetic_data, tmp_path):
+    # Two mask channels: the cached per-phrase masks are fitted to the network's M.
+    result = trainer.train(_config(synthetic_data, tmp_path, train__max_steps=2,
+                                   train__keep_checkpoints=1, model__mask_channels=2),
+                           progress=False)
+    assert result.network.config.mask_channels == 2
+    checkpoints = sorted((tmp_path / 'checkpoints').iterdir())
+    assert [p.name for p in checkpoints] == ['step_00000002']
+    files = sorted(p.name for p in checkpoints[0].iterdir())
+    assert files == ['model.safetensors', 'optimizer.json', 'optimizer.safetensors',
+                     'rng.safetensors', 'state.json']
+    for path in checkpoints[0].iterdir():
+        head = path.read_bytes()[:2]
+        assert head[:1] != b'\x80' and head != b'PK', f'{path} looks like pickle/torch.save'
+        if path.suffix == '.json':
+            json.loads(path.read_text())
+        else:
+            with safe_open(str(path), 'pt') as handle:
+                assert list(handle.keys())
+    state = json.loads((checkpoints[0] / 'state.json').read_text())
+    assert state['step'] == 2 and state['config']['seed'] == 3
+    optimizer = load_file(str(checkpoints[0] / 'optimizer.safetensors'))
+    assert any(key.endswith('.exp_avg_sq') for key in optimizer)
+
+
+def test_validation_metrics_from_tesg_ros_metrics(synthetic_data, test_data, tmp_path):
+    pytest.importorskip('tesg_ros.metrics')
+    tno = tmp_path / 'tno'
+    for modality in ('ir', 'vi'):
+        (tno / modality).mkdir(parents=True)
+        shutil.copy(test_data / 'tno' / modality / '07.png', tno / modality / '07.png')
+    result = trainer.train(_config(synthetic_data, tmp_path / 'run', train__max_steps=1,
+                                   data__val=[str(tno)], validation__metrics=True,
+                                   semantics__enabled=False), progress=False)
+    val = [r for r in result.history if r['event'] == 'val'][0]
+    assert val['metrics_available']
+    for name in ('metric/EN', 'metric/MI', 'metric/Qabf', 'metric/SSIM'):
+        assert math.isfinite(val[name])
+    assert 0 < val['metric/Qabf'] < 1 and 4 < val['metric/EN'] < 8
+    # Trivial baselines are scored once: an IR copy has far more MI than the average.
+    baselines = {r['baseline']: r for r in result.history if r['event'] == 'val_baseline'}
+    assert sorted(baselines) == ['average', 'ir_copy', 'visible_copy']
+    assert baselines['ir_copy']['metric/MI'] > baselines['average']['metric/MI']
+    assert baselines['visible_copy']['loss/colour'] == pytest.approx(0.0, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank, world_size, port, data, out_dir):
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    result = trainer.train(_config(data, Path(out_dir) / 'run', train__max_steps=3,
+                                   train__device='cpu'), progress=False)
+    save_file({k: v.contiguous() for k, v in result.network.state_dict().items()},
+              str(Path(out_dir) / f'rank{rank}.safetensors'))
+
+
+def test_ddp_two_cpu_processes_end_with_identical_weights(synthetic_data, tmp_path):
+    import torch.multiprocessing as multiprocessing
+    multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), synthetic_data, str(tmp_path)),
+                          nprocs=2, join=True)
+    rank0 = load_file(str(tmp_path / 'rank0.safetensors'))
+    rank1 = load_file(str(tmp_path / 'rank1.safetensors'))
+    assert rank0.keys() == rank1.keys()
+    assert all(torch.equal(rank0[key], rank1[key]) for key in rank0)
+    trainer.seed_everything(3)
+    initial = trainer.build_network({}).state_dict()
+    assert any(not torch.equal(rank0[key], initial[key]) for key in rank0)
+    # Only rank 0 logs and writes checkpoints.
+    records = [json.loads(line) for line in
+               (tmp_path / 'run' / 'train_log.jsonl').read_text().splitlines()]
+    assert records[0]['world_size'] == 2
+    assert [r['step'] for r in records if r['event'] == 'train'] == [1, 2, 3]
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_missing_data_dir_is_a_clear_error(tmp_path, capsys):
+    missing = tmp_path / 'no_such_dataset'
+    code = cli.main(['--config', str(Path(__file__).parent.parent / 'config' / 'train.yaml'),
+                     '--set', f'data.train=[{missing}]', '--set', f'run_dir={tmp_path / "run"}',
+                     '--set', 'semantics.enabled=false', '--no-progress',
+                     '--ros-args', '-r', '__node:=trainer'])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert 'dataset folder does not exist' in error and str(missing) in error
+    assert issubclass(ConfigError, TesgError)
