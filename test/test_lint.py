@@ -3,6 +3,7 @@
 """Code style (flake8, ROS 2's 99 columns, single quotes) and copyright headers."""
 
 from pathlib import Path
+import re
 import subprocess
 import sys
 
@@ -35,3 +36,14 @@ def test_every_python_file_has_the_copyright_header():
     missing = [str(p.relative_to(ROOT)) for p in python_files()
                if not p.read_text(encoding='utf-8').startswith(HEADER)]
     assert not missing, f'missing "{HEADER}": {missing}'
+
+
+def test_rclpy_appears_only_in_the_ros_shell():
+    allowed = {'tesg_ros/fusion_node.py', 'tesg_ros/replay.py'}
+    offenders = []
+    for path in sorted((ROOT / 'tesg_ros').rglob('*.py')):
+        rel = str(path.relative_to(ROOT))
+        text = path.read_text(encoding='utf-8')
+        if rel not in allowed and re.search(r'^\s*(import|from) rclpy\b', text, re.MULTILINE):
+            offenders.append(rel)
+    assert not offenders, f'rclpy imported outside the ROS shell: {offenders}'
