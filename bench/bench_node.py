@@ -100,6 +100,8 @@ def main(argv=None):
     parser.add_argument('--height', type=int, default=480)
     parser.add_argument('--weights', default='', help='safetensors (default: shipped model)')
     parser.add_argument('--semantics', default='live', choices=('live', 'disabled'))
+    parser.add_argument('--semantics-period', type=float, default=5.0,
+                        help='seconds between background descriptions (semantics.period)')
     parser.add_argument('--device', default='auto')
     args = parser.parse_args(argv)
 
@@ -113,7 +115,7 @@ def main(argv=None):
 
     rclpy.init()
     overrides = {'model.device': args.device, 'semantics.mode': args.semantics,
-                 'sync.slop': 0.005}
+                 'semantics.period': args.semantics_period, 'sync.slop': 0.005}
     if args.weights:
         overrides['model.weights'] = args.weights
     node = FusionNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
@@ -159,7 +161,8 @@ def main(argv=None):
     print(f'# bench_node: {args.width}x{args.height} at {args.rate:g} Hz, {args.frames} pairs')
     print(f'- machine: {platform.machine()}, {os.cpu_count()} CPUs, torch threads '
           f'{__import__("torch").get_num_threads()}; device {snapshot["device"]} '
-          f'({snapshot["dtype"]}); semantics {args.semantics}; weights {snapshot["weights"]}')
+          f'({snapshot["dtype"]}); semantics {args.semantics} every {args.semantics_period:g} s; '
+          f'weights {snapshot["weights"]}')
     print(f'- GLIBC_TUNABLES={os.environ.get("GLIBC_TUNABLES", "(unset)")}')
     print(f'- command: python bench/bench_node.py {" ".join(sys.argv[1:])}')
     print()

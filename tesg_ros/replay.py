@@ -43,6 +43,7 @@ from tesg_ros.errors import ConfigError, TesgError
 from tesg_ros.node_params import (load_params_file, NODE_NAME, PARAMETERS_BY_NAME,
                                   validate_overrides)
 from tesg_ros.pairing import ApproximateTimePairingPolicy, RGB, THERMAL
+from tesg_ros.tools import split_ros_args
 
 NS_PER_S = 1_000_000_000
 # /clock is published with every message and at this period (wall seconds) in between.
@@ -72,20 +73,6 @@ class ReplayError(TesgError, RuntimeError):
 
 
 # ---------------------------------------------------------------------------- arguments
-def split_ros_args(argv):
-    """Split ``argv`` into ``(own, ros)``: ``--ros-args ... [--]`` goes to rclpy.
-
-    ``ros`` keeps ``--ros-args`` itself (rclpy needs it) and is empty when it is absent;
-    arguments after a closing ``--`` are this tool's again (as rclpy reads them).
-    """
-    argv = list(argv)
-    if '--ros-args' not in argv:
-        return argv, []
-    start = argv.index('--ros-args')
-    end = argv.index('--', start) if '--' in argv[start:] else len(argv)
-    return argv[:start] + argv[end + 1:], argv[start:end]
-
-
 def parse_set_values(items):
     """``['sync.slop=0.03', 'thermal.clahe=true']`` -> validated ``{name: value}``.
 

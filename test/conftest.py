@@ -39,3 +39,20 @@ def tno_pair_paths():
     """(ir_path, vi_path) for each TNO pair shipped in test/data/tno."""
     ir_dir = TEST_DATA / 'tno' / 'ir'
     return [(p, TEST_DATA / 'tno' / 'vi' / p.name) for p in sorted(ir_dir.glob('*.png'))]
+
+
+@pytest.fixture(scope='session')
+def random_weights(tmp_path_factory):
+    """A seeded, untrained TesgFusionNet saved as safetensors (loaded through the real code).
+
+    For tests of plumbing (node, replay, evaluation), not of fusion quality.
+    """
+    torch = pytest.importorskip('torch')
+    from tesg_ros.network import TesgFusionNet
+    from tesg_ros.network.tesg_net import TesgConfig
+    from tesg_ros.network.weights import save_fusion_net
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('weights') / 'tesg_random.safetensors'
+    save_fusion_net(TesgFusionNet(TesgConfig()), path)
+    return str(path)

@@ -11,12 +11,12 @@ import base64
 import csv
 import json
 import os
+from pathlib import Path
 import re
 
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from tesg_ros import bags, detection, metrics
 from tesg_ros.engine import FusionEngine
@@ -26,8 +26,6 @@ from tesg_ros.evaluation import (cli, evaluate_bag, FUSED_INFO_TOPIC, FUSED_TOPI
 from tesg_ros.evaluation.evaluate import (_FrameSampler, baseline_images, FrameLabels,
                                           recorded_semantics_record, resolve_params)
 from tesg_ros.image_codec import image_to_numpy
-from tesg_ros.network.tesg_net import TesgConfig, TesgFusionNet
-from tesg_ros.network.weights import save_fusion_net
 
 STAMP0 = 1_700_000_000_000_000_000
 PERIOD_NS = 100_000_000
@@ -91,11 +89,8 @@ def skip_engine_warm_up():
 
 
 @pytest.fixture(scope='module')
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp('weights') / 'random.safetensors'
-    save_fusion_net(TesgFusionNet(TesgConfig()), path)
-    return path
+def weights(random_weights):
+    return Path(random_weights)
 
 
 @pytest.fixture(scope='module')

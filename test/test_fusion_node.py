@@ -30,15 +30,8 @@ torch = pytest.importorskip('torch')
 
 
 @pytest.fixture(scope='module')
-def weights(tmp_path_factory):
-    from tesg_ros.network import TesgFusionNet
-    from tesg_ros.network.tesg_net import TesgConfig
-    from tesg_ros.network.weights import save_fusion_net
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp('weights') / 'tesg_random.safetensors'
-    save_fusion_net(TesgFusionNet(TesgConfig()), path)
-    return str(path)
+def weights(random_weights):
+    return random_weights
 
 
 @pytest.fixture(scope='module')

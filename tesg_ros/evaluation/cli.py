@@ -23,7 +23,7 @@ from tesg_ros import bags
 from tesg_ros.errors import ConfigError, TesgError
 from tesg_ros.evaluation.evaluate import evaluate_bag, SEMANTICS_MODES
 from tesg_ros.metrics import CONVENTIONS
-from tesg_ros.tools.make_bag import strip_ros_args
+from tesg_ros.tools import strip_ros_args
 
 
 def parse_assignment(text):

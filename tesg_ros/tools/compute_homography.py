@@ -31,18 +31,9 @@ import yaml
 from tesg_ros.errors import CalibrationError, ConfigError, TesgError
 from tesg_ros.registration import (CameraModel, plane_homography, rotation_from_spec,
                                    save_homography_file)
+from tesg_ros.tools import strip_ros_args
 
 POINT_COLUMNS = ('thermal_x', 'thermal_y', 'rgb_x', 'rgb_y')
-
-
-def strip_ros_args(argv):
-    """Drop ``--ros-args ... [--]`` (ROS 2 launch appends them); keeps what follows ``--``."""
-    argv = list(argv)
-    if '--ros-args' not in argv:
-        return argv
-    start = argv.index('--ros-args')
-    end = argv.index('--', start) if '--' in argv[start:] else len(argv)
-    return argv[:start] + argv[end + 1:]
 
 
 def load_correspondences(path):

@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from tesg_ros import bags
 from tesg_ros.errors import ConfigError, TesgError
+from tesg_ros.tools import strip_ros_args
 
 IMAGE_EXTENSIONS = frozenset({'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.pgm',
                               '.ppm', '.webp'})
@@ -54,20 +55,6 @@ KELVIN_AT_ZERO = 283.15
 KELVIN_SPAN = 40.0
 DEFAULT_START_S = 1_700_000_000
 _YUV_CODES = {'yuyv': cv2.COLOR_BGR2YUV_YUYV, 'uyvy': cv2.COLOR_BGR2YUV_UYVY}
-
-
-def strip_ros_args(argv):
-    """Drop ``--ros-args ... [--]`` (ROS 2 launch appends them); keeps what follows ``--``.
-
-    Same rule as ``compute_homography.strip_ros_args``; kept here so this tool does not
-    depend on another tool's module.
-    """
-    argv = list(argv)
-    if '--ros-args' not in argv:
-        return argv
-    start = argv.index('--ros-args')
-    end = argv.index('--', start) if '--' in argv[start:] else len(argv)
-    return argv[:start] + argv[end + 1:]
 
 
 def find_pairs(dataset):

@@ -14,6 +14,7 @@ import logging
 import sys
 
 from tesg_ros.errors import TesgError
+from tesg_ros.tools import strip_ros_args
 
 
 def build_parser():
@@ -34,9 +35,7 @@ def build_parser():
 
 def main(argv=None):
     """Entry point; returns the process exit code (0 ok, 2 bad configuration or data)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if '--ros-args' in argv:
-        argv = argv[:argv.index('--ros-args')]
+    argv = strip_ros_args(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     from tesg_ros.training.trainer import load_config, train
     config_path = args.config
