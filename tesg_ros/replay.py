@@ -427,7 +427,8 @@ def format_markdown(report):
         '- published: ' + ', '.join(f'{k} {v}' for k, v in report['published'].items()),
         f'- input pairs {result["input_pairs"]}, fused frames received '
         f'{result["fused_received"]} (matched {result["fused_matched"]}, unexpected '
-        f'{result["unexpected_fused"]}), pairs without output {result["pairs_without_output"]}'
+        f'{result["unexpected_fused"]}, duplicates {result["duplicate_fused"]}), '
+        f'pairs without output {result["pairs_without_output"]}'
         f', drop rate {"n/a" if drop is None else f"{drop:.1%}"}',
         '',
         '| measure (ms) | count | p50 | p90 | p99 | max |',
