@@ -66,6 +66,7 @@ class EngineSettings:
     weights: str = ''
     device: str = 'auto'
     half: bool = True
+    threads: int = 0
     semantics: dict = field(default_factory=dict)
 
     @classmethod
@@ -75,7 +76,8 @@ class EngineSettings:
                      if key.startswith('semantics.')}
         return cls(thermal=thermal_config(params), registration=registration_config(params),
                    weights=params['model.weights'], device=params['model.device'],
-                   half=params['model.half'], semantics=semantics)
+                   half=params['model.half'], threads=params.get('model.threads', 0),
+                   semantics=semantics)
 
 
 @dataclass
@@ -153,6 +155,9 @@ class FusionEngine:
         self.registration = None
         self._registration_error = ''
         self.device, self.dtype = resolve_device(settings.device, settings.half)
+        if settings.threads > 0:
+            import torch
+            torch.set_num_threads(settings.threads)  # process-wide, as torch defines it
         self.fallbacks = 0
         self.weights_path = None
         if net is None:
@@ -398,6 +403,7 @@ class FusionEngine:
         import torch
 
         values = {'device': str(self.device), 'dtype': str(self.dtype).replace('torch.', ''),
+                  'torch_threads': torch.get_num_threads(),
                   'cuda_fallbacks': self.fallbacks, 'weights': self.weights_path or '',
                   'thermal_mode': self.normalizer.mode,
                   'semantics_mode': self._semantics_mode}

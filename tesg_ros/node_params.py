@@ -142,6 +142,9 @@ PARAMETERS = (
               'auto (CUDA when present, else CPU), cpu, cuda or cuda:N.', read_only=True),
     ParamSpec('model.half', 'bool', True, 'Run in float16 on CUDA (ignored on CPU).',
               read_only=True),
+    ParamSpec('model.threads', 'int', 0,
+              'torch CPU threads for the process (0 = torch default); 1 is often faster when '
+              'camera drivers share a small CPU.', read_only=True, minimum=0, maximum=256),
     # Semantics
     ParamSpec('semantics.mode', 'string', 'live',
               'live: compute semantics in the background; replay: take them from the '
