@@ -185,10 +185,7 @@ class FusionEngine:
 
         path = weights or str(share_path(*DEFAULT_WEIGHTS))
         self.weights_path = path
-        try:
-            return load_fusion_net(path, device='cpu')
-        except FileNotFoundError:
-            raise ConfigError(f'model.weights: {path} does not exist') from None
+        return load_fusion_net(path, device='cpu')  # ConfigError naming the file if bad
 
     def _build_sig(self, semantics):
         from tesg_ros.sig import OfflineDescriber, SemanticInformationGenerator
