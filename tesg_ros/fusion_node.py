@@ -28,7 +28,7 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, qos_profile_
 from rclpy.qos_overriding_options import QoSOverridingOptions
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 
 from tesg_ros import image_codec
@@ -173,10 +173,14 @@ class FusionNode(Node):
         self._thermal_input = None
         self._rgb_input = None
         self._build_synchronizer()
-        self.create_subscription(Image, 'thermal/image', self._on_thermal, sensor_qos,
-                                 qos_overriding_options=overrides)
-        self.create_subscription(Image, 'rgb/image', self._on_rgb, sensor_qos,
-                                 qos_overriding_options=overrides)
+        # image_transport naming: the compressed stream of 'x/image' is 'x/image/compressed'.
+        for kind, callback in (('thermal', self._on_thermal), ('rgb', self._on_rgb)):
+            if self._params[f'{kind}.transport'] == 'compressed':
+                self.create_subscription(CompressedImage, f'{kind}/image/compressed', callback,
+                                         sensor_qos, qos_overriding_options=overrides)
+            else:
+                self.create_subscription(Image, f'{kind}/image', callback, sensor_qos,
+                                         qos_overriding_options=overrides)
         self.create_subscription(CameraInfo, 'thermal/camera_info', self._on_thermal_info,
                                  sensor_qos)
         self.create_subscription(CameraInfo, 'rgb/camera_info', self._on_rgb_info, sensor_qos)

@@ -95,6 +95,14 @@ PARAMETERS = (
     ParamSpec('thermal.time_offset', 'double', 0.0,
               'Seconds added to thermal stamps before pairing (drivers that stamp on receipt).',
               minimum=-0.5, maximum=0.5),
+    ParamSpec('thermal.transport', 'string', 'raw',
+              'raw: subscribe thermal/image (sensor_msgs/Image); compressed: '
+              'thermal/image/compressed (sensor_msgs/CompressedImage, PNG for 16-bit).',
+              read_only=True, choices=('raw', 'compressed')),
+    ParamSpec('rgb.transport', 'string', 'raw',
+              'raw: subscribe rgb/image (sensor_msgs/Image); compressed: rgb/image/compressed '
+              '(sensor_msgs/CompressedImage, JPEG or PNG).', read_only=True,
+              choices=('raw', 'compressed')),
     ParamSpec('rgb.frame_id', 'string', '',
               'frame_id used when an RGB header has none (warned once).', read_only=True),
     ParamSpec('thermal.frame_id', 'string', '',

@@ -77,8 +77,9 @@ class Graph:
         self.executor.add_node(self.helper)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
-        self.wait_for(lambda: self.thermal_pub.get_subscription_count() > 0
-                      and self.rgb_pub.get_subscription_count() > 0, 'discovery')
+        if 'compressed' not in (params.get('thermal.transport'), params.get('rgb.transport')):
+            self.wait_for(lambda: self.thermal_pub.get_subscription_count() > 0
+                          and self.rgb_pub.get_subscription_count() > 0, 'discovery')
 
     def wait_for(self, predicate, what, timeout=30.0):
         deadline = time.monotonic() + timeout
@@ -271,3 +272,33 @@ def test_live_semantics_are_published_latched(graph_factory, pair):
                    for m in graph.semantics)
 
     graph.wait_for(prompted, 'the operator prompt in the semantics', timeout=30.0)
+
+
+def test_compressed_transport_inputs(graph_factory, pair):
+    from sensor_msgs.msg import CompressedImage
+
+    from tesg_ros.image_codec import numpy_to_compressed
+
+    ir, vi_bgr = pair
+    graph = graph_factory(**{'thermal.transport': 'compressed', 'rgb.transport': 'compressed'})
+    thermal_pub = graph.helper.create_publisher(CompressedImage, 'thermal/image/compressed',
+                                                qos_profile_sensor_data)
+    rgb_pub = graph.helper.create_publisher(CompressedImage, 'rgb/image/compressed',
+                                            qos_profile_sensor_data)
+    graph.wait_for(lambda: thermal_pub.get_subscription_count() > 0
+                   and rgb_pub.get_subscription_count() > 0, 'compressed subscribers')
+    for i in range(4):
+        thermal = numpy_to_compressed(ir.astype(np.uint16) * 64 + 1000, 'png',
+                                      header=_header('thermal_optical_frame'),
+                                      message_class=CompressedImage)
+        rgb = numpy_to_compressed(vi_bgr, 'jpeg', header=_header('rgb_optical_frame'),
+                                  message_class=CompressedImage)
+        thermal.header.stamp.sec = rgb.header.stamp.sec = 40 + i
+        thermal_pub.publish(thermal)
+        rgb_pub.publish(rgb)
+        time.sleep(0.15)
+    graph.wait_for(lambda: graph.fused, 'a fused image from compressed inputs')
+    fused = graph.fused[-1]
+    assert fused.header.frame_id == 'rgb_optical_frame' and 40 <= fused.header.stamp.sec <= 43
+    assert (fused.width, fused.height) == (ir.shape[1], ir.shape[0])
+    assert graph.node.diagnostics_snapshot()['dropped_bad_input'] == 0
