@@ -401,6 +401,9 @@ class FusionNode(Node):
         pairing_counters = getattr(self._synchronizer, 'counters', None)
         if callable(pairing_counters):  # the builtin policy counts what message_filters cannot
             values['pairing'] = pairing_counters().as_dict()
+        for kind, info in (('rgb', self._rgb_info), ('thermal', self._thermal_info)):
+            values[f'{kind}_camera_info'] = 'none received' if info is None else (
+                f'{info.width}x{info.height}, ' + ('calibrated' if info.k[0] else 'uncalibrated'))
         values.update(self.engine.diagnostics())
         return values
 

@@ -130,9 +130,9 @@ PARAMETERS = (
     ParamSpec('thermal.clahe', 'bool', False, 'Apply CLAHE after normalisation.'),
     # Registration
     ParamSpec('registration.mode', 'string', 'identity',
-              'Thermal to RGB geometry: identity, homography (9 numbers or file), plane '
-              '(intrinsics + extrinsics + plane distance).', read_only=True,
-              choices=('identity', 'homography', 'plane')),
+              'Thermal to RGB geometry: identity or homography (9 numbers or a file; a '
+              'plane-induced H from both calibrations comes from tesg-compute-homography '
+              'plane).', read_only=True, choices=('identity', 'homography')),
     ParamSpec('registration.homography', 'double_array', list(_IDENTITY_H),
               'Row-major 3x3 homography mapping thermal pixels to RGB pixels.', read_only=True,
               length=9),

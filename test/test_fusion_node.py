@@ -185,6 +185,9 @@ def test_homography_registers_a_smaller_thermal_camera_and_rgb8_output(graph_fac
     graph.wait_for(lambda: any(i.k[0] == 300.0 for i in graph.infos), 'calibrated info')
     calibrated = [i for i in graph.infos if i.k[0] == 300.0][-1]
     assert (calibrated.width, calibrated.height) == (fused.width, fused.height)
+    snapshot = graph.node.diagnostics_snapshot()
+    assert snapshot['rgb_camera_info'] == f'{vi_bgr.shape[1]}x{vi_bgr.shape[0]}, calibrated'
+    assert snapshot['thermal_camera_info'] == 'none received'
 
 
 def test_sim_time_diagnostics_and_bad_inputs_leave_the_node_alive(graph_factory, pair):

@@ -27,6 +27,7 @@ def test_every_default_passes_its_own_validation_and_has_a_description():
     ('sync.queue_size', 0, 'below the minimum'),
     ('sync.queue_size', 2.0, 'integer'),
     ('output.encoding', 'mono8', 'not one of'),
+    ('registration.mode', 'plane', 'not one of'),
     ('registration.homography', [1.0, 0.0], 'expected 9 numbers'),
     ('thermal.clahe', 'yes', 'bool'),
     ('no.such.parameter', 1, 'unknown parameter'),
