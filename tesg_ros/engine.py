@@ -172,6 +172,7 @@ class FusionEngine:
             raise ConfigError(f'semantics.mode must be one of {", ".join(SEMANTICS_MODES)}, '
                               f'got {self._semantics_mode!r}')
         self._recorded = None
+        self._snapshot_of, self._snapshot = None, None
         if self._semantics_mode != 'disabled':
             self.sig = self._build_sig(settings.semantics)
         self._zero_text = np.zeros(self.text_dim, np.float32)
@@ -368,7 +369,7 @@ class FusionEngine:
         if self.sig is None or self._semantics_mode != 'live':
             return None
         current = self.sig.semantics()
-        if getattr(self, '_snapshot_of', None) is current:
+        if self._snapshot_of is current:
             return self._snapshot
         self._snapshot_of = current
         self._snapshot = {
