@@ -9,7 +9,8 @@ is the ROS-free plug-in it calls:
 * :class:`Detector` interface, ``detect(image_bgr) -> list[Detection]`` with labels normalised
   to ``'person'`` / ``'vehicle'`` / the model's own label, and two implementations:
   :class:`HogPeopleDetector` (OpenCV's built-in HOG + linear SVM people detector) and
-  :class:`TransformersDetector` (a local transformers DETR-family or YOLOS model).
+  :class:`TransformersDetector` (any local transformers object-detection model, run through
+  its own image processor).
 * Ground truth from COCO JSON (:func:`load_coco_labels`) and YOLO text files
   (:func:`load_yolo_labels`), as :class:`GroundTruthBox` lists per image.
 * Scoring (:func:`score_frames`, :func:`score_variants`): AP per class at IoU >= 0.5 with the
@@ -20,12 +21,14 @@ is the ROS-free plug-in it calls:
 Boxes are ``(x0, y0, x1, y1)`` float pixels in continuous coordinates: a box covering pixel
 columns 0..9 is ``x0=0, x1=10`` and its width is ``x1 - x0`` (COCO convention, no VOC ``+1``).
 
-This module is ROS-free (numpy, OpenCV; torch and transformers only for
+This module is ROS-free (numpy, OpenCV; torch, transformers and Pillow only for
 :class:`TransformersDetector`).
 """
 
 import abc
 from dataclasses import dataclass
+import importlib.util
+import inspect
 import json
 import math
 from pathlib import Path
@@ -222,17 +225,6 @@ class HogPeopleDetector(Detector):
         return detections
 
 
-# Model families TransformersDetector preprocesses and post-processes itself, and how their
-# class logits become scores: 'softmax' (last class = no object) or 'sigmoid' (top-k over
-# queries x classes), as transformers' post_process_object_detection does for each.
-SUPPORTED_MODEL_TYPES = {'detr': 'softmax', 'yolos': 'softmax', 'conditional_detr': 'sigmoid',
-                         'rt_detr': 'sigmoid', 'rt_detr_v2': 'sigmoid'}
-# transformers' default top-k for sigmoid models (None: all queries, as RT-DETR's processor).
-DEFAULT_TOP_K = {'conditional_detr': 100}
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 def _read_json(path, parameter):
     try:
         return json.loads(Path(path).read_text(encoding='utf-8'))
@@ -240,178 +232,39 @@ def _read_json(path, parameter):
         raise ConfigError(f'{parameter}: cannot read {path}: {error}') from None
 
 
-def _yolos_output_size(image_size, size, max_size, mod_size=16):
-    """YOLOS' resize target: like DETR's, then both sides floored to multiples of 16.
+def object_detection_model_types():
+    """The ``model_type`` values transformers' ``AutoModelForObjectDetection`` can build."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES
 
-    Same arithmetic as transformers' ``get_size_with_aspect_ratio_yolos`` (whose module needs
-    Pillow to import).
-    """
-    height, width = image_size
-    raw_size = None
-    if max_size is not None:
-        short, long = float(min(height, width)), float(max(height, width))
-        if long / short * size > max_size:
-            raw_size = max_size * short / long
-            size = int(round(raw_size))
-    scale_from = raw_size if raw_size is not None else size
-    if width < height:
-        out_w, out_h = size, int(scale_from * height / width)
-    elif (height <= width and height == size) or (width <= height and width == size):
-        out_h, out_w = height, width
-    else:
-        out_h, out_w = size, int(scale_from * width / height)
-    return out_h - out_h % mod_size, out_w - out_w % mod_size
-
-
-class DetectionPreprocessor:
-    """DETR / YOLOS / RT-DETR image preprocessing from a preprocessor_config.json, in OpenCV.
-
-    transformers' own image processors for these models need Pillow or torchvision, neither of
-    which this environment has, so the same steps are done here: aspect-preserving resize
-    (``shortest_edge``/``longest_edge``, ``max_height``/``max_width`` or fixed
-    ``height``/``width``, sizes computed by transformers' own helpers), rescale, normalise.
-    A single image needs no padding. Downscaling uses area interpolation (close to the
-    antialiased bilinear of Pillow / torchvision), upscaling bilinear; pixel values therefore
-    differ from transformers' by interpolation rounding only.
-    """
-
-    def __init__(self, model_type, size, do_resize=True, rescale_factor=1.0 / 255.0,
-                 image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD):
-        self.model_type = model_type
-        self.size = dict(size) if size else None
-        self.do_resize = bool(do_resize)
-        self.rescale_factor = float(rescale_factor)
-        self.image_mean = None if image_mean is None else np.asarray(image_mean, np.float32)
-        self.image_std = None if image_std is None else np.asarray(image_std, np.float32)
-
-    @classmethod
-    def from_directory(cls, directory, model_type, parameter):
-        """Read ``directory``/preprocessor_config.json (as ``save_pretrained`` writes it)."""
-        from transformers.image_processing_utils import get_size_dict
-
-        path = Path(directory) / 'preprocessor_config.json'
-        if not path.is_file():
-            raise ConfigError(f'{parameter}={str(directory)!r} has no preprocessor_config.json '
-                              '(the image processor settings)')
-        config = _read_json(path, parameter)
-        if config.get('do_pad', True) and config.get('pad_size'):
-            raise ConfigError(f'{parameter}: pad_size {config["pad_size"]} in {path} is not '
-                              'supported (boxes would be relative to the padded canvas)')
-        size = config.get('size', {'shortest_edge': 800, 'longest_edge': 1333})
-        try:
-            size = get_size_dict(size, max_size=config.get('max_size'), default_to_square=False)
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f'{parameter}: bad image size {size!r} in {path}: {error}') \
-                from None
-        normalise = config.get('do_normalize', True)
-        return cls(model_type, size, do_resize=config.get('do_resize', True),
-                   rescale_factor=(config.get('rescale_factor', 1.0 / 255.0)
-                                   if config.get('do_rescale', True) else 1.0),
-                   image_mean=config.get('image_mean', IMAGENET_MEAN) if normalise else None,
-                   image_std=config.get('image_std', IMAGENET_STD) if normalise else None)
-
-    def output_size(self, height, width):
-        """(height, width) the model sees for an input of this size."""
-        from transformers.image_transforms import get_size_with_aspect_ratio
-        from transformers.image_utils import get_image_size_for_max_height_width
-
-        size = self.size
-        if not self.do_resize or not size:
-            return height, width
-        if size.get('shortest_edge') and size.get('longest_edge'):
-            if self.model_type == 'yolos':
-                return _yolos_output_size((height, width), size['shortest_edge'],
-                                          size['longest_edge'])
-            return get_size_with_aspect_ratio((height, width), size['shortest_edge'],
-                                              size['longest_edge'])
-        if size.get('max_height') and size.get('max_width'):
-            return get_image_size_for_max_height_width((height, width), size['max_height'],
-                                                       size['max_width'])
-        if size.get('height') and size.get('width'):
-            return int(size['height']), int(size['width'])
-        raise ConfigError(f'unsupported image processor size {size}')
-
-    def __call__(self, image_rgb):
-        """H x W x 3 uint8 RGB -> float32 torch tensor (1, 3, h, w), normalised."""
-        import torch
-
-        height, width = image_rgb.shape[:2]
-        out_h, out_w = self.output_size(height, width)
-        if (out_h, out_w) != (height, width):
-            shrinking = out_h < height and out_w < width
-            image_rgb = cv2.resize(image_rgb, (out_w, out_h),
-                                   interpolation=cv2.INTER_AREA if shrinking
-                                   else cv2.INTER_LINEAR)
-        pixels = image_rgb.astype(np.float32) * np.float32(self.rescale_factor)
-        if self.image_mean is not None:
-            pixels = (pixels - self.image_mean) / self.image_std
-        return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)[None]))
-
-
-def post_process_detections(logits, pred_boxes, image_size, score_kind, threshold=0.5,
-                            top_k=None):
-    """Model outputs of one image -> (scores, class ids, boxes) like transformers.
-
-    logits: (queries, classes[+1]) float tensor; pred_boxes: (queries, 4) normalised
-    (cx, cy, w, h); image_size: (height, width) of the original image. score_kind 'softmax':
-    softmax with the last class (no object) dropped, best class per query (DETR, YOLOS);
-    'sigmoid': sigmoid of every (query, class) pair, the ``top_k`` best (None: as many as
-    there are queries) (Conditional DETR, RT-DETR).
-    Returns numpy float64 (N,), int64 (N,), float64 (N, 4) xyxy pixels, scores > threshold.
-    """
-    import torch
-
-    logits = logits.detach().float().cpu()
-    pred_boxes = pred_boxes.detach().float().cpu()
-    if score_kind == 'softmax':
-        scores, labels = torch.softmax(logits, -1)[:, :-1].max(-1)
-        boxes = pred_boxes
-    elif score_kind == 'sigmoid':
-        probabilities = logits.sigmoid().reshape(-1)
-        count = logits.shape[0] if top_k is None else top_k
-        scores, flat_index = torch.topk(probabilities, min(count, probabilities.numel()))
-        labels = flat_index % logits.shape[1]
-        boxes = pred_boxes[torch.div(flat_index, logits.shape[1], rounding_mode='floor')]
-    else:
-        raise ConfigError(f'unknown score kind {score_kind!r}')
-    centre_x, centre_y, box_w, box_h = boxes.unbind(-1)
-    height, width = image_size
-    corners = torch.stack([(centre_x - 0.5 * box_w) * width, (centre_y - 0.5 * box_h) * height,
-                           (centre_x + 0.5 * box_w) * width, (centre_y + 0.5 * box_h) * height],
-                          dim=-1)
-    keep = scores > threshold
-    return (scores[keep].double().numpy(), labels[keep].long().numpy(),
-            corners[keep].double().numpy())
+    return sorted(MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES)
 
 
 class TransformersDetector(Detector):
-    """A transformers object-detection model from a local directory.
+    """Any transformers object-detection model from a local directory.
 
-    model_dir: a ``save_pretrained`` directory (config.json, weights,
-    preprocessor_config.json) of a DETR, Conditional-DETR, YOLOS, RT-DETR or RT-DETRv2
-    model (:data:`SUPPORTED_MODEL_TYPES`); loaded with
-    ``AutoModelForObjectDetection.from_pretrained(..., local_files_only=True)``. The image
-    preprocessing and ``post_process_object_detection`` are reimplemented
-    (:class:`DetectionPreprocessor`, :func:`post_process_detections`) because transformers'
-    image processors need Pillow or torchvision. DETR checkpoints must use a transformers
-    backbone (``use_timm_backbone=False``, e.g. a ResNetConfig): timm is not available.
+    model_dir: a ``save_pretrained`` directory holding the model (config.json, weights) and its
+    image processor (preprocessor_config.json). Both are loaded with transformers' auto classes
+    (``AutoImageProcessor`` / ``AutoModelForObjectDetection.from_pretrained(...,
+    local_files_only=True)``), so every family transformers can build for object detection
+    works (DETR, Conditional / Deformable / DAB-DETR, YOLOS, RT-DETR / v2, D-FINE,
+    Table Transformer, ...: :func:`object_detection_model_types`). Each frame goes through the
+    image processor's ``__call__`` (resize, rescale, normalise, pad: the model's own settings)
+    and ``post_process_object_detection``, as transformers' object-detection pipeline does
+    (except that RT-DETR-style processors get the model config's ``use_focal_loss``). Without
+    torchvision the processors run on their Pillow backend.
 
-    threshold: minimum score (class probability) in [0, 1). top_k: (query, class) pairs kept
-    before the threshold by sigmoid models; None: transformers' default (100 for Conditional
-    DETR, the number of queries for RT-DETR). label_map: see :func:`normalise_label`.
-    parameter: the node/evaluator parameter holding model_dir, named in errors.
-    Boxes are clipped to the image.
+    threshold: minimum score in [0, 1) (the processor's class probability: softmax without the
+    no-object class for DETR / YOLOS, sigmoid for the others). top_k: at most this many
+    detections, best first; also passed to ``post_process_object_detection`` where it takes a
+    ``top_k`` (Conditional / Deformable DETR, whose default is 100); None: the processor's own
+    limit. label_map: see :func:`normalise_label`, applied to ``config.id2label``.
+    device: torch device for the model ('cpu', 'cuda', 'cuda:1'). trust_remote_code: allow a
+    model / processor whose code ships in ``model_dir`` (runs that code). parameter: the
+    node/evaluator parameter holding model_dir, named in errors. Boxes are clipped to the image.
     """
 
     def __init__(self, model_dir, threshold=0.5, top_k=None, label_map=None, device='cpu',
-                 parameter='model_dir'):
-        directory = Path(str(model_dir)).expanduser() if model_dir else None
-        if directory is None or not directory.is_dir():
-            raise ConfigError(f'{parameter}={str(model_dir)!r} is not a directory (expected a '
-                              'transformers object-detection model saved with save_pretrained)')
-        if not (directory / 'config.json').is_file():
-            raise ConfigError(f'{parameter}={str(directory)!r} has no config.json '
-                              '(not a transformers model directory)')
+                 parameter='model_dir', trust_remote_code=False):
         self.threshold = _number(threshold, 'threshold', float)
         if not 0.0 <= self.threshold < 1.0:
             raise ConfigError(f'threshold must be in [0, 1), got {threshold}')
@@ -419,39 +272,103 @@ class TransformersDetector(Detector):
         if self.top_k is not None and self.top_k < 1:
             raise ConfigError(f'top_k must be >= 1, got {top_k}')
         self.label_map = label_map
-        config = _read_json(directory / 'config.json', parameter)
-        self.model_type = config.get('model_type') if isinstance(config, dict) else None
-        if self.model_type not in SUPPORTED_MODEL_TYPES:
-            raise ConfigError(
-                f'{parameter}: model type {self.model_type!r} in {directory} is not one of '
-                f'{sorted(SUPPORTED_MODEL_TYPES)}')
-        backbone = config.get('backbone_config')
-        backbone_type = backbone.get('model_type') if isinstance(backbone, dict) else None
-        if config.get('use_timm_backbone') or backbone_type == 'timm_backbone':
-            raise ConfigError(f'{parameter}: {directory} needs a timm backbone, and timm is '
-                              'not available (use a checkpoint with a transformers ResNet '
-                              'backbone, e.g. revision "no_timm" of facebook/detr-resnet-50)')
-        self.score_kind = SUPPORTED_MODEL_TYPES[self.model_type]
-        if self.top_k is None:
-            self.top_k = DEFAULT_TOP_K.get(self.model_type)
-        self.preprocessor = DetectionPreprocessor.from_directory(directory, self.model_type,
-                                                                 parameter)
-        from transformers import AutoModelForObjectDetection
+        self.trust_remote_code = bool(trust_remote_code)
+        directory = Path(str(model_dir)).expanduser() if model_dir else None
+        if directory is None or not directory.is_dir():
+            raise ConfigError(f'{parameter}={str(model_dir)!r} is not a directory (expected a '
+                              'transformers object-detection model saved with save_pretrained)')
+        if not (directory / 'config.json').is_file():
+            raise ConfigError(f'{parameter}={str(directory)!r} has no config.json '
+                              '(not a transformers model directory)')
+        import torch
 
         try:
-            model = AutoModelForObjectDetection.from_pretrained(str(directory),
-                                                                local_files_only=True)
-        except (OSError, ValueError, ImportError, RuntimeError, KeyError) as error:
-            raise ConfigError(f'{parameter}: cannot load the model in {directory}: '
-                              f'{error}') from error
-        try:
-            self.model = model.to(device).eval()
+            self.device = torch.device(device)
         except (RuntimeError, TypeError, ValueError) as error:
+            raise ConfigError(f'device {device!r} is not a torch device: {error}') from None
+        config = self._load_config(directory, parameter)
+        self.model_type = config.model_type
+        self.image_processor = self._load_image_processor(directory, parameter)
+        model = self._load_model(directory, config, parameter)
+        try:
+            self.model = model.to(self.device).eval()
+        except (RuntimeError, TypeError, ValueError, AssertionError) as error:
             raise ConfigError(f'device {device!r} is not usable: {error}') from None
-        self.device = device
+        self._post_process_options = self._post_process_keywords()
         self.id2label = {int(k): str(v) for k, v in self.model.config.id2label.items()}
         self._labels = {k: normalise_label(v, label_map) for k, v in self.id2label.items()}
         self.name = f'transformers:{self.model_type}:{directory.name}'
+
+    def _load_config(self, directory, parameter):
+        from transformers import AutoConfig
+        from transformers.models.auto.modeling_auto import MODEL_FOR_OBJECT_DETECTION_MAPPING
+
+        try:
+            config = AutoConfig.from_pretrained(str(directory), local_files_only=True,
+                                                trust_remote_code=self.trust_remote_code)
+        except (OSError, ValueError, KeyError, TypeError, ImportError) as error:
+            if not self.trust_remote_code and 'trust_remote_code' in str(error):
+                raise ConfigError(f'{parameter}: {directory} ships its own model code; pass '
+                                  'trust_remote_code=True to run it if you trust it') from None
+            raise ConfigError(f'{parameter}: cannot read the model config in {directory}: '
+                              f'{error}') from None
+        remote = 'AutoModelForObjectDetection' in (getattr(config, 'auto_map', None) or {})
+        if type(config) not in MODEL_FOR_OBJECT_DETECTION_MAPPING and not (
+                remote and self.trust_remote_code):
+            hint = (' (its code ships with the model: pass trust_remote_code=True if you trust '
+                    'it)' if remote else '')
+            raise ConfigError(
+                f'{parameter}: {directory} holds a {config.model_type!r} model, which is not a '
+                f'transformers object detector{hint}; object-detection model types: '
+                f'{", ".join(object_detection_model_types())}')
+        backbone = getattr(config, 'backbone_config', None)
+        timm_backbone = bool(getattr(config, 'use_timm_backbone', False)) or \
+            getattr(backbone, 'model_type', None) == 'timm_backbone'
+        if timm_backbone and importlib.util.find_spec('timm') is None:
+            raise ConfigError(f'{parameter}: {directory} needs a timm backbone, and timm is '
+                              'not installed (use a checkpoint with a transformers backbone, '
+                              'e.g. revision "no_timm" of facebook/detr-resnet-50)')
+        return config
+
+    def _load_image_processor(self, directory, parameter):
+        from transformers import AutoImageProcessor
+
+        try:
+            processor = AutoImageProcessor.from_pretrained(
+                str(directory), local_files_only=True, trust_remote_code=self.trust_remote_code)
+        except (OSError, ValueError, KeyError, TypeError, ImportError, AttributeError) as error:
+            raise ConfigError(f'{parameter}: cannot build the image processor from '
+                              f'{directory / "preprocessor_config.json"}: {error}') from None
+        if not callable(getattr(processor, 'post_process_object_detection', None)):
+            raise ConfigError(f'{parameter}: the image processor in {directory} '
+                              f'({type(processor).__name__}) has no '
+                              'post_process_object_detection (not an object-detection '
+                              'processor)')
+        return processor
+
+    def _load_model(self, directory, config, parameter):
+        from transformers import AutoModelForObjectDetection
+
+        try:
+            return AutoModelForObjectDetection.from_pretrained(
+                str(directory), config=config, local_files_only=True,
+                trust_remote_code=self.trust_remote_code)
+        except (OSError, ValueError, ImportError, RuntimeError, KeyError, TypeError) as error:
+            raise ConfigError(f'{parameter}: cannot load the model in {directory}: '
+                              f'{error}') from None
+
+    def _post_process_keywords(self):
+        """Options of this processor's post_process_object_detection that we can set."""
+        parameters = inspect.signature(
+            self.image_processor.post_process_object_detection).parameters
+        options = {}
+        if 'top_k' in parameters and self.top_k is not None:
+            options['top_k'] = self.top_k
+        # RT-DETR-style processors default to sigmoid scores; follow the model's own setting.
+        use_focal_loss = getattr(self.model.config, 'use_focal_loss', None)
+        if 'use_focal_loss' in parameters and use_focal_loss is not None:
+            options['use_focal_loss'] = bool(use_focal_loss)
+        return options
 
     def label_name(self, class_id):
         """The normalised label of a model class id."""
@@ -460,29 +377,43 @@ class TransformersDetector(Detector):
             self._labels[class_id] = normalise_label(str(class_id), self.label_map)
         return self._labels[class_id]
 
+    def raw_detections(self, image_rgb):
+        """The processor's result for one H x W x 3 uint8 RGB image, unclipped, on the CPU.
+
+        Returns ``post_process_object_detection``'s dict for the image: 'scores' (N,) float,
+        'labels' (N,) int64 class ids, 'boxes' (N, 4) float xyxy pixels of the input image.
+        """
+        import torch
+        from PIL import Image
+
+        height, width = image_rgb.shape[:2]
+        try:
+            inputs = self.image_processor(images=Image.fromarray(image_rgb),
+                                          return_tensors='pt')
+            inputs = {key: (value.to(self.device, dtype=self.model.dtype)
+                            if value.is_floating_point() else value.to(self.device))
+                      for key, value in inputs.items()}
+            with torch.inference_mode():
+                outputs = self.model(**inputs)
+            result = self.image_processor.post_process_object_detection(
+                outputs, threshold=self.threshold, target_sizes=[(height, width)],
+                **self._post_process_options)[0]
+        except (RuntimeError, ValueError, TypeError) as error:
+            raise ImageEncodingError(f'{self.name} failed on a {height} x {width} image: '
+                                     f'{error}') from error
+        return {key: result[key].detach().cpu() for key in ('scores', 'labels', 'boxes')}
+
     def detect(self, image_bgr):
         """Objects in an H x W x 3 uint8 BGR image, scores in [0, 1], best first."""
-        import torch
-
         image_bgr = check_bgr_image(image_bgr)
         height, width = image_bgr.shape[:2]
-        pixel_values = self.preprocessor(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
-        pixel_values = pixel_values.to(self.device, dtype=self.model.dtype)
-        with torch.inference_mode():
-            if self.model_type == 'yolos':
-                outputs = self.model(pixel_values=pixel_values)
-            else:
-                mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[2:],
-                                  dtype=torch.long, device=self.device)
-                outputs = self.model(pixel_values=pixel_values, pixel_mask=mask)
-        scores, class_ids, boxes = post_process_detections(
-            outputs.logits[0], outputs.pred_boxes[0], (height, width), self.score_kind,
-            self.threshold, self.top_k)
-        detections = [Detection(_clip_box(box, width, height), float(score),
-                                self.label_name(class_id))
-                      for score, class_id, box in zip(scores, class_ids, boxes)]
-        detections.sort(key=lambda d: -d.score)
-        return detections
+        result = self.raw_detections(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
+        scores = result['scores'].double().numpy()
+        order = np.argsort(-scores, kind='stable')[:self.top_k]
+        class_ids = result['labels'].numpy()
+        boxes = result['boxes'].double().numpy()
+        return [Detection(_clip_box(boxes[i], width, height), float(scores[i]),
+                          self.label_name(class_ids[i])) for i in order]
 
 
 def run_detector(detector, images_bgr):

@@ -1,7 +1,9 @@
 # Copyright 2026 The tesg_ros authors
 # SPDX-License-Identifier: Apache-2.0
-"""Detection scoring: AP on hand-made cases, COCO/YOLO labels, HOG on TNO, tiny transformers."""
+"""Detection scoring: AP on hand-made cases, COCO/YOLO labels, HOG on TNO, tiny transformers
+models of eight families checked against transformers' own processor + model path."""
 
+import importlib.util
 import json
 import math
 
@@ -10,11 +12,11 @@ import numpy as np
 import pytest
 
 from tesg_ros.detection import (
-    average_precision, box_iou, Detection, DetectionPreprocessor, format_table,
-    ground_truth_for_images, GroundTruthBox, HogPeopleDetector, load_coco_labels,
-    load_yolo_labels, match_frame, normalise_label, post_process_detections, read_class_names,
-    read_yolo_label_file, run_detector, score_frames, score_variants, TransformersDetector)
-from tesg_ros.errors import ConfigError, ImageEncodingError, TesgError
+    average_precision, box_iou, Detection, format_table, ground_truth_for_images,
+    GroundTruthBox, HogPeopleDetector, load_coco_labels, load_yolo_labels, match_frame,
+    normalise_label, read_class_names, read_yolo_label_file, run_detector, score_frames,
+    score_variants, TransformersDetector)
+from tesg_ros.errors import ConfigError, ImageEncodingError
 
 
 def det(box, score, label='person'):
@@ -381,25 +383,21 @@ def test_hog_settings_and_input_checks():
 # --- transformers detectors -----------------------------------------------------------------
 
 ID2LABEL = {0: 'person', 1: 'car', 2: 'dog'}
-# A fixed box (cx, cy, w, h) that the doctored models below always predict.
+# A fixed box (cx, cy, w, h) that the doctored DETR below always predicts.
 FIXED_BOX = (0.5, 0.25, 0.2, 0.3)
+# Every family is saved with the image processor its hub checkpoints name.
+FAMILIES = ('detr', 'conditional_detr', 'deformable_detr', 'dab-detr', 'yolos', 'rt_detr',
+            'rt_detr_v2', 'd_fine')
+# Detections at threshold 0 of a 90 x 160 frame: one per query (softmax families), all
+# (query, class) pairs up to the processor's top_k 100 (Conditional / Deformable / DAB-DETR),
+# or one per query after a top-k over the pairs (RT-DETR-style processors).
+EXPECTED_COUNTS = {'detr': 5, 'conditional_detr': 15, 'deformable_detr': 15, 'dab-detr': 15,
+                   'yolos': 4, 'rt_detr': 6, 'rt_detr_v2': 6, 'd_fine': 6}
 
 
 def logit(values):
     values = np.asarray(values, np.float64)
     return np.log(values / (1.0 - values))
-
-
-def save_processor_config(directory, image_processor_type, **fields):
-    # transformers' image processors cannot be instantiated here (they need Pillow or
-    # torchvision), so the file save_pretrained would write is written directly.
-    config = {'image_processor_type': image_processor_type, 'do_resize': True,
-              'size': {'shortest_edge': 64, 'longest_edge': 96}, 'resample': 2,
-              'do_rescale': True, 'rescale_factor': 1 / 255, 'do_normalize': True,
-              'image_mean': [0.485, 0.456, 0.406], 'image_std': [0.229, 0.224, 0.225],
-              'do_pad': True, 'format': 'coco_detection'}
-    config.update(fields)
-    (directory / 'preprocessor_config.json').write_text(json.dumps(config))
 
 
 def fix_head(last_layer, bias):
@@ -411,173 +409,318 @@ def fix_head(last_layer, bias):
         last_layer.bias.copy_(torch.as_tensor(bias, dtype=last_layer.bias.dtype))
 
 
-@pytest.fixture(scope='module')
-def transformers_models(tmp_path_factory):
-    """Tiny random DETR / YOLOS / Conditional-DETR saved with save_pretrained."""
-    transformers = pytest.importorskip('transformers')
-    import torch
-
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp('detectors')
+def tiny_detection_models(transformers):
+    """{family: (model, image processor)}: random tiny models with their own processors."""
     common = {'id2label': ID2LABEL, 'label2id': {v: k for k, v in ID2LABEL.items()}}
 
-    def resnet():
-        return transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
-                                         layer_type='basic', out_features=['stage2'])
+    def resnet(stages=2):
+        return transformers.ResNetConfig(
+            embedding_size=8, hidden_sizes=[8, 16, 32][:stages], depths=[1] * stages,
+            layer_type='basic', out_features=[f'stage{i}' for i in range(1, stages + 1)][-3:])
 
     detr_sizes = {'d_model': 16, 'encoder_layers': 1, 'decoder_layers': 1,
                   'encoder_attention_heads': 2, 'decoder_attention_heads': 2,
                   'encoder_ffn_dim': 16, 'decoder_ffn_dim': 16, 'num_queries': 5,
                   'use_pretrained_backbone': False}
-    paths = {}
-    detr = transformers.DetrForObjectDetection(transformers.DetrConfig(
-        use_timm_backbone=False, backbone_config=resnet(), **detr_sizes, **common))
-    fix_head(detr.class_labels_classifier, [0.0, 4.0, 0.0, 0.0])  # 'car' + no-object
-    fix_head(detr.bbox_predictor.layers[-1], logit(FIXED_BOX))
-    paths['detr'] = root / 'detr'
-    detr.save_pretrained(paths['detr'])
-    save_processor_config(paths['detr'], 'DetrImageProcessor')
-
-    yolos = transformers.YolosForObjectDetection(transformers.YolosConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        image_size=[64, 96], patch_size=16, num_detection_tokens=4, **common))
-    fix_head(yolos.class_labels_classifier.layers[-1], [3.0, 0.0, 0.0, 0.0])  # 'person'
-    fix_head(yolos.bbox_predictor.layers[-1], logit(FIXED_BOX))
-    paths['yolos'] = root / 'yolos'
-    yolos.save_pretrained(paths['yolos'])
-    save_processor_config(paths['yolos'], 'YolosImageProcessor')
-
-    conditional = transformers.ConditionalDetrForObjectDetection(
-        transformers.ConditionalDetrConfig(use_timm_backbone=False, backbone_config=resnet(),
-                                           **detr_sizes, **common))
-    paths['conditional_detr'] = root / 'conditional_detr'
-    conditional.save_pretrained(paths['conditional_detr'])
-    # Old feature-extractor style: an int size plus max_size.
-    save_processor_config(paths['conditional_detr'], None, size=64, max_size=96,
-                          feature_extractor_type='ConditionalDetrFeatureExtractor')
-
+    # Shortest edge 64, longest 96: a 90 x 160 frame becomes 54 x 96 (not a square).
+    detr_size = {'size': {'shortest_edge': 64, 'longest_edge': 96}}
+    models = {
+        'detr': (transformers.DetrForObjectDetection(transformers.DetrConfig(
+            use_timm_backbone=False, backbone_config=resnet(), **detr_sizes, **common)),
+            transformers.DetrImageProcessor(**detr_size)),
+        'conditional_detr': (transformers.ConditionalDetrForObjectDetection(
+            transformers.ConditionalDetrConfig(
+                use_timm_backbone=False, backbone_config=resnet(), **detr_sizes, **common)),
+            transformers.ConditionalDetrImageProcessor(**detr_size)),
+        # GroupNorm(32, d_model) needs d_model 32; one decoder layer breaks weight tying.
+        'deformable_detr': (transformers.DeformableDetrForObjectDetection(
+            transformers.DeformableDetrConfig(
+                use_timm_backbone=False, backbone_config=resnet(3), num_feature_levels=3,
+                encoder_n_points=2, decoder_n_points=2,
+                **dict(detr_sizes, d_model=32, decoder_layers=2), **common)),
+            transformers.DeformableDetrImageProcessor(**detr_size)),
+        'dab-detr': (transformers.DabDetrForObjectDetection(transformers.DabDetrConfig(
+            backbone_config=resnet(), hidden_size=16, encoder_layers=1, decoder_layers=1,
+            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=16,
+            decoder_ffn_dim=16, num_queries=5, **common)),
+            transformers.ConditionalDetrImageProcessor(**detr_size)),
+        'yolos': (transformers.YolosForObjectDetection(transformers.YolosConfig(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+            image_size=[64, 96], patch_size=16, num_detection_tokens=4, **common)),
+            transformers.YolosImageProcessor(**detr_size)),
+    }
     rt_sizes = {'encoder_in_channels': [16, 32, 64], 'encoder_hidden_dim': 16,
                 'encoder_ffn_dim': 16, 'encoder_attention_heads': 2, 'encoder_layers': 1,
                 'd_model': 16, 'decoder_in_channels': [16, 16, 16], 'decoder_ffn_dim': 16,
-                'decoder_attention_heads': 2, 'decoder_layers': 2, 'num_queries': 6,
-                'use_pretrained_backbone': False}
+                'decoder_attention_heads': 2, 'decoder_layers': 2, 'num_queries': 6}
     for family, config_class in (('rt_detr', transformers.RTDetrConfig),
                                  ('rt_detr_v2', transformers.RTDetrV2Config)):
         backbone = transformers.RTDetrResNetConfig(
             embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1],
             layer_type='basic', out_features=['stage2', 'stage3', 'stage4'])
-        model = transformers.AutoModelForObjectDetection.from_config(
-            config_class(backbone_config=backbone, **rt_sizes, **common))
-        paths[family] = root / family
-        model.save_pretrained(paths[family])
-        # RT-DETR's processor: fixed square size, no normalisation.
-        save_processor_config(paths[family], 'RTDetrImageProcessor',
-                              size={'height': 64, 'width': 64}, do_normalize=False,
-                              do_pad=False)
-    return paths
+        models[family] = (
+            transformers.AutoModelForObjectDetection.from_config(config_class(
+                backbone_config=backbone, use_pretrained_backbone=False, **rt_sizes,
+                **common)),
+            # RT-DETR's processor: fixed square size, no normalisation.
+            transformers.RTDetrImageProcessor(size={'height': 64, 'width': 64}))
+    hgnet = transformers.HGNetV2Config(
+        stem_channels=[3, 8, 8], stage_in_channels=[8, 16, 32, 64],
+        stage_mid_channels=[8, 8, 16, 16], stage_out_channels=[16, 32, 64, 128],
+        stage_num_blocks=[1] * 4, stage_numb_of_layers=[1] * 4, hidden_sizes=[16, 32, 64, 128],
+        depths=[1] * 4, out_features=['stage2', 'stage3', 'stage4'])
+    models['d_fine'] = (
+        transformers.DFineForObjectDetection(transformers.DFineConfig(
+            backbone_config=hgnet, **dict(rt_sizes, encoder_in_channels=[32, 64, 128]),
+            decoder_n_points=2, num_denoising=0, lqe_hidden_dim=8, **common)),
+        transformers.RTDetrImageProcessor(size={'height': 64, 'width': 64}))
+    return models
 
 
-def frame_bgr(height=100, width=200):
-    rng = np.random.default_rng(1)
-    return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-
-
-@pytest.mark.parametrize('family, label, score', [
-    ('detr', 'vehicle', math.exp(4) / (math.exp(4) + 3)),     # softmax over 3 classes + none
-    ('yolos', 'person', math.exp(3) / (math.exp(3) + 3)),
-])
-def test_transformers_detector_end_to_end(transformers_models, family, label, score):
-    detector = TransformersDetector(transformers_models[family], threshold=0.5)
-    assert detector.model_type == family and family in detector.name
-    detections = detector.detect(frame_bgr(100, 200))
-    assert len(detections) == (5 if family == 'detr' else 4)  # one per query, no NMS
-    cx, cy, w, h = FIXED_BOX
-    expected = [(cx - w / 2) * 200, (cy - h / 2) * 100, (cx + w / 2) * 200, (cy + h / 2) * 100]
-    for detection in detections:
-        assert detection.label == label
-        assert detection.score == pytest.approx(score, rel=1e-5)
-        np.testing.assert_allclose(detection.box_xyxy, expected, rtol=1e-5)
-    # The threshold is on the class probability.
-    assert TransformersDetector(transformers_models[family],
-                                threshold=0.96).detect(frame_bgr()) == []
-
-
-@pytest.mark.parametrize('family, top_k, expected_count, model_size', [
-    ('conditional_detr', 7, 7, (85, 64)),   # old-style size 64 / max_size 96
-    ('conditional_detr', None, 15, (85, 64)),  # default 100 > 5 queries x 3 classes
-    ('rt_detr', None, 6, (64, 64)),          # default: as many as queries
-    ('rt_detr_v2', 4, 4, (64, 64)),
-])
-def test_sigmoid_models_give_well_formed_detections(transformers_models, family, top_k,
-                                                    expected_count, model_size):
-    detector = TransformersDetector(transformers_models[family], threshold=0.0, top_k=top_k)
-    assert detector.score_kind == 'sigmoid'
-    detections = detector.detect(frame_bgr(120, 90))
-    assert len(detections) == expected_count
-    scores = [d.score for d in detections]
-    assert scores == sorted(scores, reverse=True) and all(0 < s < 1 for s in scores)
-    assert {d.label for d in detections} <= {'person', 'vehicle', 'dog'}
-    for d in detections:
-        x0, y0, x1, y1 = d.box_xyxy
-        assert 0 <= x0 <= x1 <= 90 and 0 <= y0 <= y1 <= 120
-    assert detector.preprocessor.output_size(120, 90) == model_size
-
-
-def test_preprocessor_sizes_and_normalisation(transformers_models):
-    detr = DetectionPreprocessor.from_directory(transformers_models['detr'], 'detr', 'p')
-    yolos = DetectionPreprocessor.from_directory(transformers_models['yolos'], 'yolos', 'p')
-    assert detr.output_size(270, 360) == (64, 85)
-    assert yolos.output_size(270, 360) == (64, 80)  # YOLOS floors to multiples of 16
-    assert detr.output_size(100, 300) == (32, 96) == yolos.output_size(100, 300)  # longest
-    blue_bgr = np.zeros((64, 96, 3), np.uint8)
-    blue_bgr[..., 0] = 255
-    pixels = detr(cv2.cvtColor(blue_bgr, cv2.COLOR_BGR2RGB))
-    assert tuple(pixels.shape) == (1, 3, 64, 96)
-    np.testing.assert_allclose(pixels[0, :, 10, 10].numpy(),
-                               [-0.485 / 0.229, -0.456 / 0.224, (1 - 0.406) / 0.225], rtol=1e-5)
-
-
-def test_post_process_sigmoid_top_k_known_values():
+@pytest.fixture(scope='module')
+def model_dirs(tmp_path_factory):
+    """Tiny random detectors of every family, saved with save_pretrained + their processor."""
+    transformers = pytest.importorskip('transformers')
+    pytest.importorskip('PIL')
     import torch
 
-    logits = torch.tensor([[-5.0, 2.0], [1.0, -5.0], [-5.0, -5.0]])
-    boxes = torch.tensor([[0.5, 0.5, 1.0, 1.0], [0.25, 0.5, 0.5, 0.2], [0.5, 0.5, 0.1, 0.1]])
-    scores, labels, corners = post_process_detections(logits, boxes, (10, 20), 'sigmoid',
-                                                      threshold=0.5, top_k=4)
-    np.testing.assert_allclose(scores, [1 / (1 + math.exp(-2)), 1 / (1 + math.exp(-1))])
-    np.testing.assert_array_equal(labels, [1, 0])
-    np.testing.assert_allclose(corners, [[0, 0, 20, 10], [0, 4, 10, 6]])
-    scores, labels, _ = post_process_detections(logits, boxes, (10, 20), 'softmax', 0.0)
-    # Softmax drops the last column (no object): queries keep class 0 only.
-    np.testing.assert_array_equal(labels, [0, 0, 0])
-    np.testing.assert_allclose(scores[2], 0.5)
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp('detectors')
+    dirs = {}
+    for family, (model, processor) in tiny_detection_models(transformers).items():
+        if family == 'conditional_detr':
+            # Spread the class scores: the initial head gives near-equal (even tied) ones.
+            with torch.no_grad():
+                model.class_labels_classifier.weight.normal_(std=1.0)
+        dirs[family] = root / family
+        model.save_pretrained(dirs[family])
+        processor.save_pretrained(dirs[family])
+    # A DETR whose head always says 'car' (logit 4 against 0 for the others and no-object)
+    # at FIXED_BOX: its detections are known without running transformers' post-processing.
+    fixed, processor = tiny_detection_models(transformers)['detr']
+    fix_head(fixed.class_labels_classifier, [0.0, 4.0, 0.0, 0.0])
+    fix_head(fixed.bbox_predictor.layers[-1], logit(FIXED_BOX))
+    dirs['fixed_detr'] = root / 'fixed_detr'
+    fixed.save_pretrained(dirs['fixed_detr'])
+    processor.save_pretrained(dirs['fixed_detr'])
+    return dirs
 
 
-def test_transformers_detector_errors(tmp_path, transformers_models):
-    with pytest.raises(ConfigError, match='detector.model_dir'):
+def frame_bgr(height=90, width=160):
+    """Noise with a saturated blue left half and a dark red right half (in BGR order)."""
+    image = np.random.default_rng(1).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    image[:, :width // 2, 0] = 255
+    image[:, width // 2:, 2] = 20
+    return image
+
+
+def direct_detections(model_dir, image_rgb, threshold):
+    """transformers' own path on one RGB image: processor, model, post_process, best first."""
+    import torch
+    import transformers
+
+    processor = transformers.AutoImageProcessor.from_pretrained(model_dir,
+                                                                local_files_only=True)
+    model = transformers.AutoModelForObjectDetection.from_pretrained(
+        model_dir, local_files_only=True).eval()
+    with torch.inference_mode():
+        outputs = model(**processor(images=image_rgb, return_tensors='pt'))
+    result = processor.post_process_object_detection(
+        outputs, threshold=threshold, target_sizes=[image_rgb.shape[:2]])[0]
+    order = np.argsort(-result['scores'].numpy(), kind='stable')
+    height, width = image_rgb.shape[:2]
+    boxes = result['boxes'].numpy()[order].astype(np.float64)
+    boxes = np.clip(boxes, 0.0, [width, height, width, height])
+    names = [model.config.id2label[int(i)] for i in result['labels'].numpy()[order]]
+    return result['scores'].numpy()[order].astype(np.float64), names, boxes
+
+
+def unpack(detections):
+    return (np.array([d.score for d in detections]), [d.label for d in detections],
+            np.array([d.box_xyxy for d in detections]).reshape(-1, 4))
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_detector_matches_transformers_pipeline(model_dirs, family):
+    detector = TransformersDetector(model_dirs[family], threshold=0.0)
+    assert detector.model_type == family and f'transformers:{family}:' in detector.name
+    image = frame_bgr()
+    scores, labels, boxes = unpack(detector.detect(image))
+    assert len(scores) == EXPECTED_COUNTS[family]
+    assert np.all(np.diff(scores) <= 0) and np.all((scores >= 0) & (scores <= 1))
+    expected_scores, names, expected_boxes = direct_detections(
+        model_dirs[family], cv2.cvtColor(image, cv2.COLOR_BGR2RGB), threshold=0.0)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(boxes, expected_boxes, rtol=1e-5, atol=1e-4)
+    assert labels == [normalise_label(name) for name in names]
+    assert set(labels) <= {'person', 'vehicle', 'dog'}
+    # Boxes are in the 90 x 160 input's pixels, not the processor's resized / padded tensor.
+    assert np.all(boxes >= 0) and np.all(boxes[:, [0, 2]] <= 160) and \
+        np.all(boxes[:, [1, 3]] <= 90)
+    assert boxes[:, 2].max() > 96 or boxes[:, 3].max() > 64  # beyond the model input size
+    # Feeding the BGR frame as if it were RGB gives other results: the conversion matters.
+    swapped_scores, _, swapped_boxes = direct_detections(model_dirs[family], image, 0.0)
+    assert not (np.allclose(swapped_scores, scores, rtol=1e-5, atol=1e-7)
+                and np.allclose(swapped_boxes, boxes, rtol=1e-5, atol=1e-4))
+
+
+def test_fixed_head_gives_known_pixel_boxes(model_dirs):
+    detector = TransformersDetector(model_dirs['fixed_detr'], threshold=0.5)
+    for height, width in ((100, 200), (90, 160), (300, 120)):
+        detections = detector.detect(frame_bgr(height, width))
+        assert len(detections) == 5  # one per query, no NMS
+        cx, cy, w, h = FIXED_BOX
+        expected = [(cx - w / 2) * width, (cy - h / 2) * height,
+                    (cx + w / 2) * width, (cy + h / 2) * height]
+        for detection in detections:
+            assert detection.label == 'vehicle'  # 'car' in id2label
+            # Softmax over 3 classes + no-object, the no-object class dropped.
+            assert detection.score == pytest.approx(math.exp(4) / (math.exp(4) + 3), rel=1e-5)
+            np.testing.assert_allclose(detection.box_xyxy, expected, rtol=1e-5)
+    # The threshold is on that probability (0.948).
+    assert TransformersDetector(model_dirs['fixed_detr'],
+                                threshold=0.95).detect(frame_bgr()) == []
+    assert len(TransformersDetector(model_dirs['fixed_detr'], threshold=0.94,
+                                    top_k=2).detect(frame_bgr())) == 2
+
+
+@pytest.mark.parametrize('family', ['conditional_detr', 'rt_detr'])
+def test_threshold_and_top_k_filter(model_dirs, family):
+    every = TransformersDetector(model_dirs[family], threshold=0.0).detect(frame_bgr())
+    scores = [d.score for d in every]
+    assert len(set(scores)) == len(scores) > 4
+    # top_k keeps the best ones (passed on as the processor's top_k for Conditional DETR,
+    # applied after post-processing for RT-DETR, whose processor has none).
+    assert TransformersDetector(model_dirs[family], threshold=0.0,
+                                top_k=4).detect(frame_bgr()) == every[:4]
+    cut = float(np.median(scores))
+    above = TransformersDetector(model_dirs[family], threshold=cut).detect(frame_bgr())
+    assert above == [d for d in every if d.score > cut] and 0 < len(above) < len(every)
+    assert TransformersDetector(model_dirs[family], threshold=cut,
+                                top_k=2).detect(frame_bgr()) == above[:2]
+
+
+def test_labels_come_from_id2label_through_the_label_map(model_dirs):
+    detector = TransformersDetector(model_dirs['detr'])
+    assert detector.id2label == ID2LABEL
+    assert [detector.label_name(i) for i in (0, 1, 2)] == ['person', 'vehicle', 'dog']
+    assert detector.label_name(7) == '7'  # an id the config does not name
+    mapped = TransformersDetector(model_dirs['detr'], threshold=0.0,
+                                  label_map={'DOG': 'animal', 'person': 'pedestrian'})
+    assert [mapped.label_name(i) for i in (0, 1, 2)] == ['pedestrian', 'car', 'animal']
+    plain = TransformersDetector(model_dirs['detr'], threshold=0.0).detect(frame_bgr())
+    renamed = mapped.detect(frame_bgr())
+    rename = {'person': 'pedestrian', 'vehicle': 'car', 'dog': 'animal'}
+    assert [d.label for d in renamed] == [rename[d.label] for d in plain]
+
+
+def test_transformers_detector_errors(tmp_path, model_dirs):
+    import transformers
+
+    with pytest.raises(ConfigError, match='detector.model_dir.*not a directory'):
         TransformersDetector(tmp_path / 'missing', parameter='detector.model_dir')
     with pytest.raises(ConfigError, match='detector.model_dir.*config.json'):
         TransformersDetector(tmp_path, parameter='detector.model_dir')
-    (tmp_path / 'config.json').write_text('{"model_type": "bert"}')
-    with pytest.raises(ConfigError, match="model type 'bert'"):
+    # An image classifier's config: not an object detector.
+    transformers.ResNetConfig(hidden_sizes=[8], depths=[1]).save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="--detector.*'resnet' model.*not a transformers "
+                                          'object detector.*rt_detr'):
+        TransformersDetector(tmp_path, parameter='--detector')
+    # ... also when it names remote detector code, which is only run when trusted.
+    config = json.loads((tmp_path / 'config.json').read_text())
+    config['auto_map'] = {'AutoModelForObjectDetection': 'modeling_x.XForObjectDetection'}
+    (tmp_path / 'config.json').write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match='not a transformers object detector.*'
+                                          'trust_remote_code=True'):
         TransformersDetector(tmp_path)
-    (tmp_path / 'config.json').write_text(
-        '{"model_type": "detr", "use_timm_backbone": true, "backbone": "resnet50"}')
-    with pytest.raises(ConfigError, match='timm'):
-        TransformersDetector(tmp_path)
-    (tmp_path / 'config.json').write_text('{"model_type": "detr"}')
-    with pytest.raises(ConfigError, match='preprocessor_config.json'):
-        TransformersDetector(tmp_path, parameter='eval.detector_dir')
-    save_processor_config(tmp_path, 'DetrImageProcessor')
-    with pytest.raises(ConfigError, match='eval.detector_dir: cannot load the model'):
-        TransformersDetector(tmp_path, parameter='eval.detector_dir')
-    save_processor_config(tmp_path, 'DetrImageProcessor', pad_size={'height': 8, 'width': 8})
-    with pytest.raises(ConfigError, match='pad_size'):
-        TransformersDetector(tmp_path)
-    with pytest.raises(ConfigError, match='threshold'):
-        TransformersDetector(transformers_models['detr'], threshold=1.0)
-    with pytest.raises(ConfigError, match='device'):
-        TransformersDetector(transformers_models['detr'], device='no-such-device')
-    detector = TransformersDetector(transformers_models['detr'])
-    with pytest.raises(TesgError):
-        detector.detect(np.zeros((10, 10), np.uint8))
+    (tmp_path / 'config.json').write_text('{not json')
+    with pytest.raises(ConfigError, match='--detector: cannot read the model config'):
+        TransformersDetector(tmp_path, parameter='--detector')
+    detr_config = transformers.DetrConfig(use_timm_backbone=True, backbone='resnet50')
+    if importlib.util.find_spec('timm') is None:
+        detr_config.save_pretrained(tmp_path)
+        with pytest.raises(ConfigError, match='timm'):
+            TransformersDetector(tmp_path)
+    # A detector config without a processor, then with a classifier's processor.
+    (tmp_path / 'config.json').write_bytes((model_dirs['detr'] / 'config.json').read_bytes())
+    with pytest.raises(ConfigError, match='eval.detector: cannot build the image processor'):
+        TransformersDetector(tmp_path, parameter='eval.detector')
+    transformers.ViTImageProcessor().save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match='ViTImageProcessor.*post_process_object_detection'):
+        TransformersDetector(tmp_path, parameter='eval.detector')
+    # Config and processor but no weights.
+    transformers.DetrImageProcessor().save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match='eval.detector: cannot load the model'):
+        TransformersDetector(tmp_path, parameter='eval.detector')
+    for kwargs, name in (({'threshold': 1.0}, 'threshold'), ({'threshold': 'x'}, 'threshold'),
+                         ({'top_k': 0}, 'top_k'), ({'device': 'no-such-device'}, 'device')):
+        with pytest.raises(ConfigError, match=name):
+            TransformersDetector(model_dirs['detr'], **kwargs)
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="device 'cuda' is not usable"):
+            TransformersDetector(model_dirs['detr'], device='cuda')
+    detector = TransformersDetector(model_dirs['detr'])
+    for bad in (np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32)):
+        with pytest.raises(ImageEncodingError):
+            detector.detect(bad)
+
+
+REMOTE_CONFIG_CODE = """from transformers import DetrConfig
+
+
+class RemoteDetrConfig(DetrConfig):
+    model_type = 'remote_detr'
+"""
+REMOTE_MODEL_CODE = """from transformers import DetrForObjectDetection
+
+from .configuration_remote_detr import RemoteDetrConfig
+
+
+class RemoteDetrForObjectDetection(DetrForObjectDetection):
+    config_class = RemoteDetrConfig
+"""
+
+
+@pytest.fixture
+def modules_cache(tmp_path, monkeypatch):
+    """Send transformers' copies of remote code to tmp_path, not ~/.cache/huggingface."""
+    import sys
+
+    import transformers.dynamic_module_utils as dynamic
+
+    cache = tmp_path / 'modules'
+    monkeypatch.setattr(dynamic, 'HF_MODULES_CACHE', str(cache))
+    monkeypatch.syspath_prepend(str(cache))
+    before = set(sys.modules)
+    yield cache
+    for name in set(sys.modules) - before:
+        if name.startswith('transformers_modules'):
+            del sys.modules[name]
+
+
+def test_remote_code_model_needs_trust_remote_code(tmp_path, model_dirs, modules_cache):
+    import shutil
+
+    directory = tmp_path / 'remote_detr'
+    shutil.copytree(model_dirs['detr'], directory)
+    (directory / 'configuration_remote_detr.py').write_text(REMOTE_CONFIG_CODE)
+    (directory / 'modeling_remote_detr.py').write_text(REMOTE_MODEL_CODE)
+    config = json.loads((directory / 'config.json').read_text())
+    config.update(model_type='remote_detr', architectures=['RemoteDetrForObjectDetection'],
+                  auto_map={'AutoConfig': 'configuration_remote_detr.RemoteDetrConfig',
+                            'AutoModelForObjectDetection':
+                                'modeling_remote_detr.RemoteDetrForObjectDetection'})
+    (directory / 'config.json').write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match='--detector: .*remote_detr ships its own model '
+                                          'code.*trust_remote_code=True'):
+        TransformersDetector(directory, parameter='--detector')
+    assert not modules_cache.exists() or not any(modules_cache.rglob('*.py'))
+    detector = TransformersDetector(directory, threshold=0.0, trust_remote_code=True)
+    assert type(detector.model).__name__ == 'RemoteDetrForObjectDetection'
+    assert detector.name == 'transformers:remote_detr:remote_detr'
+    assert any(modules_cache.rglob('modeling_remote_detr.py'))
+    # Same weights as the plain DETR: the same detections.
+    assert detector.detect(frame_bgr()) == TransformersDetector(
+        model_dirs['detr'], threshold=0.0).detect(frame_bgr())
