@@ -118,12 +118,56 @@ def test_intensity_loss_is_zero_at_the_target_and_pulls_toward_ir_inside_masks()
     inside, outside = fused.grad[..., :4], fused.grad[..., 4:]
     assert (inside > 0).all()
     assert (outside == 0).all()
-    # Inside a mask covering a fraction a of the image, a pixel weighs 1/N in the first term
-    # and mask_weight/(a N) in the second: for mask_weight > a the IR value is the optimum.
+    # Inside the mask only the IR term applies: the IR value is the optimum there.
     moved = vis.clone()
     moved[..., :4] = 0.2
-    assert losses.intensity_loss(moved, ir, vis, mask, 1.0).item() == pytest.approx(0.2)
+    assert losses.intensity_loss(moved, ir, vis, mask, 1.0).item() == pytest.approx(0.0)
     assert losses.intensity_loss(vis, ir, vis, mask, 1.0).item() == pytest.approx(0.4)
+
+
+def test_background_target_leans_to_visible_only_for_images_with_targets():
+    ir = torch.full((2, 1, 8, 8), 0.8)
+    vis = torch.full((2, 1, 8, 8), 0.3)
+    masks = torch.zeros(2, 1, 8, 8)
+    masks[0, :, :2, :2] = 1.0          # image 0 has a target, image 1 none
+    brighter = torch.maximum(ir, vis)
+    # b = 0: background target is max(I, V) = I, so the IR copy is optimal for both images.
+    assert losses.intensity_loss(ir, ir, vis, masks, 1.0, 0.0).item() == pytest.approx(0.0)
+    # b = 1: image 0's background should be the visible value; image 1 keeps max(I, V).
+    fused = ir.clone()
+    fused[0, :, 2:, :] = 0.3
+    fused[0, :, :2, 2:] = 0.3
+    assert losses.intensity_loss(fused, ir, vis, masks, 1.0, 1.0).item() == pytest.approx(0.0)
+    assert losses.intensity_loss(brighter, ir, vis, masks, 1.0, 1.0).item() == pytest.approx(
+        0.5 * 0.5 * (64 - 4) / 64)
+    # b = 0.5: halfway between max(I, V) and V.
+    half = ir.clone()
+    half[0] = 0.55
+    half[0, :, :2, :2] = 0.8
+    assert losses.intensity_loss(half, ir, vis, masks, 1.0, 0.5).item() == pytest.approx(0.0)
+
+
+def test_semantics_drop_zeroes_masks_and_text_for_some_items():
+    rng = np.random.default_rng(1)
+    sample = dataset.Sample(
+        name='p', ir=rng.random((40, 40), dtype=np.float32),
+        vis_ycbcr=rng.random((3, 40, 40), dtype=np.float32),
+        masks=np.ones((1, 40, 40), np.float32), text=np.ones(384, np.float32),
+        caption='c', is_colour=True)
+    with pytest.raises(ConfigError, match='semantics_drop'):
+        dataset.FusionDataset([sample], crop_size=16, semantics_drop=1.5)
+    kept = dataset.FusionDataset([sample] * 200, crop_size=16, semantics_drop=0.0)
+    assert all(float(kept[i]['masks'].min()) == 1.0 for i in range(20))
+    dropped = dataset.FusionDataset([sample] * 200, crop_size=16, semantics_drop=0.3)
+    items = [dropped[i] for i in range(200)]
+    off = [float(item['masks'].max()) == 0.0 for item in items]
+    assert all((float(item['text'].abs().max()) == 0.0) == is_off
+               for item, is_off in zip(items, off))
+    assert 30 <= sum(off) <= 90
+    assert float(sample.masks.min()) == 1.0 and float(sample.text.min()) == 1.0  # not in place
+    # Validation items (no crop) always keep their semantics.
+    whole = dataset.FusionDataset([sample], crop_size=None, semantics_drop=1.0)
+    assert float(whole[0]['masks'].min()) == 1.0
 
 
 def test_sobel_magnitude_of_a_step_edge():

@@ -342,12 +342,18 @@ class FusionDataset(torch.utils.data.Dataset):
     depend on worker processes or on how many batches ran before, which is what makes a
     resumed run identical to an uninterrupted one. Call :meth:`set_epoch` every epoch.
 
+    ``semantics_drop`` is the probability that a training item comes with no semantics (all-zero
+    masks and text embedding, what the node feeds when semantics are disabled), so the network
+    learns to fuse well without them and the loss can tell the two cases apart.
+
     Items are dicts of torch tensors: ``ir`` 1 x h x w, ``vis_y`` 1 x h x w, ``vis_cbcr``
     2 x h x w, ``masks`` M x h x w, ``text`` D (all float32) and ``colour`` (bool scalar).
     """
 
     def __init__(self, samples, crop_size=None, horizontal_flip=True, vertical_flip=False,
-                 seed=0):
+                 seed=0, semantics_drop=0.0):
+        if not 0.0 <= semantics_drop <= 1.0:
+            raise ConfigError(f'data.semantics_drop must be in [0, 1], got {semantics_drop}')
         if not samples:
             raise ConfigError('the dataset is empty')
         if crop_size is not None and crop_size < 8:
@@ -357,6 +363,7 @@ class FusionDataset(torch.utils.data.Dataset):
         self.horizontal_flip = horizontal_flip
         self.vertical_flip = vertical_flip
         self.seed = seed
+        self.semantics_drop = float(semantics_drop)
         self.epoch = 0
 
     def set_epoch(self, epoch):
@@ -389,7 +396,13 @@ class FusionDataset(torch.utils.data.Dataset):
                 stack = stack[:, :, ::-1]
             if self.vertical_flip and rng.random() < 0.5:
                 stack = stack[:, ::-1, :]
-        stack = torch.from_numpy(np.ascontiguousarray(stack, np.float32))
+        text = sample.text.copy()
+        stack = np.ascontiguousarray(stack, np.float32)
+        if self.crop_size is not None and self.semantics_drop > 0.0 \
+                and rng.random() < self.semantics_drop:
+            stack[4:] = 0.0
+            text[:] = 0.0
+        stack = torch.from_numpy(stack)
         return {'ir': stack[0:1], 'vis_y': stack[1:2], 'vis_cbcr': stack[2:4],
-                'masks': stack[4:], 'text': torch.from_numpy(sample.text.copy()),
+                'masks': stack[4:], 'text': torch.from_numpy(text),
                 'colour': torch.tensor(sample.is_colour)}

@@ -32,19 +32,30 @@ def sobel_magnitude(image):
             + functional.conv2d(padded, kernel_y).abs())
 
 
-def intensity_loss(fused, ir, vis_y, masks=None, mask_weight=1.0):
-    """Mask-aware intensity loss.
+def intensity_loss(fused, ir, vis_y, masks=None, mask_weight=1.0, background_visible=0.0):
+    """Mask-aware (target-aware) intensity loss.
 
-    ``L_int = mean|F - max(I, V)| + mask_weight * sum(m |F - I|) / (sum(m) + eps)``,
-    with ``m = max_k masks_k`` (the union of the SIG masks, B x 1 x H x W). The first term
-    keeps the brighter source everywhere; the second pulls the fused image toward the IR
-    inside warm-target masks so targets keep their thermal contrast even where the visible
-    image is brighter (headlights, sky). Without masks (None, or all zero) only the first
-    term remains. Returns a scalar >= 0.
+    With ``m = max_k masks_k`` (the union of the SIG masks, B x 1 x H x W) and the background
+    target ``T = (1 - b) max(I, V) + b V`` where ``b = background_visible``::
+
+        L_int = mean((1 - m) |F - T|) + mask_weight * sum(m |F - I|) / (sum(m) + eps)
+
+    Inside warm-target masks the fused image follows the IR, so targets keep their thermal
+    contrast even where the visible image is brighter (headlights, sky); outside them it keeps
+    the brighter source (b = 0) or leans toward the visible scene (b > 0), which keeps the
+    visible image's contrast around the highlighted targets instead of lifting the whole
+    background to the warmer of the two. An image whose masks are all zero (no semantics, or
+    nothing found) has the generic target ``max(I, V)`` everywhere whatever ``b``: a network
+    given no semantics must still fuse well. Returns a scalar >= 0.
     """
-    loss = (fused - torch.maximum(ir, vis_y)).abs().mean()
-    if masks is not None and masks.shape[1] > 0 and mask_weight != 0.0:
-        union = masks.amax(dim=1, keepdim=True)
+    brighter = torch.maximum(ir, vis_y)
+    if masks is None or masks.shape[1] == 0:
+        return (fused - brighter).abs().mean()
+    union = masks.amax(dim=1, keepdim=True)
+    has_targets = (union.amax(dim=(1, 2, 3), keepdim=True) > 0).to(fused.dtype)
+    background = brighter + background_visible * has_targets * (vis_y - brighter)
+    loss = ((1.0 - union) * (fused - background).abs()).mean()
+    if mask_weight != 0.0:
         inside = (union * (fused - ir).abs()).sum(dim=(1, 2, 3))
         # Per-image mean inside the mask; eps keeps mask-free images at exactly zero.
         loss = loss + mask_weight * (inside / (union.sum(dim=(1, 2, 3)) + 1e-6)).mean()
@@ -131,6 +142,7 @@ class LossWeights:
 
     intensity: float = 1.0
     intensity_mask: float = 0.5
+    background_visible: float = 0.0
     gradient: float = 1.0
     ssim: float = 0.5
     ssim_ir_weight: float = 0.5
@@ -150,7 +162,8 @@ def fusion_loss(fused, ir, vis_y, vis_cbcr=None, masks=None, weights=None):
     """
     weights = weights or LossWeights()
     parts = {
-        'intensity': intensity_loss(fused, ir, vis_y, masks, weights.intensity_mask),
+        'intensity': intensity_loss(fused, ir, vis_y, masks, weights.intensity_mask,
+                                    weights.background_visible),
         'gradient': gradient_loss(fused, ir, vis_y),
         'ssim': ssim_loss(fused, ir, vis_y, weights.ssim_ir_weight),
     }

@@ -48,6 +48,7 @@ class DataConfig:
     num_workers: int = 0
     horizontal_flip: bool = True
     vertical_flip: bool = False
+    semantics_drop: float = 0.0
 
 
 @dataclass
@@ -198,8 +199,11 @@ def _check_config(config):
     for passed, message in checks:
         if not passed:
             raise ConfigError(message)
-    if not 0.0 <= config.loss.ssim_ir_weight <= 1.0:
-        raise ConfigError('loss.ssim_ir_weight must be in [0, 1]')
+    for key, value in (('loss.ssim_ir_weight', config.loss.ssim_ir_weight),
+                       ('loss.background_visible', config.loss.background_visible),
+                       ('data.semantics_drop', config.data.semantics_drop)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f'{key} must be in [0, 1], got {value}')
 
 
 def _set_dotted(tree, dotted_key, value):
@@ -648,7 +652,8 @@ class Trainer:
         train_samples, val_samples = self._load_data(net_config)
         train_set = data_module.FusionDataset(
             train_samples, config.data.crop_size, config.data.horizontal_flip,
-            config.data.vertical_flip, seed=config.seed)
+            config.data.vertical_flip, seed=config.seed,
+            semantics_drop=config.data.semantics_drop)
         sampler = ResumableDistributedSampler(
             train_set, num_replicas=self.world_size, rank=self.rank, shuffle=True,
             seed=config.seed, drop_last=True)
