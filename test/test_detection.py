@@ -724,3 +724,14 @@ def test_remote_code_model_needs_trust_remote_code(tmp_path, model_dirs, modules
     # Same weights as the plain DETR: the same detections.
     assert detector.detect(frame_bgr()) == TransformersDetector(
         model_dirs['detr'], threshold=0.0).detect(frame_bgr())
+
+
+def test_evaluator_passes_detector_settings(model_dirs):
+    from tesg_ros.evaluation.evaluate import make_detector
+
+    # The fixed DETR scores 'car' at e^4 / (e^4 + 3) = 0.948 for every query.
+    low = make_detector(str(model_dirs['fixed_detr']), threshold=0.9, device='cpu')
+    high = make_detector(str(model_dirs['fixed_detr']), threshold=0.95, device='cpu')
+    assert low.detect(frame_bgr()) and not high.detect(frame_bgr())
+    with pytest.raises(ConfigError, match="device 'no-such-device'"):
+        make_detector(str(model_dirs['fixed_detr']), device='no-such-device')

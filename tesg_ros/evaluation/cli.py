@@ -87,6 +87,12 @@ def build_parser():
     parser.add_argument('--detector', default=None,
                         help='run a detector on the model output and every baseline: hog, or '
                              'a local transformers object-detection model directory')
+    parser.add_argument('--detector-threshold', type=float, default=0.5, metavar='P',
+                        help='score threshold of a transformers detector (default 0.5)')
+    parser.add_argument('--detector-device', default='cpu',
+                        help='device of a transformers detector: cpu, cuda, cuda:N')
+    parser.add_argument('--detector-trust-remote-code', action='store_true',
+                        help='run Python code shipped in the --detector model directory')
     parser.add_argument('--labels', default=None,
                         help='ground truth for --detector: COCO JSON or YOLO label directory; '
                              'images are named by the RGB stamp in ns (<stamp>.png / .txt)')
@@ -128,7 +134,10 @@ def main(argv=None):
             copy_inputs=args.copy_inputs, max_frames=args.max_frames,
             convention=args.convention, score_every=args.score_every,
             montage_frames=args.montage_frames,
-            detector=args.detector, labels=args.labels, progress=not args.no_progress,
+            detector=args.detector, detector_threshold=args.detector_threshold,
+            detector_device=args.detector_device,
+            detector_trust_remote_code=args.detector_trust_remote_code, labels=args.labels,
+            progress=not args.no_progress,
             command_line=command_line)
     except ConfigError as error:
         print(f'tesg-eval: error: {error}', file=sys.stderr)

@@ -101,6 +101,8 @@ class EvaluationOptions:
     montage_frames: frames shown as IR | visible | fused | average in the report.
     detector: None, 'hog' (OpenCV people detector) or a local transformers detection model
     directory, run on the model output and on every baseline (:mod:`tesg_ros.detection`).
+    detector_threshold / detector_device / detector_trust_remote_code: settings of a
+    transformers detector (score threshold, torch device, run code shipped in its directory).
     labels: ground truth for the detector: a COCO JSON file or a YOLO label directory; a
     frame is the image named by its RGB stamp in ns (``<stamp>.png`` / ``<stamp>.txt``) in
     the fused (registered, cropped) pixel grid. Unlabelled frames are not scored for AP.
@@ -123,6 +125,9 @@ class EvaluationOptions:
     score_every: int = 1
     montage_frames: int = 4
     detector: str = None
+    detector_threshold: float = 0.5
+    detector_device: str = 'cpu'
+    detector_trust_remote_code: bool = False
     labels: str = None
     progress: bool = False
     command_line: str = ''
@@ -420,8 +425,11 @@ def rgb_camera_info_topic(bag, rgb_topic):
     return None
 
 
-def make_detector(spec):
-    """'hog' -> HogPeopleDetector; a directory -> TransformersDetector; None -> None."""
+def make_detector(spec, threshold=0.5, device='cpu', trust_remote_code=False):
+    """'hog' -> HogPeopleDetector; a directory -> TransformersDetector; None -> None.
+
+    threshold / device / trust_remote_code apply to a transformers detector only.
+    """
     if spec is None:
         return None
     from tesg_ros import detection
@@ -431,7 +439,9 @@ def make_detector(spec):
     if not Path(spec).is_dir():
         raise ConfigError(f'detector must be "hog" or a local transformers object-detection '
                           f'model directory, got {spec!r}')
-    return detection.TransformersDetector(spec, parameter='--detector')
+    return detection.TransformersDetector(spec, threshold=threshold, device=device,
+                                          trust_remote_code=trust_remote_code,
+                                          parameter='--detector')
 
 
 def _yolo_class_names(label_dir):
@@ -536,7 +546,9 @@ class _Evaluation:
             params, explicit = resolve_params(options.params_file, options.overrides)
             self.mode, self.semantics_topic = self._semantics_choice(bag, explicit)
             weights = self._weights_path(params)
-            self.detector = make_detector(options.detector)
+            self.detector = make_detector(
+                options.detector, options.detector_threshold, options.detector_device,
+                options.detector_trust_remote_code)
             self.labels = FrameLabels(options.labels) if options.labels else None
         except TesgError as error:
             result.fail(str(error))

@@ -116,7 +116,7 @@ def summary_dict(result):
         'thermal_topic', 'rgb_topic', 'semantics', 'semantics_topic', 'semantics_every',
         'params_file', 'overrides', 'weights', 'out_storage', 'write_registered',
         'copy_inputs', 'max_frames', 'convention', 'score_every', 'montage_frames', 'detector',
-        'labels')}
+        'detector_threshold', 'detector_device', 'detector_trust_remote_code', 'labels')}
     return _json_ready({
         'status': result.status, 'error': result.error, 'problems': result.problems,
         'notes': result.notes, 'bag': result.bag_path, 'bag_storage': result.bag_storage,
