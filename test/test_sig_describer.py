@@ -86,3 +86,26 @@ def test_split_phrases_of_free_text():
     assert description_text('  a   car \n') == 'a car'
     with pytest.raises(TypeError):
         description_phrases(42)
+
+
+def warped_with_border(image, border):
+    """Rotate by 4 degrees and shrink to 85 % about the centre, padding with ``border``: what a
+    registration warp leaves around a thermal frame (VIFB's labMan has such a white border)."""
+    height, width = image.shape[:2]
+    warp = cv2.getRotationMatrix2D((width / 2, height / 2), 4, 0.85)
+    return cv2.warpAffine(image, warp, (width, height), flags=cv2.INTER_LINEAR,
+                          borderValue=border), warp
+
+
+@pytest.mark.parametrize('border', [255, 0])
+def test_registration_border_does_not_hide_the_warm_person(test_data, border):
+    visible, thermal = load_pair(test_data, '19')
+    warped, warp = warped_with_border(thermal, border)
+    description = OfflineDescriber(hog_height=270)(visible, warped)
+    people = [obj for obj in description.warm_objects if obj.label == 'person']
+    assert len(people) == 1, description.sentence
+    assert 'one warm person-shaped object on the right' in description.phrases
+    # The blob sits where the warp moved the person (centre of the by-eye box 264, 127, 14, 44).
+    expected = warp @ np.array([264 + 7, 127 + 22, 1.0])
+    assert abs(people[0].centre[0] - expected[0]) < 6
+    assert abs(people[0].centre[1] - expected[1]) < 8

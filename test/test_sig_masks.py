@@ -2,8 +2,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Mask backends: thermal warm-object masks on a real TNO pair, HOG boxes, tiny CLIPSeg."""
 
-import json
-
 import cv2
 import numpy as np
 import pytest
@@ -134,7 +132,8 @@ def test_hog_backend_skips_detection_without_person_phrases():
 
 def build_tiny_clipseg(directory):
     import torch
-    from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
+    from transformers import (CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProcessor,
+                              CLIPTokenizer, ViTImageProcessorPil)
     from test_sig_text_encoder import write_tiny_clip_tokenizer
     vocab_size = write_tiny_clip_tokenizer(directory)
     text = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=37,
@@ -147,16 +146,21 @@ def build_tiny_clipseg(directory):
                            reduce_dim=16, extract_layers=[0, 1], decoder_num_attention_heads=2,
                            decoder_intermediate_size=37)
     CLIPSegForImageSegmentation(config).eval().save_pretrained(directory)
-    (directory / 'preprocessor_config.json').write_text(json.dumps({
-        'image_processor_type': 'ViTImageProcessor', 'do_resize': True,
-        'size': {'height': 32, 'width': 32}, 'resample': 2, 'do_rescale': True,
-        'rescale_factor': 1 / 255, 'do_normalize': True,
-        'image_mean': [0.485, 0.456, 0.406], 'image_std': [0.229, 0.224, 0.225]}))
+    image_processor = ViTImageProcessorPil(
+        size={'height': 32, 'width': 32}, resample=2, do_rescale=True, rescale_factor=1 / 255,
+        do_normalize=True, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    CLIPSegProcessor(image_processor=image_processor,
+                     tokenizer=CLIPTokenizer.from_pretrained(directory)).save_pretrained(directory)
     return directory
 
 
-def test_clipseg_gives_one_mask_per_phrase(tmp_path, test_data):
-    backend = ClipSegMaskBackend(build_tiny_clipseg(tmp_path / 'clipseg'))
+@pytest.fixture(scope='module')
+def clipseg_dir(tmp_path_factory):
+    return build_tiny_clipseg(tmp_path_factory.mktemp('clipseg'))
+
+
+def test_clipseg_gives_one_mask_per_phrase(clipseg_dir, test_data):
+    backend = ClipSegMaskBackend(clipseg_dir)
     visible, thermal = load_pair(test_data, '19')
     masks = backend(visible, thermal, ['a person', 'a car on the road'])
     assert masks.shape == (2,) + thermal.shape and masks.dtype == np.float32
@@ -165,20 +169,65 @@ def test_clipseg_gives_one_mask_per_phrase(tmp_path, test_data):
     assert np.ptp(masks[0]) > 1e-4                          # and the image matters
     # Same as running the model by hand on the same preprocessed input.
     import torch
-    pixels = backend.preprocessor([cv2.cvtColor(visible, cv2.COLOR_BGR2RGB)])
-    tokens = backend.tokenizer(['a person'], return_tensors='pt')
+    inputs = backend.processor(images=[cv2.cvtColor(visible, cv2.COLOR_BGR2RGB)],
+                               text=['a person'], return_tensors='pt')
+    from transformers import CLIPSegProcessor
+    assert isinstance(backend.processor, CLIPSegProcessor)
     with torch.no_grad():
-        logits = backend.model(pixel_values=pixels, **tokens).logits
+        logits = backend.model(**inputs).logits
     expected = cv2.resize(torch.sigmoid(logits).reshape(32, 32).numpy(),
                           (thermal.shape[1], thermal.shape[0]), interpolation=cv2.INTER_LINEAR)
     np.testing.assert_allclose(masks[0], expected, atol=1e-5)
-    both = ClipSegMaskBackend(tmp_path / 'clipseg', image='both')
+    both = ClipSegMaskBackend(clipseg_dir, image='both')
     assert both(visible, thermal, ['a person']).shape == (1,) + thermal.shape
     assert backend(visible, thermal, []).shape == (0,) + thermal.shape
 
 
-def test_clipseg_errors_name_the_parameter(tmp_path):
+def test_clipseg_errors_name_the_parameter(tmp_path, clipseg_dir):
+    import shutil
     with pytest.raises(ConfigError, match=r'semantics\.clipseg\.path'):
         ClipSegMaskBackend(tmp_path / 'missing')
     with pytest.raises(ConfigError, match=r'semantics\.clipseg\.image'):
         ClipSegMaskBackend(tmp_path, image='thermal')
+    # A model of another type in the directory.
+    from test_sig_text_encoder import build_tiny_clip_text
+    with pytest.raises(ConfigError, match=r'semantics\.clipseg\.path.*CLIPSeg'):
+        ClipSegMaskBackend(build_tiny_clip_text(tmp_path / 'clip'))
+    # The model without its processor files.
+    stripped = tmp_path / 'no-processor'
+    shutil.copytree(clipseg_dir, stripped)
+    for name in ('preprocessor_config.json', 'processor_config.json'):
+        (stripped / name).unlink(missing_ok=True)
+    with pytest.raises(ConfigError, match=r'semantics\.clipseg\.path.*processor'):
+        ClipSegMaskBackend(stripped)
+
+
+def test_registration_padding_is_the_warp_border_only(test_data):
+    from tesg_ros.sig.masks import registration_padding
+    from test_sig_describer import warped_with_border
+    _, thermal = load_pair(test_data, '19')
+    for name in ('07', '10', '19'):  # unpadded frames
+        assert registration_padding(to_unit_thermal(load_pair(test_data, name)[1])) is None
+    for border in (255, 0):
+        warped, warp = warped_with_border(thermal, border)
+        padding = registration_padding(to_unit_thermal(warped))
+        outside = cv2.warpAffine(np.ones_like(thermal), warp, thermal.shape[::-1],
+                                 flags=cv2.INTER_NEAREST, borderValue=0) == 0
+        overlap = np.count_nonzero(padding & outside) / np.count_nonzero(padding | outside)
+        assert overlap > 0.95
+    # A ragged cold region at the corner (like clipped sky) is not padding.
+    rng = np.random.default_rng(0)
+    sky = thermal.copy()
+    for x in range(0, 120):
+        sky[:max(0, 60 - x // 2 + int(rng.integers(-8, 8))), x] = 0
+    assert registration_padding(to_unit_thermal(sky)) is None
+
+
+def test_thermal_mask_of_a_padded_frame_follows_the_warped_person(test_data):
+    from test_sig_describer import warped_with_border
+    _, thermal = load_pair(test_data, '19')
+    warped, warp = warped_with_border(thermal, 255)
+    mask = ThermalMaskBackend()(None, warped, ['a person'])[0]
+    x, y = (warp @ np.array([264 + 7, 127 + 22, 1.0])).round().astype(int)
+    assert mask[y - 10:y + 10, x - 3:x + 3].mean() > 0.7
+    assert mask.sum() < 2 * 14 * 44  # the white border itself is not warm

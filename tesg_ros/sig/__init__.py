@@ -10,7 +10,10 @@
 * its description is split into phrases and embedded once per description
   (:class:`~tesg_ros.sig.text_encoder.CachedTextEncoder`): the text semantics, (D,) float32;
 * each frame, a mask backend (:mod:`tesg_ros.sig.masks`) turns the current phrases into soft
-  masks for that frame: the mask semantics, (M, H, W) float32 in [0, 1].
+  masks for that frame: the mask semantics, (M, H, W) float32 in [0, 1]. Cheap backends
+  (thermal, hog) run per frame; a heavy one (CLIPSeg) is wrapped in a
+  :class:`~tesg_ros.sig.mask_refresher.MaskRefresher` that runs it at its own rate in the
+  background and serves its latest masks (resized to the frame), with their age.
 
 ``sig(visible, thermal) -> (masks, text_embedding)`` never waits for the describer.
 """
@@ -19,6 +22,7 @@ import numpy as np
 
 from tesg_ros.errors import ConfigError
 from tesg_ros.sig.describer import OfflineDescriber, SceneDescription, split_phrases
+from tesg_ros.sig.mask_refresher import MaskRefresher, MaskSnapshot
 from tesg_ros.sig.masks import (
     ClipSegMaskBackend, HogMaskBackend, phrase_classes, segment_warm_objects,
     ThermalMaskBackend)
@@ -28,7 +32,8 @@ from tesg_ros.sig.text_encoder import (
 
 __all__ = [
     'CachedTextEncoder', 'check_dim', 'ClipSegMaskBackend', 'ClipTextEncoder',
-    'HogMaskBackend', 'make_text_encoder', 'MiniLmTextEncoder', 'OfflineDescriber',
+    'HogMaskBackend', 'make_text_encoder', 'MaskRefresher', 'MaskSnapshot',
+    'MiniLmTextEncoder', 'OfflineDescriber',
     'phrase_classes', 'SceneDescription', 'segment_warm_objects', 'Semantics',
     'SemanticInformationGenerator', 'SemanticsRefresher', 'split_phrases',
     'ThermalMaskBackend']
@@ -40,7 +45,8 @@ class SemanticInformationGenerator:
     """Text + mask semantics for each frame pair, with the description refreshed in background.
 
     encoder: text encoder (wrapped in a :class:`CachedTextEncoder` unless it is one).
-    mask_backend: callable (visible, thermal, phrases) -> (M, H, W); default thermal.
+    mask_backend: callable (visible, thermal, phrases) -> (M, H, W); default thermal. A
+    :class:`MaskRefresher` is started and stopped with the describer.
     describer: callable (visible, thermal) -> str | SceneDescription; default offline.
     period_s / timeout_s: refresher timing. num_masks: None returns one mask per phrase
     (M varies with the description); an int pads with zero masks / truncates to exactly that
@@ -71,13 +77,30 @@ class SemanticInformationGenerator:
         """Length D of the text embedding."""
         return self.encoder.dim
 
+    @property
+    def mask_refresher(self):
+        """The :class:`MaskRefresher` running the mask backend, or None (per frame)."""
+        return self.mask_backend if isinstance(self.mask_backend, MaskRefresher) else None
+
     def start(self):
-        """Start the background describer."""
+        """Start the background describer (and the mask refresher, if any)."""
         self.refresher.start()
+        if self.mask_refresher is not None:
+            self.mask_refresher.start()
 
     def stop(self, timeout=None):
-        """Stop the background describer and join its thread."""
-        return self.refresher.stop(timeout)
+        """Stop the background threads and join them; True when all ended in ``timeout``."""
+        stopped = self.refresher.stop(timeout)
+        if self.mask_refresher is not None:
+            stopped = self.mask_refresher.stop(timeout) and stopped
+        return stopped
+
+    def mask_status(self):
+        """{'backend', 'age_s', 'error'} of the masks: age 0 for a per-frame backend."""
+        if self.mask_refresher is not None:
+            return self.mask_refresher.status()
+        name = getattr(self.mask_backend, 'name', type(self.mask_backend).__name__)
+        return {'backend': name, 'age_s': 0.0, 'error': ''}
 
     def semantics(self):
         """The current :class:`Semantics` snapshot."""

@@ -126,6 +126,7 @@ class ThermalSegmentationParams:
     vehicle_aspect: width / height at or above which a blob is vehicle-shaped (wide).
     vehicle_min_area: smallest vehicle-shaped blob, fraction of the image area.
     hot_area: blobs larger than this area fraction that are neither shape are 'hot area'.
+    padding_min_area / padding_solidity: see :func:`registration_padding`.
     """
 
     work_size: int = 192
@@ -140,6 +141,8 @@ class ThermalSegmentationParams:
     vehicle_aspect: float = 1.3
     vehicle_min_area: float = 1.5e-3
     hot_area: float = 0.01
+    padding_min_area: float = 0.01
+    padding_solidity: float = 0.97
 
     def __post_init__(self):
         if self.work_size < 32:
@@ -217,6 +220,53 @@ def _classify_blob(width, height, area_fraction, frame_height, params):
     return HOT_SPOT
 
 
+def registration_padding(unit, min_area=0.01, min_solidity=0.97, tolerance=0.03,
+                         max_mismatch=0.05):
+    """H x W bool: the constant border a registration warp leaves around a thermal frame.
+
+    unit: H x W float32 thermal in [0, 1]. Padding is a region within ``tolerance`` of 0 or of
+    1 (JPEG-compressed frames ring around the exact value) that touches the frame edge and
+    covers at least ``min_area`` of the frame, and whose valid part looks like the image of a
+    rectangle under a homography, clipped by the frame: convex (area over convex-hull area at
+    least ``min_solidity``) and a polygon of at most 8 straight sides (approximated to 1 % of
+    the frame size, differing from the valid part by at most ``max_mismatch`` of the padding
+    area). Cold sky or a saturated hot object at the edge has a ragged outline and is not taken
+    for padding. Returns None when there is none.
+    """
+    height, width = unit.shape
+    padding = np.zeros((height, width), bool)
+    for candidate in (unit <= tolerance, unit >= 1.0 - tolerance):
+        edge = np.concatenate([candidate[0], candidate[-1], candidate[:, 0], candidate[:, -1]])
+        if not edge.any() or np.count_nonzero(candidate) < min_area * unit.size:
+            continue
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(
+            candidate.astype(np.uint8), connectivity=4)
+        edge_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0],
+                                                labels[:, -1]]))
+        for label in edge_labels[edge_labels > 0]:
+            if stats[label, cv2.CC_STAT_AREA] >= min_area * unit.size:
+                padding |= labels == label
+    if not padding.any():
+        return None
+    contours, _ = cv2.findContours((~padding).astype(np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return None
+    largest = max(contours, key=cv2.contourArea)
+    hull_area = cv2.contourArea(cv2.convexHull(largest))
+    if hull_area <= 0 or cv2.contourArea(largest) / hull_area < min_solidity:
+        return None
+    polygon = cv2.approxPolyDP(largest, 0.01 * max(height, width), True)
+    if len(polygon) > 8:
+        return None
+    filled = np.zeros((height, width), np.uint8)
+    cv2.fillPoly(filled, [polygon], 1)
+    mismatch = np.count_nonzero(filled.astype(bool) == padding)  # polygon vs valid part
+    if mismatch > max_mismatch * np.count_nonzero(padding):
+        return None
+    return padding
+
+
 def segment_warm_objects(thermal, params=ThermalSegmentationParams()):
     """Find the warm objects of a registered thermal frame.
 
@@ -226,7 +276,8 @@ def segment_warm_objects(thermal, params=ThermalSegmentationParams()):
     gaps closed by a closing, and connected components smaller than ``min_area`` dropped.
     The class of a component is a shape heuristic only (upright: person; wide and large
     enough: vehicle) - a thermal camera gives no range, so size in pixels cannot tell a near
-    dog from a far person. Returns a :class:`WarmSegmentation`.
+    dog from a far person. Registration padding (:func:`registration_padding`) is left out of
+    every statistic and is never warm. Returns a :class:`WarmSegmentation`.
     """
     unit = to_unit_thermal(thermal)
     frame_height, frame_width = unit.shape
@@ -234,12 +285,23 @@ def segment_warm_objects(thermal, params=ThermalSegmentationParams()):
     work_width = max(1, round(frame_width * scale))
     work_height = max(1, round(frame_height * scale))
     work = cv2.resize(unit, (work_width, work_height), interpolation=cv2.INTER_AREA)
+    padding = registration_padding(unit, params.padding_min_area, params.padding_solidity)
+    valid = None
+    if padding is not None:
+        valid = cv2.resize(padding.astype(np.float32), (work_width, work_height),
+                           interpolation=cv2.INTER_AREA) == 0
+        # The median of the valid pixels keeps the padding out of the background blur.
+        work = np.where(valid, work, np.float32(np.median(work[valid]))).astype(np.float32)
     sigma = params.background_sigma * max(work_width, work_height)
     background = cv2.GaussianBlur(work, (0, 0), sigma)
     excess = work - background
-    noise = 1.4826 * float(np.median(np.abs(excess - np.median(excess))))
+    valid_excess = excess if valid is None else excess[valid]
+    noise = 1.4826 * float(np.median(np.abs(valid_excess - np.median(valid_excess))))
     threshold = max(params.noise_factor * noise, params.min_contrast)
-    warm = (excess > threshold).astype(np.uint8)
+    warm = excess > threshold
+    if valid is not None:
+        warm &= valid
+    warm = warm.astype(np.uint8)
     kernel = np.ones((2, 2), np.uint8)
     warm = cv2.morphologyEx(warm, cv2.MORPH_OPEN, kernel)
     warm = cv2.morphologyEx(warm, cv2.MORPH_CLOSE, kernel)
@@ -247,9 +309,10 @@ def segment_warm_objects(thermal, params=ThermalSegmentationParams()):
     # Component statistics are summed over the label image once, not per component.
     excess_sum = np.bincount(labels.ravel(), weights=excess.ravel(), minlength=count)
     value_sum = np.bincount(labels.ravel(), weights=work.ravel(), minlength=count)
-    # Percentile of the pixels that are not warm, so large warm objects do not raise it.
-    warm_level = float(np.percentile(work[labels == 0], params.warm_percentile)) \
-        if count > 1 and np.any(labels == 0) else float(np.percentile(work, 50))
+    # Percentile of the (valid) pixels that are not warm, so large warm objects do not raise it.
+    cool = labels == 0 if valid is None else (labels == 0) & valid
+    warm_level = float(np.percentile(work[cool], params.warm_percentile)) \
+        if count > 1 and np.any(cool) else float(np.percentile(work, 50))
     to_frame = 1.0 / scale
     objects = []
     work_area = float(work_width * work_height)
@@ -423,32 +486,39 @@ class HogMaskBackend:
 class ClipSegMaskBackend:
     """CLIPSeg (``CLIPSegForImageSegmentation``) from a local directory: a mask per phrase.
 
-    path: a directory with config.json, the weights, the tokenizer files and
-    preprocessor_config.json (as written by ``save_pretrained``); loaded with
-    ``local_files_only=True``. ``image`` picks what is segmented: 'visible', 'infrared' or
-    'both' (the two side by side, the mask is the mean of both halves). Masks are the sigmoid
-    of the logits, bilinearly resized to the frame. ``parameter`` names the setting in errors.
+    path: a directory with config.json, the weights and the processor (``CLIPSegProcessor``:
+    preprocessor_config.json and the CLIP tokenizer files, as ``save_pretrained`` writes them);
+    loaded with ``local_files_only=True``. ``image`` picks what is segmented: 'visible',
+    'infrared' or 'both' (the two side by side, the mask is the mean of both halves). Masks are
+    the sigmoid of the logits, bilinearly resized to the frame. ``parameter`` names the path
+    setting in errors, ``image_parameter`` the image setting.
+
+    CLIPSeg is far slower than the frame rate on a CPU: wrap it in a
+    :class:`tesg_ros.sig.mask_refresher.MaskRefresher` so it runs at its own rate.
     """
 
     name = 'clipseg'
 
     def __init__(self, path, image='visible', device='cpu',
-                 parameter='semantics.clipseg.path'):
-        from tesg_ros.sig.text_encoder import load_tokenizer, require_model_dir
-        from tesg_ros.sig.vlm import ImagePreprocessor, check_image_source
+                 parameter='semantics.clipseg.path', image_parameter='semantics.clipseg.image'):
+        from tesg_ros.sig.text_encoder import require_model_dir
+        from tesg_ros.sig.vlm import check_image_source, load_processor
         import torch
-        from transformers import CLIPSegForImageSegmentation
+        from transformers import AutoConfig, CLIPSegForImageSegmentation, CLIPSegProcessor
 
-        self.image = check_image_source(image, 'semantics.clipseg.image')
+        self.image = check_image_source(image, image_parameter)
         directory = require_model_dir(path, parameter)
-        self.tokenizer = load_tokenizer(directory, parameter)
-        self.preprocessor = ImagePreprocessor.from_directory(directory, parameter)
         try:
+            model_type = AutoConfig.from_pretrained(directory, local_files_only=True).model_type
+            if model_type != 'clipseg':
+                raise ValueError(f'its config.json is a {model_type!r} model, not clipseg')
             model = CLIPSegForImageSegmentation.from_pretrained(
                 directory, local_files_only=True)
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as error:
             raise ConfigError(f'{parameter}: cannot load a CLIPSeg model from {directory}: '
                               f'{error}') from error
+        self.processor = load_processor(directory, parameter, CLIPSegProcessor,
+                                        what='CLIPSeg model')
         self.model = model.to(device).eval()
         self.device = device
         self.model_id = str(directory)
@@ -456,9 +526,11 @@ class ClipSegMaskBackend:
 
     def _segment(self, rgb, phrases):
         # One image for all phrases: preprocess once, repeat as a view.
-        pixel_values = self.preprocessor([rgb]).to(self.device, self.model.dtype)
+        pixel_values = self.processor.image_processor(images=[rgb], return_tensors='pt')[
+            'pixel_values'].to(self.device, self.model.dtype)
         pixel_values = pixel_values.expand(len(phrases), -1, -1, -1)
-        tokens = self.tokenizer(phrases, padding=True, truncation=True, return_tensors='pt')
+        tokens = self.processor.tokenizer(list(phrases), padding=True, truncation=True,
+                                          return_tensors='pt')
         with self._torch.inference_mode():
             logits = self.model(input_ids=tokens['input_ids'].to(self.device),
                                 attention_mask=tokens['attention_mask'].to(self.device),

@@ -1,20 +1,26 @@
 # Copyright 2026 The tesg_ros authors
 # SPDX-License-Identifier: Apache-2.0
-"""Background refresh of the scene semantics; the fusion loop never waits for the describer.
+"""Background refresh of slow SIG outputs; the fusion loop never waits for a model.
 
-:class:`SemanticsRefresher` owns one worker thread. Every ``period_s`` it takes the latest frame
-pair given to :meth:`~SemanticsRefresher.submit_frame`, calls the backend (any callable
-``backend(visible, thermal) -> str | SceneDescription``) in a separate daemon thread, waits at
-most ``timeout_s`` for it, splits the description into phrases, embeds the sentence and
-publishes an immutable :class:`Semantics` snapshot by one reference assignment (atomic in
-CPython). :meth:`~SemanticsRefresher.latest` only reads that reference: no lock is ever held
-while the backend or the encoder runs.
+:class:`BackgroundRefresher` owns one worker thread. Every ``period_s`` it takes the latest job
+given to :meth:`~BackgroundRefresher.submit` (older ones are dropped), calls the backend in a
+separate daemon thread, waits at most ``timeout_s`` for it, turns the result into an immutable
+snapshot and publishes it by one reference assignment (atomic in CPython).
+:meth:`~BackgroundRefresher.latest` only reads that reference: no lock is ever held while the
+backend runs.
 
-A raising or hung backend keeps the last good semantics: the published snapshot is the last
-good one with ``error`` set, its ``stamp`` unchanged, so ``age()`` keeps growing. Each failure
-kind (exception type, or 'timeout') is logged once until the next success. A hung call cannot
+A raising or hung backend keeps the last good snapshot: the published one is the last good one
+with ``error`` set and its ``stamp`` unchanged, so ``age()`` keeps growing. Each failure kind
+(exception type, 'timeout', 'busy') is logged once until the next success. A hung call cannot
 be killed in Python: it is left running in its daemon thread and no new call is started until
-it returns (its late result is dropped, the frame it described is old by then).
+it returns (its late result is dropped, the job it worked on is old by then).
+
+Two refreshers use this:
+
+* :class:`SemanticsRefresher` - the describer: ``backend(visible, thermal) -> str |
+  SceneDescription``, published as :class:`Semantics` (description, phrases, text embedding);
+* :class:`tesg_ros.sig.mask_refresher.MaskRefresher` - a heavy mask backend (CLIPSeg) at its
+  own rate.
 """
 
 from dataclasses import dataclass, field, replace
@@ -67,55 +73,57 @@ def make_semantics(description, encoder, source, model_id, stamp=None):
 class _Call:
     """One backend call in its own daemon thread (so a hung backend can be abandoned)."""
 
-    def __init__(self, backend, visible, thermal):
+    def __init__(self, backend, job, name):
         self.result = None
         self.error = None
         self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(backend, visible, thermal),
-                                       name='tesg-semantics-backend', daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(backend, job),
+                                       name=f'{name}-backend', daemon=True)
         self.thread.start()
 
-    def _run(self, backend, visible, thermal):
+    def _run(self, backend, job):
         try:
-            self.result = backend(visible, thermal)
+            self.result = backend(*job)
         except BaseException as error:  # handed to the worker, which reports it
             self.error = error
         finally:
             self.done.set()
 
 
-class SemanticsRefresher:
-    """Refresh :class:`Semantics` from a slow describer in the background.
+class BackgroundRefresher:
+    """Run a slow ``backend(*job)`` in the background on the latest job; publish snapshots.
 
-    backend: callable (visible, thermal) -> str or SceneDescription.
-    encoder: text encoder (``encode(texts) -> (N, D)``), ideally cached.
-    initial: the :class:`Semantics` served until the first success (required so ``latest()``
-    always has an answer). period_s: time between calls (start to start, at least);
-    timeout_s: longest wait for one call. source / model_id: recorded in each snapshot.
+    Subclasses say what a result becomes (:meth:`_snapshot`, which may raise: a 'convert'
+    failure) and how failures read in the log (``what`` / ``keeping``).
+    initial: the snapshot served until the first success (needs ``error`` and ``age()``).
+    period_s: time between calls (start to start, at least); timeout_s: longest wait for one
+    call. parameter: the settings prefix named in errors (``<parameter>.period`` ...).
     logger: anything with ``warning()`` and ``info()`` (Python or rclpy logger).
     """
 
-    def __init__(self, backend, encoder, initial, period_s=5.0, timeout_s=30.0,
-                 source='describer', model_id=None, logger=None):
-        if period_s <= 0:
-            raise ConfigError(f'semantics.period_s must be > 0, got {period_s}')
-        if timeout_s <= 0:
-            raise ConfigError(f'semantics.timeout_s must be > 0, got {timeout_s}')
+    what = 'result'            # 'no <what> within ...'
+    keeping = 'the last good result'
+    convert_failure = 'convert'
+
+    def __init__(self, backend, initial, period_s, timeout_s, parameter, logger=None,
+                 name='tesg-refresher'):
+        if not period_s > 0:
+            raise ConfigError(f'{parameter}.period must be > 0, got {period_s}')
+        if not timeout_s > 0:
+            raise ConfigError(f'{parameter}.timeout must be > 0, got {timeout_s}')
         if not callable(backend):
-            raise ConfigError('semantics backend must be callable (visible, thermal) -> str')
+            raise ConfigError(f'{parameter}: the backend must be callable, got '
+                              f'{type(backend).__name__}')
         self.backend = backend
-        self.encoder = encoder
         self.period_s = float(period_s)
         self.timeout_s = float(timeout_s)
-        self.source = source
-        self.model_id = model_id if model_id is not None else getattr(
-            backend, 'model_id', type(backend).__name__)
         self.logger = logger if logger is not None else _LOG
+        self.name = name
         self._latest = initial
         self._last_good = initial
-        self._frame = None
-        self._frame_lock = threading.Lock()
-        self._frame_event = threading.Event()
+        self._job = None
+        self._job_lock = threading.Lock()
+        self._job_event = threading.Event()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._pending = None
@@ -124,14 +132,14 @@ class SemanticsRefresher:
         self.successes = 0
         self.failures = 0
 
-    def submit_frame(self, visible, thermal):
-        """Offer the newest frame pair; only the latest is kept (older ones are dropped)."""
-        with self._frame_lock:
-            self._frame = (visible, thermal)
-        self._frame_event.set()
+    def submit(self, *job):
+        """Offer the newest job (the backend's arguments); only the latest is kept."""
+        with self._job_lock:
+            self._job = job
+        self._job_event.set()
 
     def latest(self):
-        """The current :class:`Semantics` (never blocks on the backend)."""
+        """The current snapshot (never blocks on the backend)."""
         return self._latest
 
     def request_refresh(self):
@@ -143,7 +151,7 @@ class SemanticsRefresher:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name='tesg-semantics', daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
         self._thread.start()
 
     def stop(self, timeout=None):
@@ -155,7 +163,7 @@ class SemanticsRefresher:
         """
         self._stop.set()
         self._wake.set()
-        self._frame_event.set()
+        self._job_event.set()
         if self._thread is None:
             return True
         self._thread.join(timeout)
@@ -166,42 +174,50 @@ class SemanticsRefresher:
         return self._thread is not None and self._thread.is_alive()
 
     def refresh_once(self, timeout_s=None):
-        """Run one refresh on the latest frame in the caller's thread; returns True on success.
+        """Run one refresh on the latest job in the caller's thread; returns True on success.
 
         Used by the worker, and by offline tools that process a bag without a thread.
         """
-        with self._frame_lock:
-            frame = self._frame
-        if frame is None:
+        with self._job_lock:
+            job = self._job
+        if job is None:
             return False
         if self._pending is not None and not self._pending.done.is_set():
             self._fail('busy', 'the previous backend call is still running (hung?)')
             return False
         limit = self.timeout_s if timeout_s is None else float(timeout_s)
-        call = _Call(self.backend, *frame)
+        call = _Call(self.backend, job, self.name)
         self._pending = call
         if not self._wait(call.done, limit):
             if self._stop.is_set() and threading.current_thread() is self._thread:
                 return False  # stopping: not a backend failure
-            self._fail('timeout', f'the backend gave no description within {limit:g} s')
+            self._fail('timeout', f'the backend gave no {self.what} within {limit:g} s')
             return False
         self._pending = None
         if call.error is not None:
             self._fail(type(call.error).__name__, f'the backend raised {call.error!r}')
             return False
         try:
-            semantics = make_semantics(call.result, self.encoder, self.source, self.model_id)
-        except Exception as error:  # any encoder failure keeps the last good semantics
-            self._fail(f'encode:{type(error).__name__}',
-                       f'embedding the description failed: {error!r}')
+            snapshot = self._snapshot(call.result, job)
+        except Exception as error:  # a bad result keeps the last good snapshot
+            self._fail(f'{self.convert_failure}:{type(error).__name__}',
+                       f'{self.convert_failure} failed: {error!r}')
             return False
-        self._last_good = semantics
-        self._latest = semantics
+        self._last_good = snapshot
+        self._latest = snapshot
         self.successes += 1
         if self._logged_kinds:
-            self.logger.info(f'semantics recovered: {semantics.description!r}')
+            self.logger.info(f'{self.name} recovered: {self._recovered(snapshot)}')
             self._logged_kinds.clear()
         return True
+
+    def _snapshot(self, result, job):
+        """The immutable snapshot published for a backend ``result`` computed on ``job``."""
+        raise NotImplementedError
+
+    def _recovered(self, snapshot):
+        """A few words on the snapshot for the 'recovered' log line."""
+        return ''
 
     def _wait(self, event, timeout):
         """Wait for ``event`` up to ``timeout`` s; the worker returns early on stop()."""
@@ -219,17 +235,52 @@ class SemanticsRefresher:
         self._latest = replace(self._last_good, error=f'{kind}: {message}')
         if kind not in self._logged_kinds:
             self._logged_kinds.add(kind)
-            self.logger.warning(f'semantics not refreshed ({message}); keeping the last good '
-                                f'description, {self._last_good.age():.1f} s old')
+            self.logger.warning(f'{self.name}: not refreshed ({message}); keeping '
+                                f'{self.keeping}, {self._last_good.age():.1f} s old')
 
     def _loop(self):
         while not self._stop.is_set():
             started = time.monotonic()
-            if self._frame is None:
-                self._frame_event.wait(self.period_s)
+            if self._job is None:
+                self._job_event.wait(self.period_s)
                 continue
             self.refresh_once()
             remaining = self.period_s - (time.monotonic() - started)
             if remaining > 0:
                 self._wake.wait(remaining)
             self._wake.clear()
+
+
+class SemanticsRefresher(BackgroundRefresher):
+    """Refresh :class:`Semantics` from a slow describer in the background.
+
+    backend: callable (visible, thermal) -> str or SceneDescription.
+    encoder: text encoder (``encode(texts) -> (N, D)``), ideally cached.
+    initial: the :class:`Semantics` served until the first success (required so ``latest()``
+    always has an answer). period_s: time between calls (start to start, at least);
+    timeout_s: longest wait for one call. source / model_id: recorded in each snapshot.
+    logger: anything with ``warning()`` and ``info()`` (Python or rclpy logger).
+    """
+
+    what = 'description'
+    keeping = 'the last good description'
+    convert_failure = 'encode'
+
+    def __init__(self, backend, encoder, initial, period_s=5.0, timeout_s=30.0,
+                 source='describer', model_id=None, logger=None):
+        super().__init__(backend, initial, period_s, timeout_s, parameter='semantics',
+                         logger=logger, name='tesg-semantics')
+        self.encoder = encoder
+        self.source = source
+        self.model_id = model_id if model_id is not None else getattr(
+            backend, 'model_id', type(backend).__name__)
+
+    def submit_frame(self, visible, thermal):
+        """Offer the newest frame pair; only the latest is kept (older ones are dropped)."""
+        self.submit(visible, thermal)
+
+    def _snapshot(self, result, job):
+        return make_semantics(result, self.encoder, self.source, self.model_id)
+
+    def _recovered(self, snapshot):
+        return repr(snapshot.description)
