@@ -5,18 +5,62 @@
     ros2 launch tesg_ros fusion.launch.py \
         rgb_image_topic:=/camera/color/image_raw thermal_image_topic:=/thermal/image_raw
 
-Where ``ros2 launch`` is unavailable the same node runs as a console script with the same
-``--ros-args`` (see the README).
+The node is a lifecycle (managed) node. Where launch_ros has ``LifecycleNode(autostart=...)``
+(Jazzy and later) launch drives configure + activate; elsewhere (Humble) the node's own
+``autostart`` parameter does. ``autostart:=false`` leaves it unconfigured for a lifecycle
+manager. Where ``ros2 launch`` is unavailable the same node runs as a console script with the
+same ``--ros-args`` (see the README).
 """
 
+import inspect
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
+
+
+def _launch_drives_lifecycle():
+    """True where launch_ros's LifecycleNode can configure + activate the node itself."""
+    return 'autostart' in inspect.signature(LifecycleNode.__init__).parameters
+
+
+def _fusion_node(context):
+    arg = LaunchConfiguration
+    autostart = arg('autostart').perform(context).strip().lower() in ('true', '1', 'yes')
+    common = dict(
+        package='tesg_ros',
+        executable='fusion_node',
+        name='tesg_fusion',
+        namespace=arg('namespace'),
+        output='screen',
+        emulate_tty=True,
+        remappings=[
+            ('rgb/image', arg('rgb_image_topic')),
+            ('rgb/camera_info', arg('rgb_info_topic')),
+            ('thermal/image', arg('thermal_image_topic')),
+            ('thermal/camera_info', arg('thermal_info_topic')),
+            ('fused/image', arg('output_topic')),
+            ('fused/camera_info', arg('output_info_topic')),
+        ],
+        arguments=['--ros-args', '--log-level', arg('log_level')],
+    )
+    parameters = [
+        arg('params_file'),
+        {
+            'use_sim_time': ParameterValue(arg('use_sim_time'), value_type=bool),
+            'model.device': ParameterValue(arg('device'), value_type=str),
+        },
+    ]
+    if _launch_drives_lifecycle():
+        # launch sends configure + activate; the node must not also do it itself.
+        return [LifecycleNode(autostart=autostart, parameters=parameters + [{'autostart': False}],
+                              **common)]
+    # Older launch_ros: the node self-transitions (its autostart parameter).
+    return [Node(parameters=parameters + [{'autostart': autostart}], **common)]
 
 
 def generate_launch_description():
@@ -34,39 +78,15 @@ def generate_launch_description():
         ('output_info_topic', 'fused/camera_info', 'Fused CameraInfo output.'),
         ('device', 'auto', 'Inference device: auto, cpu, cuda or cuda:N.'),
         ('log_level', 'info', 'Logging level of the node.'),
+        ('autostart', 'true', 'Configure and activate the lifecycle node at start (false: '
+                              'leave it to a lifecycle manager).'),
     ]
     declared = [DeclareLaunchArgument(name, default_value=default, description=text)
                 for name, default, text in arguments]
-    arg = LaunchConfiguration
-
-    fusion_node = Node(
-        package='tesg_ros',
-        executable='fusion_node',
-        name='tesg_fusion',
-        namespace=arg('namespace'),
-        output='screen',
-        emulate_tty=True,
-        parameters=[
-            arg('params_file'),
-            {
-                'use_sim_time': ParameterValue(arg('use_sim_time'), value_type=bool),
-                'model.device': ParameterValue(arg('device'), value_type=str),
-            },
-        ],
-        remappings=[
-            ('rgb/image', arg('rgb_image_topic')),
-            ('rgb/camera_info', arg('rgb_info_topic')),
-            ('thermal/image', arg('thermal_image_topic')),
-            ('thermal/camera_info', arg('thermal_info_topic')),
-            ('fused/image', arg('output_topic')),
-            ('fused/camera_info', arg('output_info_topic')),
-        ],
-        arguments=['--ros-args', '--log-level', arg('log_level')],
-    )
     return LaunchDescription([
         # huggingface_hub reads these at import time: set them before the process starts.
         SetEnvironmentVariable('HF_HUB_OFFLINE', '1'),
         SetEnvironmentVariable('TRANSFORMERS_OFFLINE', '1'),
         *declared,
-        fusion_node,
+        OpaqueFunction(function=_fusion_node),
     ])

@@ -2,7 +2,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """The fusion node: synchronised thermal + RGB in, fused frames out (the thin ROS shell).
 
-Threads:
+A managed (lifecycle) node: configure reads and checks the parameters and creates the
+publishers; activate loads and warms up the model, starts the semantics thread and the worker
+and creates the subscriptions; deactivate undoes activate (the model is freed); cleanup drops
+the publishers; shutdown joins every thread. With ``autostart`` (default) the node configures
+and activates itself in its constructor, so ``fusion_node`` runs as a plain node would.
+
+Threads (while active):
 - the executor thread runs subscriptions; the pairing callback only checks the pair and drops
   it into a one-slot mailbox (it never runs the model);
 - the fusion worker owns the engine, fuses the newest pair and publishes;
@@ -13,16 +19,19 @@ All ages and latencies use the node clock (sim-time aware); processing times are
 """
 
 import json
+import os
 import sys
 import threading
 import time
 
+import cv2
+import numpy as np
 import rclpy
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, qos_profile_sensor_data,
                        ReliabilityPolicy)
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -32,7 +41,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 
 from tesg_ros import image_codec
-from tesg_ros.engine import EngineSettings, FusionEngine
+from tesg_ros.engine import (EngineSettings, FusionEngine, registration_config, resolve_device,
+                             thermal_config)
 from tesg_ros.errors import ConfigError, TesgError
 from tesg_ros.mailbox import LatestMailbox
 from tesg_ros.node_params import NODE_NAME, PARAMETERS, PARAMETERS_BY_NAME
@@ -48,6 +58,14 @@ _PARAMETER_TYPES = {
 
 # Parameters whose change needs the pairing policy rebuilt (it has no setters).
 _SYNC_PARAMETERS = {'sync.queue_size', 'sync.slop', 'thermal.time_offset'}
+
+# Per-frame stages timed by the worker, in order (ms): wait in the mailbox, decode of both
+# messages, the engine's own stages, building the output messages, publishing them.
+STAGES = ('wait', 'decode', 'normalise', 'register', 'semantics', 'network', 'colour',
+          'message', 'publish')
+
+_SUCCESS = TransitionCallbackReturn.SUCCESS
+_FAILURE = TransitionCallbackReturn.FAILURE
 
 
 def _descriptor(spec):
@@ -92,6 +110,25 @@ def resolve_sync_backend(requested, thermal_time_offset):
     return 'message_filters'
 
 
+def resolve_torch_threads(requested, available=None):
+    """torch CPU threads for ``model.threads``: itself when > 0; for 0 (auto) one fewer than the
+    CPUs this process may run on, at least 1.
+
+    The spare core keeps the executor, DDS and camera drivers from pre-empting an OpenMP
+    thread: torch's spinning barriers then stall every parallel op, and on 2 cores the
+    network ran 17x slower with 2 threads than with 1 while one other process was busy
+    (docs/benchmarks.md). ``available`` overrides the CPU count (tests).
+    """
+    if requested > 0:
+        return requested
+    if available is None:
+        try:
+            available = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            available = os.cpu_count() or 1
+    return max(1, available - 1)
+
+
 def make_synchronizer(backend, queue_size, slop, thermal_time_offset):
     """Return ``(thermal_input, rgb_input, synchronizer)`` for a resolved backend.
 
@@ -109,14 +146,17 @@ def make_synchronizer(backend, queue_size, slop, thermal_time_offset):
     return inputs[0], inputs[1], synchronizer
 
 
-class FusionNode(Node):
-    """Thermal + RGB → fused image node (see the module docstring for the threads)."""
+class FusionNode(LifecycleNode):
+    """Thermal + RGB → fused image node (see the module docstring for states and threads)."""
 
     def __init__(self, node_name=NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
-        self._params = {spec.name: self._read_parameter(spec) for spec in PARAMETERS}
+        # Raw declared values until configure checks them (the parameter callback needs a base).
+        self._params = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
+        self._lifecycle_state = 'unconfigured'
+        self._transition_error = None
 
         self._lock = threading.Lock()  # guards counters and caches, never held while fusing
         self._counters = {key: 0 for key in (
@@ -132,67 +172,216 @@ class FusionNode(Node):
         self._network_ms = RunningStats()
         self._arrival_to_publish_ms = RunningStats()
         self._latency_ms = RunningStats()
+        self._stage_ms = {stage: RunningStats() for stage in STAGES}
         self._last_published_stamp = None
         self._rgb_info = None
         self._thermal_info = None
 
-        self.engine = FusionEngine(EngineSettings.from_params(self._params),
-                                   logger=self.get_logger())
+        self.engine = None
+        self._fused_pub = self._fused_info_pub = self._semantics_pub = None
+        self._diagnostics_pub = self._diagnostics_timer = None
+        self._input_subscriptions = []
+        self._sync_lock = threading.Lock()
+        self._thermal_input = self._rgb_input = self._synchronizer = None
+        self._sync_backend = ''
+        self._mailbox = LatestMailbox()
+        self._mailbox.close()  # a fresh one opens on activate
+        self._dropped_busy_before = 0  # overwritten pairs of earlier activations
+        self._worker = None
+        self._semantics_seen = None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        if self.get_parameter('autostart').value:
+            self.start()
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def lifecycle_state(self):
+        """'unconfigured', 'inactive', 'active' or 'finalized'."""
+        return self._lifecycle_state
+
+    def start(self):
+        """Configure and activate now; re-raise the reason (e.g. a ConfigError) on failure."""
+        for name, trigger in (('configure', self.trigger_configure),
+                              ('activate', self.trigger_activate)):
+            self._transition_error = None
+            if trigger() != _SUCCESS:
+                error = self._transition_error
+                if isinstance(error, Exception):
+                    raise error
+                raise ConfigError(f'{self.get_name()}: {name} failed (see the log)')
+
+    def on_configure(self, state):
+        """Read and check every parameter, create the publishers and the pairing policy."""
+        try:
+            params = {spec.name: self._read_parameter(spec) for spec in PARAMETERS}
+            problem = _cross_check(params)
+            if problem:
+                raise ConfigError(problem)
+            _check_engine_settings(params)
+            resolve_sync_backend(params['sync.backend'], params['thermal.time_offset'])
+        except TesgError as error:
+            return self._transition_failed('configure', error)
+        except Exception as error:  # noqa: BLE001 - rclpy would swallow it without a word
+            self._transition_failed('configure', error)
+            return TransitionCallbackReturn.ERROR
+        self._params = params
+        output_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST,
+                                depth=params['qos.output_depth'],
+                                reliability=ReliabilityPolicy.RELIABLE,
+                                durability=DurabilityPolicy.VOLATILE)
+        overrides = QoSOverridingOptions.with_default_policies()
+        self._fused_pub = self.create_lifecycle_publisher(
+            Image, 'fused/image', output_qos, qos_overriding_options=overrides)
+        self._fused_info_pub = self.create_lifecycle_publisher(
+            CameraInfo, 'fused/camera_info', output_qos, qos_overriding_options=overrides)
+        if params['semantics.mode'] != 'replay':
+            self._semantics_pub = self.create_lifecycle_publisher(String, 'semantics',
+                                                                  _LATCHED_QOS)
+        # Diagnostics report every state, inactive included.
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diagnostics_timer = self.create_timer(params['diagnostics.period'],
+                                                    self._publish_diagnostics)
+        self._build_synchronizer()
+        self._lifecycle_state = 'inactive'
+        return super().on_configure(state)
+
+    def on_activate(self, state):
+        """Load and warm up the model, start the worker, then subscribe."""
+        threads = resolve_torch_threads(self._params['model.threads'])
+        try:
+            self.engine = FusionEngine(
+                EngineSettings.from_params(dict(self._params, **{'model.threads': threads})),
+                logger=self.get_logger())
+        except TesgError as error:
+            return self._transition_failed('activate', error)
+        except Exception as error:  # noqa: BLE001 - e.g. a torch error: log it, then on_error
+            self._transition_failed('activate', error)
+            return TransitionCallbackReturn.ERROR
         self.get_logger().info(
             f'fusion engine ready on {self.engine.device} ({self.engine.dtype_name}); '
             f'weights: {self.engine.weights_path}')
+        result = super().on_activate(state)  # enables the lifecycle publishers
+        self._semantics_seen = None
+        self._mailbox = LatestMailbox()
+        self._worker = threading.Thread(target=self._work, args=(self._mailbox,),
+                                        name='tesg_fusion_worker', daemon=True)
+        self._worker.start()
+        self._create_subscriptions()
+        self._lifecycle_state = 'active'
+        return result
 
-        depth_in = self._params['qos.input_depth']
-        depth_out = self._params['qos.output_depth']
+    def on_deactivate(self, state):
+        """Unsubscribe, join the worker and the semantics thread, free the model."""
+        self._stop_processing()
+        self._lifecycle_state = 'inactive'
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state):
+        """Drop the publishers, the pairing policy and the per-stream state."""
+        self._destroy_outputs()
+        self._lifecycle_state = 'unconfigured'
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state):
+        """From any state: stop and join everything, drop the publishers."""
+        self._stop_processing()
+        self._destroy_outputs()
+        self._lifecycle_state = 'finalized'
+        return super().on_shutdown(state)
+
+    def on_error(self, state):
+        """A transition raised: release everything and return to unconfigured."""
+        self._stop_processing()
+        self._destroy_outputs()
+        self._lifecycle_state = 'unconfigured'
+        return _SUCCESS
+
+    def shutdown(self):
+        """Shut the node down (lifecycle shutdown) and join its threads; call before destroy."""
+        if self._lifecycle_state != 'finalized' and self.context.ok():
+            try:
+                self.trigger_shutdown()
+            except Exception as error:  # noqa: BLE001 - rclpy raises RCLError mid-transition
+                self.get_logger().warning(f'lifecycle shutdown transition failed: {error}')
+        # After Ctrl-C the context is already shut down and a transition cannot announce
+        # itself; release the threads and the model directly.
+        self._stop_processing()
+        self._lifecycle_state = 'finalized'
+
+    def _transition_failed(self, name, error):
+        self._transition_error = error
+        kind = '' if isinstance(error, TesgError) else f' ({type(error).__name__})'
+        self.get_logger().error(f'{name} failed{kind}: {error}')
+        return _FAILURE
+
+    def _create_subscriptions(self):
+        params = self._params
         sensor_qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=depth_in,
+            history=HistoryPolicy.KEEP_LAST, depth=params['qos.input_depth'],
             reliability=qos_profile_sensor_data.reliability,
             durability=qos_profile_sensor_data.durability)
-        output_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth_out,
-                                reliability=ReliabilityPolicy.RELIABLE,
-                                durability=DurabilityPolicy.VOLATILE)
-        latched_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                                 reliability=ReliabilityPolicy.RELIABLE,
-                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
         overrides = QoSOverridingOptions.with_default_policies()
-
-        self._fused_pub = self.create_publisher(
-            Image, 'fused/image', output_qos, qos_overriding_options=overrides)
-        self._fused_info_pub = self.create_publisher(
-            CameraInfo, 'fused/camera_info', output_qos, qos_overriding_options=overrides)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self._semantics_pub = None
-        if self._params['semantics.mode'] == 'replay':
-            self.create_subscription(String, 'semantics', self._on_recorded_semantics,
-                                     latched_qos)
-        else:
-            self._semantics_pub = self.create_publisher(String, 'semantics', latched_qos)
-        self.create_subscription(String, '~/prompt', self._on_prompt, 10)
-
-        self._sync_lock = threading.Lock()
-        self._thermal_input = None
-        self._rgb_input = None
-        self._build_synchronizer()
+        subscriptions = []
+        if params['semantics.mode'] == 'replay':
+            subscriptions.append(self.create_subscription(
+                String, 'semantics', self._on_recorded_semantics, _LATCHED_QOS))
+        subscriptions.append(self.create_subscription(String, '~/prompt', self._on_prompt, 10))
         # image_transport naming: the compressed stream of 'x/image' is 'x/image/compressed'.
         for kind, callback in (('thermal', self._on_thermal), ('rgb', self._on_rgb)):
-            if self._params[f'{kind}.transport'] == 'compressed':
-                self.create_subscription(CompressedImage, f'{kind}/image/compressed', callback,
-                                         sensor_qos, qos_overriding_options=overrides)
+            if params[f'{kind}.transport'] == 'compressed':
+                subscriptions.append(self.create_subscription(
+                    CompressedImage, f'{kind}/image/compressed', callback, sensor_qos,
+                    qos_overriding_options=overrides))
             else:
-                self.create_subscription(Image, f'{kind}/image', callback, sensor_qos,
-                                         qos_overriding_options=overrides)
-        self.create_subscription(CameraInfo, 'thermal/camera_info', self._on_thermal_info,
-                                 sensor_qos)
-        self.create_subscription(CameraInfo, 'rgb/camera_info', self._on_rgb_info, sensor_qos)
+                subscriptions.append(self.create_subscription(
+                    Image, f'{kind}/image', callback, sensor_qos,
+                    qos_overriding_options=overrides))
+        subscriptions.append(self.create_subscription(
+            CameraInfo, 'thermal/camera_info', self._on_thermal_info, sensor_qos))
+        subscriptions.append(self.create_subscription(
+            CameraInfo, 'rgb/camera_info', self._on_rgb_info, sensor_qos))
+        self._input_subscriptions = subscriptions
 
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+    def _stop_processing(self):
+        """Undo activate; idempotent (deactivate, shutdown and error all call it)."""
+        subscriptions, self._input_subscriptions = self._input_subscriptions, []
+        for subscription in subscriptions:
+            self.destroy_subscription(subscription)
+        self._mailbox.close()
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.join(timeout=30.0)
+            if worker.is_alive():
+                self.get_logger().error('the fusion worker did not stop within 30 s')
+        self._dropped_busy_before += self._mailbox.overwritten
         self._mailbox = LatestMailbox()
-        self._semantics_seen = None
-        self._worker = threading.Thread(target=self._work, name='tesg_fusion_worker',
-                                        daemon=True)
-        self._worker.start()
-        self._diagnostics_timer = self.create_timer(self._params['diagnostics.period'],
-                                                    self._publish_diagnostics)
+        self._mailbox.close()
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            engine.close()  # joins the semantics thread
+            on_cuda = engine.device.type == 'cuda'
+            del engine
+            if on_cuda:
+                import torch
+                torch.cuda.empty_cache()
+
+    def _destroy_outputs(self):
+        for name in ('_fused_pub', '_fused_info_pub', '_semantics_pub'):
+            publisher = getattr(self, name)
+            if publisher is not None:
+                self.destroy_lifecycle_publisher(publisher)
+                setattr(self, name, None)
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+            self._diagnostics_timer = None
+        if self._diagnostics_pub is not None:
+            self.destroy_publisher(self._diagnostics_pub)
+            self._diagnostics_pub = None
+        with self._sync_lock:
+            self._thermal_input = self._rgb_input = self._synchronizer = None
+            self._sync_backend = ''
+        self._rgb_info = self._thermal_info = None
+        self._last_published_stamp = None
 
     # ------------------------------------------------------------------ parameters
     def _read_parameter(self, spec):
@@ -213,21 +402,21 @@ class FusionNode(Node):
             except ConfigError as error:
                 return SetParametersResult(successful=False, reason=str(error))
         merged = dict(self._params, **updates)
-        if merged['thermal.percentile_low'] >= merged['thermal.percentile_high']:
-            return SetParametersResult(
-                successful=False,
-                reason='thermal.percentile_low must be below thermal.percentile_high')
-        if merged['thermal.fixed_low'] >= merged['thermal.fixed_high']:
-            return SetParametersResult(
-                successful=False, reason='thermal.fixed_low must be below thermal.fixed_high')
+        problem = _cross_check(merged)
+        if problem:
+            return SetParametersResult(successful=False, reason=problem)
         try:
             if _SYNC_PARAMETERS & updates.keys():
                 resolve_sync_backend(merged['sync.backend'], merged['thermal.time_offset'])
-            self.engine.update_settings(merged)
+            engine = self.engine
+            if engine is not None:
+                engine.update_settings(merged)
+            else:
+                _check_engine_settings(merged, device=False)
         except TesgError as error:
             return SetParametersResult(successful=False, reason=str(error))
         self._params = merged
-        if _SYNC_PARAMETERS & updates.keys():
+        if _SYNC_PARAMETERS & updates.keys() and self._synchronizer is not None:
             self._build_synchronizer()
         return SetParametersResult(successful=True)
 
@@ -265,13 +454,15 @@ class FusionNode(Node):
         if self._check_input(msg, 'thermal'):
             with self._sync_lock:
                 target = self._thermal_input
-            target.signalMessage(msg)
+            if target is not None:
+                target.signalMessage(msg)
 
     def _on_rgb(self, msg):
         if self._check_input(msg, 'rgb'):
             with self._sync_lock:
                 target = self._rgb_input
-            target.signalMessage(msg)
+            if target is not None:
+                target.signalMessage(msg)
 
     def _on_thermal_info(self, msg):
         self._thermal_info = msg
@@ -280,11 +471,16 @@ class FusionNode(Node):
         self._rgb_info = msg
 
     def _on_prompt(self, msg):
-        self.engine.set_operator_prompt(msg.data)
+        engine = self.engine
+        if engine is not None:
+            engine.set_operator_prompt(msg.data)
 
     def _on_recorded_semantics(self, msg):
+        engine = self.engine
+        if engine is None:
+            return
         try:
-            self.engine.set_recorded_semantics(json.loads(msg.data))
+            engine.set_recorded_semantics(json.loads(msg.data))
         except (ValueError, TesgError) as error:
             self._record_error('bad_semantics', f'recorded semantics rejected: {error}')
 
@@ -298,13 +494,14 @@ class FusionNode(Node):
         self._mailbox.put((thermal_msg, rgb_msg, time.monotonic()))
 
     # ------------------------------------------------------------------ worker
-    def _work(self):
-        while not self._mailbox.closed:
-            item = self._mailbox.take(timeout=0.5)
+    def _work(self, mailbox):
+        engine = self.engine  # this activation's engine; deactivate joins before freeing it
+        while not mailbox.closed:
+            item = mailbox.take(timeout=0.5)
             if item is None:
                 continue
             try:
-                self._process(*item)
+                self._process(engine, *item, taken_monotonic=time.monotonic())
             except TesgError as error:
                 self._count_drop('dropped_bad_input')
                 self._record_error(type(error).__name__, str(error))
@@ -312,7 +509,7 @@ class FusionNode(Node):
                 self._count_drop('dropped_error')
                 self._record_error(type(error).__name__, f'fusion failed: {error!r}')
 
-    def _process(self, thermal_msg, rgb_msg, paired_monotonic):
+    def _process(self, engine, thermal_msg, rgb_msg, paired_monotonic, taken_monotonic):
         stamp = _stamp_ns(rgb_msg.header)
         if self._last_published_stamp is not None and stamp <= self._last_published_stamp:
             self._count_drop('dropped_out_of_order')
@@ -336,16 +533,25 @@ class FusionNode(Node):
             with self._lock:
                 self._counters['rgb_bad_encoding'] += 1
             raise
-        result = self.engine.process(thermal, rgb_bgr, thermal_valid=thermal_valid)
+        decoded = time.monotonic()
+        result = engine.process(thermal, rgb_bgr, thermal_valid=thermal_valid)
+        fused = time.monotonic()
         encoding = self._params['output.encoding']
-        pixels = result.bgr if encoding == 'bgr8' else result.bgr[:, :, ::-1]
+        pixels = result.bgr if encoding == 'bgr8' else cv2.cvtColor(result.bgr,
+                                                                    cv2.COLOR_BGR2RGB)
         image = image_codec.numpy_to_image(pixels, encoding, header=rgb_msg.header)
-        info = self.engine.output_camera_info(self._rgb_info, rgb_msg.header,
-                                              result.bgr.shape[1], result.bgr.shape[0])
+        info = engine.output_camera_info(self._rgb_info, rgb_msg.header,
+                                         result.bgr.shape[1], result.bgr.shape[0])
+        built = time.monotonic()
         self._fused_pub.publish(image)
         self._fused_info_pub.publish(info)
         self._last_published_stamp = stamp
         finished = time.monotonic()
+        stage_ms = dict(result.timings_ms, wait=(taken_monotonic - paired_monotonic) * 1e3,
+                        decode=(decoded - start) * 1e3, message=(built - fused) * 1e3,
+                        publish=(finished - built) * 1e3)
+        for stage, stats in self._stage_ms.items():
+            stats.add(stage_ms.get(stage, 0.0))
         self._processing_ms.add((finished - start) * 1e3)
         self._network_ms.add(result.timings_ms['network'])
         self._arrival_to_publish_ms.add((finished - paired_monotonic) * 1e3)
@@ -353,12 +559,12 @@ class FusionNode(Node):
         self._rates['published'].tick(finished)
         with self._lock:
             self._counters['published'] += 1
-        self._publish_semantics_if_new()
+        self._publish_semantics_if_new(engine)
 
-    def _publish_semantics_if_new(self):
+    def _publish_semantics_if_new(self, engine):
         if self._semantics_pub is None:
             return
-        snapshot = self.engine.semantics_snapshot()
+        snapshot = engine.semantics_snapshot()
         if snapshot is None or snapshot is self._semantics_seen:
             return
         self._semantics_seen = snapshot
@@ -389,6 +595,7 @@ class FusionNode(Node):
             values = dict(self._counters)
             values['error_kinds'] = dict(self._error_kinds)
             values['last_error'] = self._last_error
+        values['lifecycle_state'] = self._lifecycle_state
         for name, meter in self._rates.items():
             values[f'{name}_rate_hz'] = meter.rate(now)
         values['pair_dt_s'] = self._pair_dt.summary()
@@ -396,7 +603,9 @@ class FusionNode(Node):
         values['network_ms'] = self._network_ms.summary()
         values['arrival_to_publish_ms'] = self._arrival_to_publish_ms.summary()
         values['latency_ms'] = self._latency_ms.summary()
-        values['dropped_busy'] = self._mailbox.overwritten  # newer pair replaced it
+        values['stage_ms'] = {stage: _p50_p99(stats.summary())
+                              for stage, stats in self._stage_ms.items()}
+        values['dropped_busy'] = self._dropped_busy_before + self._mailbox.overwritten
         values['sync_backend'] = self._sync_backend
         pairing_counters = getattr(self._synchronizer, 'counters', None)
         if callable(pairing_counters):  # the builtin policy counts what message_filters cannot
@@ -404,14 +613,21 @@ class FusionNode(Node):
         for kind, info in (('rgb', self._rgb_info), ('thermal', self._thermal_info)):
             values[f'{kind}_camera_info'] = 'none received' if info is None else (
                 f'{info.width}x{info.height}, ' + ('calibrated' if info.k[0] else 'uncalibrated'))
-        values.update(self.engine.diagnostics())
+        engine = self.engine
+        if engine is not None:
+            values.update(engine.diagnostics())
         return values
 
     def _publish_diagnostics(self):
+        publisher = self._diagnostics_pub
+        if publisher is None:
+            return
         values = self.diagnostics_snapshot()
         pair_rate = values['pairs_rate_hz']
         level, message = DiagnosticStatus.OK, 'fusing'
-        if values['published'] == 0:
+        if self._lifecycle_state != 'active':
+            message = f'{self._lifecycle_state}: no fused output until activated'
+        elif values['published'] == 0:
             level, message = DiagnosticStatus.WARN, 'no fused frame published yet'
         elif pair_rate < self._params['diagnostics.expected_pair_rate'] * 0.5:
             level, message = DiagnosticStatus.WARN, f'pair rate {pair_rate:.1f} Hz is low'
@@ -424,14 +640,49 @@ class FusionNode(Node):
                     for key, value in sorted(values.items())])
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
-        self._diagnostics_pub.publish(array)
+        publisher.publish(array)
 
-    # ------------------------------------------------------------------ shutdown
-    def shutdown(self):
-        """Stop and join the worker and the semantics thread (call before destroy_node)."""
-        self._mailbox.close()
-        self._worker.join(timeout=10.0)
-        self.engine.close()
+
+_LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                          reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def _cross_check(params):
+    """The reason a combination of parameter values is invalid, or '' when it is fine."""
+    if params['thermal.percentile_low'] >= params['thermal.percentile_high']:
+        return 'thermal.percentile_low must be below thermal.percentile_high'
+    if params['thermal.fixed_low'] >= params['thermal.fixed_high']:
+        return 'thermal.fixed_low must be below thermal.fixed_high'
+    return ''
+
+
+def _check_engine_settings(params, device=True):
+    """Raise ConfigError for settings the engine would reject, without loading the model.
+
+    The registration maps themselves need the image sizes and are built at the first pair.
+    """
+    from tesg_ros.registration import load_homography_file, resolve_config_path
+    from tesg_ros.thermal import ThermalNormalizer
+
+    ThermalNormalizer.from_config(thermal_config(params))
+    if device:
+        resolve_device(params['model.device'], params['model.half'])
+    registration = registration_config(params)
+    if registration.get('homography_file'):
+        load_homography_file(resolve_config_path(registration['homography_file'],
+                                                 'registration.file'))
+    elif registration['mode'] == 'homography':
+        matrix = np.asarray(registration['homography'], np.float64).reshape(3, 3)
+        if abs(np.linalg.det(matrix)) < 1e-12:
+            raise ConfigError('registration.homography is singular (not invertible)')
+
+
+def _p50_p99(summary):
+    if not summary.get('count'):
+        return {'count': 0}
+    return {'count': summary['count'], 'p50': round(summary['p50'], 2),
+            'p99': round(summary['p99'], 2)}
 
 
 def _format_value(value):
@@ -443,7 +694,11 @@ def _format_value(value):
 
 
 def main(args=None):
-    """Console script ``fusion_node``: accepts the usual ``--ros-args`` (params file, remaps)."""
+    """Console script ``fusion_node``: accepts the usual ``--ros-args`` (params file, remaps).
+
+    With ``autostart`` true (default) the node activates itself; with false it waits,
+    unconfigured, for a lifecycle manager (``ros2 lifecycle set``, launch_ros, nav2's).
+    """
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
     try:

