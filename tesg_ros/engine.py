@@ -158,6 +158,10 @@ class FusionEngine:
         if settings.threads > 0:
             import torch
             torch.set_num_threads(settings.threads)  # process-wide, as torch defines it
+            # OpenCV's pool too: its workers (HOG in the describer, remaps) would otherwise
+            # take the cores left to the executor and preempt the fusion at full priority.
+            import cv2
+            cv2.setNumThreads(settings.threads)
         self.fallbacks = 0
         self.weights_path = None
         if net is None:

@@ -179,3 +179,34 @@ def test_encoder_failure_keeps_the_last_good():
     assert refresher.latest().description == 'initial scene'
     assert refresher.latest().error.startswith('encode:TypeError')
     assert len(logger.warnings) == 1
+
+
+def test_backend_calls_run_at_a_lower_cpu_priority():
+    import os
+    import threading
+
+    from tesg_ros.sig.refresher import BackgroundRefresher, lower_thread_priority
+
+    if not hasattr(os, 'setpriority'):
+        pytest.skip('no per-thread priorities on this OS')
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = []
+
+    def backend():
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return 'x'
+
+    class Initial:
+        error = ''
+
+        def age(self):
+            return 0.0
+
+    refresher = BackgroundRefresher(backend, Initial(), 1.0, 5.0, 'p', niceness=5)
+    refresher._snapshot = lambda result, job: Initial()
+    refresher.submit()
+    refresher.refresh_once()
+    assert seen == [min(19, caller + 5)]
+    # The caller's own priority is untouched (only the backend's thread is lowered).
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller
+    assert lower_thread_priority(0) is False

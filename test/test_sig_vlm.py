@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from tesg_ros.errors import ConfigError
-from tesg_ros.sig.vlm import compose_rgb, FLORENCE_CAPTION_TASKS, VlmDescriber
+from tesg_ros.sig.vlm import compose_rgb, FLORENCE_CAPTION_TASKS, load_processor, VlmDescriber
 
 WORDS = ['a', 'photo', 'of', 'night', 'scene', 'person', 'people', 'car', 'warm', 'the', 'on',
          'left', 'right', 'with', 'thermal', 'road', 'house', 'tree', 'describe', 'this',
-         'what', 'is', 'shown', 'in', 'image', 'paragraph', 'does', 'detail', '.', '?', ':']
+         'what', 'is', 'shown', 'in', 'image', 'paragraph', 'does', 'detail', 'user', 'assistant',
+         '.', '?', ':']
 VOCAB = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] + WORDS
 SMALL = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
 VISION = dict(SMALL, image_size=32, patch_size=8)
@@ -121,10 +122,11 @@ def build_tiny_florence2(directory):
 
 
 def save_processor_parts(directory, processor_class, image_processor, tokenizer, **options):
-    """Write what ``processor.save_pretrained`` writes, part by part.
+    """Write what ``processor.save_pretrained`` writes, part by part (the Hub layout).
 
     The SmolVLM and Qwen2-VL processor classes cannot be instantiated without torchvision
-    (they hold a video processor), so their directories are written from the parts.
+    (they hold a video processor), so their directories are written from the parts; the
+    processor_config.json names the library class, as on the Hub.
     """
     image_processor.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -160,7 +162,8 @@ def build_tiny_qwen2_vl(directory):
         vision_end_token_id=ids['<|vision_end|>'])
     torch.manual_seed(0)
     model = Qwen2VLForConditionalGeneration(config).eval()
-    model.generation_config.suppress_tokens = [ids['<|im_end|>']]
+    # No special token is generated: an answer is exactly max_new_tokens words.
+    model.generation_config.suppress_tokens = list(ids.values())
     model.save_pretrained(directory)
     image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112)
     save_processor_parts(directory, 'Qwen2VLProcessor', image_processor, tokenizer)
@@ -191,7 +194,7 @@ def build_tiny_smolvlm(directory):
                            image_token_id=ids['<image>'])
     torch.manual_seed(0)
     model = SmolVLMForConditionalGeneration(config).eval()
-    model.generation_config.suppress_tokens = [ids['<end_of_utterance>']]
+    model.generation_config.suppress_tokens = list(ids.values())
     model.save_pretrained(directory)
     image_processor = SmolVLMImageProcessorPil(
         do_image_splitting=False, size={'longest_edge': 32}, max_image_size={'longest_edge': 32})
@@ -230,15 +233,38 @@ def pair():
     return visible, thermal
 
 
-def load_or_skip(models, kind, **options):
-    """VlmDescriber for ``kind``; where its processor's packages are missing, check the error."""
-    missing = missing_packages(kind)
-    if missing:
-        with pytest.raises(ConfigError, match=rf'semantics\.vlm\.path.*(?i:{missing[0]})'):
-            VlmDescriber(models[kind], **options)
-        pytest.skip(f'{kind} processor needs {", ".join(missing)} (not installed): the clear '
-                    'ConfigError was checked instead')
-    return VlmDescriber(models[kind], **options)
+class InertVideoProcessor(dict):
+    """Fills the video slot of a reference processor (a dict so the processor's repr works)."""
+
+    num_frames = fps = None
+    model_input_names = []
+
+
+def library_processor(directory, kind, monkeypatch):
+    """The library's own Qwen2VLProcessor / SmolVLMProcessor, loaded from ``directory``.
+
+    Without torchvision its video processor cannot be built, so for this reference only the
+    video slot gets an inert stand-in (and SmolVLM's num2words check, which serves video
+    prompts, is satisfied); the image processor, tokenizer, chat template and options load
+    through the library's ``from_pretrained``.
+    """
+    from transformers import Qwen2VLProcessor, SmolVLMProcessor
+    from transformers.models.auto import video_processing_auto
+    from transformers.models.smolvlm import processing_smolvlm
+    from transformers.processing_utils import ProcessorMixin
+    stand_in = InertVideoProcessor()
+    monkeypatch.setattr(video_processing_auto.AutoVideoProcessor, 'from_pretrained',
+                        classmethod(lambda cls, *args, **kwargs: stand_in))
+    check_class = ProcessorMixin.check_argument_for_proper_class
+    monkeypatch.setattr(ProcessorMixin, 'check_argument_for_proper_class',
+                        lambda self, name, value: None if value is stand_in
+                        else check_class(self, name, value))
+    if processing_smolvlm.num2words is None:
+        monkeypatch.setattr(processing_smolvlm, 'num2words', str)
+    library_class = {'qwen2_vl': Qwen2VLProcessor, 'smolvlm': SmolVLMProcessor}[kind]
+    processor = library_class.from_pretrained(directory, local_files_only=True)
+    assert processor.video_processor is stand_in
+    return processor
 
 
 def record_vision_input(describer, kind):
@@ -301,7 +327,7 @@ def test_prompt_is_a_prefix_removed_from_the_caption(models, pair, kind):
 @pytest.mark.parametrize('kind', INSTRUCTION_FAMILIES)
 def test_instruction_vlm_answers_without_echoing_the_prompt(models, pair, kind):
     prompt = None if kind == 'florence2' else QUESTION
-    describer = load_or_skip(models, kind, prompt=prompt, max_new_tokens=5)
+    describer = VlmDescriber(models[kind], prompt=prompt, max_new_tokens=5)
     assert not describer.is_captioner and describer.model_type == kind
     assert describer.style == ('task' if kind == 'florence2' else 'chat')
     seen = record_generate(describer)
@@ -332,7 +358,7 @@ def test_chosen_image_source_reaches_the_vision_tower(models, pair, kind):
     """The pixels the vision tower receives are the processor's output for that source."""
     received = {}
     for source in ('visible', 'infrared', 'both'):
-        describer = load_or_skip(models, kind, image=source, max_new_tokens=1)
+        describer = VlmDescriber(models[kind], image=source, max_new_tokens=1)
         seen = record_vision_input(describer, kind)
         describer(*pair)
         expected = describer.processor.image_processor(
@@ -344,6 +370,91 @@ def test_chosen_image_source_reaches_the_vision_tower(models, pair, kind):
     assert not np.allclose(received['visible'], received['infrared'])
     assert received['visible'].shape != received['both'].shape or \
         not np.allclose(received['visible'], received['both'])
+
+
+# Hand-computed: Qwen2-VL resizes to multiples of 28 (patch 14 x merge 2) within
+# [56 x 56, 112 x 112] pixels: 48 x 64 -> 56 x 56, 48 x 128 -> 56 x 140; the grid is
+# (frames, rows, cols) of 14 px patches and every 2 x 2 patches become one image token.
+QWEN_GRIDS = {'visible': [1, 4, 4], 'both': [1, 4, 10]}
+QWEN_IMAGE_TOKENS = {'visible': 4, 'both': 10}
+
+
+@pytest.mark.parametrize('kind', ['qwen2_vl', 'smolvlm'])
+def test_model_gets_what_the_library_processor_gives(models, pair, kind, monkeypatch):
+    """Inputs to generate() equal the library processor's output for the same chat and image."""
+    from transformers import Qwen2VLProcessor, SmolVLMProcessor
+    library_class = {'qwen2_vl': Qwen2VLProcessor, 'smolvlm': SmolVLMProcessor}[kind]
+    # Built before the reference: its stand-in would let AutoProcessor load the full class.
+    describers = {source: VlmDescriber(models[kind], prompt=QUESTION, image=source,
+                                       max_new_tokens=2) for source in ('visible', 'both')}
+    reference = library_processor(models[kind], kind, monkeypatch)
+    messages = [{'role': 'user', 'content': [{'type': 'image'},
+                                             {'type': 'text', 'text': QUESTION}]}]
+    reference_text = reference.apply_chat_template(messages, add_generation_prompt=True)
+    for source, describer in describers.items():
+        assert isinstance(describer.processor, library_class)
+        if missing_packages(kind):
+            assert type(describer.processor).__name__ == f'ImageOnly{library_class.__name__}'
+        assert describer.processor.apply_chat_template(
+            messages, add_generation_prompt=True) == reference_text
+        seen = record_generate(describer)
+        describer(*pair)
+        expected = reference(images=[compose_rgb(*pair, source)], text=[reference_text],
+                             return_tensors='pt')
+        model_inputs = {key: value for key, value in seen.items()
+                        if key not in ('max_new_tokens', 'num_beams', 'do_sample', 'output')}
+        assert sorted(model_inputs) == sorted(expected.keys())
+        for key, value in expected.items():
+            assert model_inputs[key].dtype == value.dtype, key
+            np.testing.assert_array_equal(model_inputs[key].numpy(), value.numpy(), key)
+
+
+@pytest.mark.parametrize('source', ['visible', 'both'])
+def test_qwen2_vl_image_tokens_match_the_grid(models, pair, source):
+    describer = VlmDescriber(models['qwen2_vl'], prompt=QUESTION, image=source, max_new_tokens=1)
+    seen = record_generate(describer)
+    describer(*pair)
+    assert seen['image_grid_thw'].tolist() == [QWEN_GRIDS[source]]
+    assert seen['pixel_values'].shape == (int(np.prod(QWEN_GRIDS[source])), 3 * 2 * 14 * 14)
+    ids = seen['input_ids'][0].tolist()
+    tokens = describer.tokenizer.convert_ids_to_tokens(ids)
+    start = tokens.index('<|vision_start|>')
+    image_tokens = QWEN_IMAGE_TOKENS[source]
+    # One run of image pads between the vision markers, after the user turn's start.
+    assert tokens[:start] == ['<|im_start|>', 'user']
+    assert tokens[start + 1:start + 1 + image_tokens] == ['<|image_pad|>'] * image_tokens
+    assert tokens[start + 1 + image_tokens] == '<|vision_end|>'
+    assert tokens.count('<|image_pad|>') == image_tokens
+    image_token_types = [int(token == '<|image_pad|>') for token in tokens]
+    assert seen['mm_token_type_ids'][0].tolist() == image_token_types
+
+
+@pytest.mark.parametrize('source', ['visible', 'both'])
+def test_smolvlm_image_tokens_match_the_image(models, pair, source):
+    """32 px image, patch 8 -> 4 x 4 patches, pixel shuffle by 2 -> 4 tokens, no splitting."""
+    describer = VlmDescriber(models['smolvlm'], prompt=QUESTION, image=source, max_new_tokens=1)
+    seen = record_generate(describer)
+    describer(*pair)
+    assert seen['pixel_values'].shape == (1, 1, 3, 32, 32)
+    tokens = describer.tokenizer.convert_ids_to_tokens(seen['input_ids'][0].tolist())
+    assert tokens[:9] == ['<|im_start|>', 'user', '<fake_token_around_image>', '<global-img>',
+                          '<image>', '<image>', '<image>', '<image>',
+                          '<fake_token_around_image>']
+    assert tokens.count('<image>') == 4
+    assert describer.model.config.image_token_id == describer.tokenizer.convert_tokens_to_ids(
+        '<image>')
+
+
+@pytest.mark.parametrize('kind', ['qwen2_vl', 'smolvlm'])
+def test_image_only_processor_refuses_video(models, pair, kind):
+    processor = VlmDescriber(models[kind], max_new_tokens=1).processor
+    if missing_packages(kind):
+        assert type(processor).__name__.startswith('ImageOnly')
+    video = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match='video'):
+        processor(videos=[video], text=['describe this image .'])
+    with pytest.raises(ValueError, match='video'):
+        processor.apply_chat_template([{'role': 'user', 'content': [{'type': 'video'}]}])
 
 
 def test_florence2_takes_caption_task_prompts_only(models, pair):
@@ -406,15 +517,25 @@ def test_missing_processor_is_a_config_error(tmp_path, models):
     with pytest.raises(ConfigError, match=r'semantics\.vlm\.path.*processor'):
         VlmDescriber(stripped)
     # An instruction VLM without a chat template cannot be asked a question.
-    if not missing_packages('qwen2_vl'):
-        no_template = tmp_path / 'qwen'
-        shutil.copytree(models['qwen2_vl'], no_template)
-        (no_template / 'chat_template.jinja').unlink()
-        config = json.loads((no_template / 'tokenizer_config.json').read_text())
-        config.pop('chat_template', None)
-        (no_template / 'tokenizer_config.json').write_text(json.dumps(config))
-        with pytest.raises(ConfigError, match='chat template'):
-            VlmDescriber(no_template)
+    no_template = tmp_path / 'qwen'
+    shutil.copytree(models['qwen2_vl'], no_template)
+    (no_template / 'chat_template.jinja').unlink()
+    config = json.loads((no_template / 'tokenizer_config.json').read_text())
+    config.pop('chat_template', None)
+    (no_template / 'tokenizer_config.json').write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match='chat template'):
+        VlmDescriber(no_template)
+
+
+@pytest.mark.parametrize('kind', ['qwen2_vl', 'smolvlm'])
+def test_processor_needing_a_missing_package_names_it(models, kind):
+    """Without the image-only fallback (unknown model type) the missing package is named."""
+    missing = missing_packages(kind)
+    if not missing:
+        pytest.skip(f'{kind}: {", ".join(EXTRA_PACKAGES[kind])} installed')
+    pattern = rf'semantics\.vlm\.path.*not installed.*(?i:{missing[0]})'
+    with pytest.raises(ConfigError, match=pattern):
+        load_processor(models[kind], 'semantics.vlm.path', what=f'{kind} model')
 
 
 def test_real_tno_pair_runs_through_the_captioner(models, test_data):

@@ -25,6 +25,7 @@ Two refreshers use this:
 
 from dataclasses import dataclass, field, replace
 import logging
+import os
 import threading
 import time
 
@@ -70,10 +71,29 @@ def make_semantics(description, encoder, source, model_id, stamp=None):
                      stamp=time.monotonic() if stamp is None else stamp)
 
 
+def lower_thread_priority(niceness):
+    """Raise the calling thread's nice value by ``niceness`` (Linux: per thread).
+
+    The background models share the CPU with the fusion worker; at a lower priority they take
+    the cores the fusion leaves idle instead of delaying frames. Best effort: a no-op where the
+    OS does not support it.
+    """
+    if niceness <= 0 or not hasattr(os, 'setpriority'):
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid)
+                                                 + int(niceness)))
+        return True
+    except OSError:
+        return False
+
+
 class _Call:
     """One backend call in its own daemon thread (so a hung backend can be abandoned)."""
 
-    def __init__(self, backend, job, name):
+    def __init__(self, backend, job, name, niceness=0):
+        self.niceness = niceness
         self.result = None
         self.error = None
         self.done = threading.Event()
@@ -82,6 +102,7 @@ class _Call:
         self.thread.start()
 
     def _run(self, backend, job):
+        lower_thread_priority(self.niceness)
         try:
             self.result = backend(*job)
         except BaseException as error:  # handed to the worker, which reports it
@@ -99,6 +120,8 @@ class BackgroundRefresher:
     period_s: time between calls (start to start, at least); timeout_s: longest wait for one
     call. parameter: the settings prefix named in errors (``<parameter>.period`` ...).
     logger: anything with ``warning()`` and ``info()`` (Python or rclpy logger).
+    niceness: how much lower than the caller's the backend threads' CPU priority is (Linux
+    nice increment; 0 keeps it), so the fusion path wins the CPU when both want it.
     """
 
     what = 'result'            # 'no <what> within ...'
@@ -106,7 +129,7 @@ class BackgroundRefresher:
     convert_failure = 'convert'
 
     def __init__(self, backend, initial, period_s, timeout_s, parameter, logger=None,
-                 name='tesg-refresher'):
+                 name='tesg-refresher', niceness=10):
         if not period_s > 0:
             raise ConfigError(f'{parameter}.period must be > 0, got {period_s}')
         if not timeout_s > 0:
@@ -119,6 +142,7 @@ class BackgroundRefresher:
         self.timeout_s = float(timeout_s)
         self.logger = logger if logger is not None else _LOG
         self.name = name
+        self.niceness = int(niceness)
         self._latest = initial
         self._last_good = initial
         self._job = None
@@ -186,7 +210,7 @@ class BackgroundRefresher:
             self._fail('busy', 'the previous backend call is still running (hung?)')
             return False
         limit = self.timeout_s if timeout_s is None else float(timeout_s)
-        call = _Call(self.backend, job, self.name)
+        call = _Call(self.backend, job, self.name, self.niceness)
         self._pending = call
         if not self._wait(call.done, limit):
             if self._stop.is_set() and threading.current_thread() is self._thread:

@@ -16,10 +16,17 @@ a refresher backend: ``describer(visible, thermal) -> str``. Three prompt styles
   sent with the image through the processor's chat template; the answer is what follows the
   prompt tokens.
 
-Processors that bundle a video processor (SmolVLM, Qwen2-VL in transformers 5) need torchvision
-to load even for still images, SmolVLM's also num2words; when one is missing, loading fails
-with a :class:`ConfigError` that names it (transformers reports torchvision first).
+Processors that bundle a video processor (SmolVLM, Qwen2-VL in transformers 5) need
+torchvision to load even for still images, and SmolVLM's also num2words. Where that stops
+``AutoProcessor``, the describer loads the library processor class without its video slot
+(:func:`image_only_processor_class`: a subclass whose ``__init__`` has no ``video_processor``
+argument, so ``ProcessorMixin`` neither loads nor type-checks one); its ``__call__`` is the
+library's, so the model gets exactly the inputs (expanded image tokens, pixel values, grid,
+token type ids) the full processor gives for a still image. Other families whose processor
+cannot load raise a :class:`ConfigError` that names the missing package.
 """
+
+import functools
 
 import cv2
 import numpy as np
@@ -32,6 +39,8 @@ IMAGE_SOURCES = ('visible', 'infrared', 'both')
 CAPTIONER_TYPES = ('blip', 'git')
 TASK_PROMPT_TYPES = ('florence2',)
 FLORENCE_CAPTION_TASKS = ('<CAPTION>', '<DETAILED_CAPTION>', '<MORE_DETAILED_CAPTION>')
+# Families whose processor loads without its video processor (image_only_processor_class).
+IMAGE_ONLY_PROCESSOR_TYPES = ('qwen2_vl', 'smolvlm')
 CAPTION, TASK, CHAT = 'caption', 'task', 'chat'
 # What loading a model directory can raise besides ImportError (reported separately).
 _LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError)
@@ -66,19 +75,92 @@ def compose_rgb(visible, thermal, source):
     return np.hstack([visible_rgb, thermal_rgb])
 
 
+@functools.cache
+def image_only_processor_class(model_type):
+    """The library processor of ``model_type`` without its video processor, or None.
+
+    'qwen2_vl' -> a ``Qwen2VLProcessor`` subclass, 'smolvlm' -> a ``SmolVLMProcessor``
+    subclass; any other type -> None. ``ProcessorMixin`` takes a processor's parts from the
+    arguments of its ``__init__``, so these ``__init__`` methods leave ``video_processor`` out:
+    ``from_pretrained`` then loads only the image processor (Pillow backend) and the tokenizer,
+    plus the chat template and processor_config.json options. Tokenising, image-token expansion
+    (``replace_image_token``) and the outputs are the library class's own code. Video input
+    raises ValueError.
+    """
+    if model_type not in IMAGE_ONLY_PROCESSOR_TYPES:
+        return None
+    from transformers.processing_utils import ProcessorMixin
+
+    if model_type == 'qwen2_vl':
+        from transformers import Qwen2VLProcessor as library_class
+
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            # Qwen2VLProcessor passes (image, tokenizer, video) on; ProcessorMixin pairs them
+            # with this class's attributes (image_processor, tokenizer) and drops the None.
+            library_class.__init__(self, image_processor, tokenizer, None,
+                                   chat_template=chat_template, **kwargs)
+    else:
+        from transformers import SmolVLMProcessor as library_class
+
+        def __init__(self, image_processor, tokenizer, image_seq_len=169, chat_template=None,
+                     **kwargs):
+            # SmolVLMProcessor.__init__ minus its num2words check (num2words spells out video
+            # frame counts only); the attributes are set as the library sets them.
+            self.fake_image_token = getattr(tokenizer, 'fake_image_token',
+                                            '<fake_token_around_image>')
+            self.image_token = getattr(tokenizer, 'image_token', '<image>')
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.end_of_utterance_token = getattr(tokenizer, 'end_of_utterance_token',
+                                                  '<end_of_utterance>')
+            self.global_image_token = getattr(tokenizer, 'global_image_token', '<global-img>')
+            self.image_seq_len = image_seq_len
+            self.video_token = getattr(tokenizer, 'video_token', '<video>')
+            ProcessorMixin.__init__(self, image_processor, tokenizer,
+                                    chat_template=chat_template, **kwargs)
+    chat_template_method = library_class.apply_chat_template
+    if model_type == 'smolvlm':
+        # SmolVLM's override only adds video defaults (and reads the video processor).
+        chat_template_method = ProcessorMixin.apply_chat_template
+
+    def __call__(self, images=None, text=None, videos=None, **kwargs):
+        if videos is not None:
+            raise ValueError(f'{type(self).__name__} has no video processor: images only')
+        return library_class.__call__(self, images=images, text=text, **kwargs)
+
+    def apply_chat_template(self, conversation, *args, **kwargs):
+        conversations, _ = self._normalize_conversations(conversation)
+        if any(isinstance(part, dict) and part.get('type') == 'video'
+               for messages in conversations for message in messages
+               for part in (message.get('content') or [])):
+            raise ValueError(f'{type(self).__name__} has no video processor: images only')
+        return chat_template_method(self, conversation, *args, **kwargs)
+
+    return type(f'ImageOnly{library_class.__name__}', (library_class,), {
+        '__init__': __init__, '__call__': __call__, 'apply_chat_template': apply_chat_template,
+        '__module__': __name__, '__doc__': f'{library_class.__name__} without video input.'})
+
+
 def load_processor(directory, parameter, processor_class=None, trust_remote_code=False,
-                   what='model'):
+                   what='model', model_type=None):
     """The library processor (image processor + tokenizer) saved in a model directory.
 
-    ``processor_class`` None uses ``AutoProcessor``. Raises :class:`ConfigError` naming
-    ``parameter`` when the files are missing or unreadable, when a package the processor needs
-    is not installed, or when the directory holds only a tokenizer or only an image processor.
+    ``processor_class`` None uses ``AutoProcessor``; where that fails for want of a package
+    (torchvision, num2words) and ``model_type`` has an :func:`image_only_processor_class`, that
+    class is loaded instead. Raises :class:`ConfigError` naming ``parameter`` when the files are
+    missing or unreadable, when a package the processor needs is not installed, or when the
+    directory holds only a tokenizer or only an image processor.
     """
     if processor_class is None:
         from transformers import AutoProcessor as processor_class
     try:
-        processor = processor_class.from_pretrained(
-            directory, local_files_only=True, trust_remote_code=bool(trust_remote_code))
+        try:
+            processor = processor_class.from_pretrained(
+                directory, local_files_only=True, trust_remote_code=bool(trust_remote_code))
+        except ImportError:
+            image_only_class = image_only_processor_class(model_type)
+            if image_only_class is None:
+                raise
+            processor = image_only_class.from_pretrained(directory, local_files_only=True)
     except ImportError as error:
         raise ConfigError(f'{parameter}: the processor of the {what} in {directory} needs a '
                           f'package that is not installed: {" ".join(str(error).split())}'
@@ -148,7 +230,8 @@ class VlmDescriber:
         else:
             self.style = CHAT
         self.processor = load_processor(directory, path_parameter, trust_remote_code=remote,
-                                        what=f'{self.model_type} model')
+                                        what=f'{self.model_type} model',
+                                        model_type=self.model_type)
         if self.style == CHAT and not getattr(self.processor, 'chat_template', None):
             raise ConfigError(
                 f'{path_parameter}: the {self.model_type} processor in {directory} has no chat '
