@@ -156,8 +156,8 @@ PARAMETERS = (
     ParamSpec('model.half', 'bool', True, 'Run in float16 on CUDA (ignored on CPU).',
               read_only=True),
     ParamSpec('model.threads', 'int', 0,
-              'torch CPU threads for the process; 0 = auto: one fewer than the usable CPUs, at '
-              'least 1 (leaves a core to the executor, DDS and camera drivers).',
+              'torch and OpenCV CPU threads for the process; 0 = auto: one fewer than the usable '
+              'CPUs, at least 1 (leaves a core to the executor, DDS and camera drivers).',
               read_only=True, minimum=0, maximum=256),
     # Semantics
     ParamSpec('semantics.mode', 'string', 'live',
