@@ -260,7 +260,7 @@ class FusionEngine:
         the overlap when ``registration.crop_to_overlap`` is set; ``timings_ms`` holds the
         stages normalise, register, semantics, network (luma + forward), colour and total.
         """
-        import cv2
+        from tesg_ros.network.colour import luma_from_bgr_uint8, restore_colour_uint8
 
         rgb_bgr = np.asarray(rgb_bgr)
         if rgb_bgr.ndim != 3 or rgb_bgr.shape[2] != 3 or rgb_bgr.dtype != np.uint8:
@@ -289,12 +289,12 @@ class FusionEngine:
 
         mark = time.perf_counter()
         # Y of full-range BT.601 YCbCr in [0, 1], as network.colour computes it for training.
-        vis_y = cv2.transform(visible.astype(np.float32), _BGR_TO_LUMA)
+        vis_y = luma_from_bgr_uint8(visible)
         fused_y = self._forward(ir_grid, vis_y, masks, text)
         timings['network'] = _lap(mark)
 
         mark = time.perf_counter()
-        bgr = _restore_colour(fused_y, vis_y, visible)
+        bgr = restore_colour_uint8(fused_y, vis_y, visible)
         timings['colour'] = _lap(mark)
         timings['total'] = _lap(start)
         return FusedFrame(bgr=bgr, roi=tuple(registration.roi), timings_ms=timings,
@@ -492,21 +492,3 @@ def _writable_float32(array):
     """C-contiguous float32 without a copy where possible (torch refuses read-only arrays)."""
     array = np.ascontiguousarray(array, np.float32)
     return array if array.flags.writeable else array.copy()
-
-
-# cv2.transform row turning BGR uint8 values (as float32) into luma in [0, 1].
-_BGR_TO_LUMA = np.array([[0.114, 0.587, 0.299]], np.float32) / np.float32(255.0)
-
-
-def _restore_colour(fused_y, visible_y, visible_bgr):
-    """Fused luma + the visible frame's chroma -> (H, W, 3) uint8 BGR.
-
-    Keeping Cb and Cr while replacing Y adds the same ``fused_y - visible_y`` to each of B, G
-    and R (the YCbCr <-> RGB maps are linear with unit luma weight in every channel), so this
-    equals network.colour.restore_colour_np up to float rounding (at most 1 level, on about
-    1e-5 of the pixels) at several times less cost. Saturating, rounding as OpenCV casts.
-    """
-    import cv2
-
-    delta = (fused_y - visible_y) * np.float32(255.0)
-    return cv2.add(visible_bgr, cv2.merge((delta, delta, delta)), dtype=cv2.CV_8U)

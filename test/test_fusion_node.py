@@ -439,7 +439,7 @@ def test_lifecycle_services_gate_the_output_and_shutdown_joins_the_threads(weigh
 
 
 def test_engine_fast_luma_and_colour_match_the_training_colour_maths(weights, pair):
-    """The engine's OpenCV luma/colour path equals network.colour's YCbCr round trip."""
+    """The engine's fast luma/colour path (network.colour.*_uint8) equals the YCbCr round trip."""
     from tesg_ros.engine import EngineSettings, FusionEngine
     from tesg_ros.network.colour import bgr_to_ycbcr_np, restore_colour_np, uint8_to_float
     from tesg_ros.node_params import defaults
