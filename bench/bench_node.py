@@ -173,6 +173,9 @@ def main(argv=None):
     parser.add_argument('--device', default='auto')
     parser.add_argument('--threads', type=int, default=None,
                         help='model.threads (default: the node parameter default)')
+    parser.add_argument('--max-wait', type=float, default=None,
+                        help='worker.max_wait in s (default: the node parameter default; '
+                             '0 = fuse every pair the worker takes, rate first)')
     parser.add_argument('--publisher-nice', type=int, default=0,
                         help='nice increment of the cameras/consumer process (e.g. 10)')
     parser.add_argument('--baseline-runs', type=int, default=20,
@@ -193,6 +196,8 @@ def main(argv=None):
         overrides['model.weights'] = args.weights
     if args.threads is not None:
         overrides['model.threads'] = args.threads
+    if args.max_wait is not None:
+        overrides['worker.max_wait'] = args.max_wait
     node = FusionNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
     baseline = engine_baseline(node.engine, args)
     executor = SingleThreadedExecutor()  # as fusion_node's main()
@@ -281,8 +286,18 @@ def main(argv=None):
     print(f'- received thermal {snapshot["thermal_received"]}, rgb {snapshot["rgb_received"]} '
           f'of {args.frames} each (best-effort: DDS may drop under load); fused received by '
           f'the consumer {len(received)}')
+    if len(received) > 1:
+        arrivals = np.array(sorted(received), dtype=np.float64) / 1e6  # (arrived, stamp) ms
+        span = arrivals[-1, 0] - arrivals[0, 0]
+        intervals = np.diff(arrivals[:, 0])
+        # Age of the newest fused frame the consumer holds, averaged over time: what a
+        # detector sees between updates (rate and latency together).
+        ages = (arrivals[:-1, 0] - arrivals[:-1, 1]) * intervals + intervals ** 2 / 2
+        print(f'- fused frames at the consumer: {(len(received) - 1) / span * 1e3:.1f} per s; '
+              f'mean age of the newest fused frame held there: {ages.sum() / span:.1f} ms')
     print(f'- pairs {pairs}, published {published}, no-output rate {drop_rate:.1%} '
-          f'(busy worker replaced {snapshot["dropped_busy"]}, errors '
+          f'(busy worker replaced {snapshot["dropped_busy"]}, waited longer than '
+          f'worker.max_wait {snapshot["dropped_late"]}, errors '
           f'{snapshot["dropped_bad_input"] + snapshot["dropped_error"]})')
     print(f'- RSS MB: start {rss[0]:.0f}, first-half mean {rss[:half].mean():.0f}, '
           f'second-half mean {rss[half:].mean():.0f}, max {rss.max():.0f}')

@@ -187,6 +187,7 @@ class FusionNode(LifecycleNode):
         self._mailbox = LatestMailbox()
         self._mailbox.close()  # a fresh one opens on activate
         self._dropped_busy_before = 0  # overwritten pairs of earlier activations
+        self._dropped_late_before = 0  # pairs that waited too long, earlier activations
         self._worker = None
         self._semantics_seen = None
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -354,6 +355,7 @@ class FusionNode(LifecycleNode):
             if worker.is_alive():
                 self.get_logger().error('the fusion worker did not stop within 30 s')
         self._dropped_busy_before += self._mailbox.overwritten
+        self._dropped_late_before += self._mailbox.expired
         self._mailbox = LatestMailbox()
         self._mailbox.close()
         engine, self.engine = self.engine, None
@@ -497,7 +499,7 @@ class FusionNode(LifecycleNode):
     def _work(self, mailbox):
         engine = self.engine  # this activation's engine; deactivate joins before freeing it
         while not mailbox.closed:
-            item = mailbox.take(timeout=0.5)
+            item = mailbox.take(timeout=0.5, max_wait=self._params['worker.max_wait'])
             if item is None:
                 continue
             try:
@@ -606,6 +608,7 @@ class FusionNode(LifecycleNode):
         values['stage_ms'] = {stage: _p50_p99(stats.summary())
                               for stage, stats in self._stage_ms.items()}
         values['dropped_busy'] = self._dropped_busy_before + self._mailbox.overwritten
+        values['dropped_late'] = self._dropped_late_before + self._mailbox.expired
         values['sync_backend'] = self._sync_backend
         pairing_counters = getattr(self._synchronizer, 'counters', None)
         if callable(pairing_counters):  # the builtin policy counts what message_filters cannot

@@ -5,21 +5,34 @@
 The producer (the synchroniser callback, on the executor thread) never blocks and never
 queues: a new item replaces an unconsumed one, which is counted as dropped. The consumer
 (the worker thread that owns the model) waits on a condition variable, not a polling loop.
+
+``take(max_wait=...)`` is the latency-first policy: an item that has already waited longer
+than ``max_wait`` for a busy consumer is discarded (counted as expired) and the consumer
+waits for the next, fresh one. When the consumer is slower than the producer this trades
+output rate for latency: every fused frame starts on a just-arrived pair instead of on one
+that waited for up to a frame period (docs/node.md, "Worker").
 """
 
 import threading
+import time
 
 
 class LatestMailbox:
-    """Hold at most one item; ``put`` overwrites, ``take`` waits for the next item."""
+    """Hold at most one item; ``put`` overwrites, ``take`` waits for the next item.
 
-    def __init__(self):
+    ``clock`` returns seconds (monotonic); tests may inject a fake one.
+    """
+
+    def __init__(self, clock=time.monotonic):
         self._condition = threading.Condition()
+        self._clock = clock
         self._item = None
+        self._put_time = 0.0
         self._has_item = False
         self._closed = False
         self.delivered = 0
         self.overwritten = 0
+        self.expired = 0
 
     def put(self, item):
         """Store ``item``; return True if it replaced one the consumer had not taken."""
@@ -30,20 +43,33 @@ class LatestMailbox:
             if replaced:
                 self.overwritten += 1
             self._item = item
+            self._put_time = self._clock()
             self._has_item = True
             self._condition.notify()
             return replaced
 
-    def take(self, timeout=None):
-        """Return the newest item, waiting up to ``timeout`` s; None on timeout or close."""
+    def take(self, timeout=None, max_wait=None):
+        """Return the newest item, waiting up to ``timeout`` s; None on timeout or close.
+
+        With ``max_wait`` (s, > 0) an item older than that when the consumer comes for it is
+        discarded and counted in :attr:`expired`; the call goes on waiting for a fresh item
+        within the same ``timeout``.
+        """
+        deadline = None if timeout is None else self._clock() + timeout
         with self._condition:
-            if not self._condition.wait_for(lambda: self._has_item or self._closed, timeout):
-                return None
-            if not self._has_item:
-                return None
-            item, self._item, self._has_item = self._item, None, False
-            self.delivered += 1
-            return item
+            while True:
+                remaining = None if deadline is None else max(0.0, deadline - self._clock())
+                if not self._condition.wait_for(lambda: self._has_item or self._closed,
+                                                remaining):
+                    return None
+                if not self._has_item:
+                    return None
+                item, self._item, self._has_item = self._item, None, False
+                if max_wait and self._clock() - self._put_time > max_wait:
+                    self.expired += 1
+                    continue
+                self.delivered += 1
+                return item
 
     def close(self):
         """Wake the consumer for shutdown; later puts are ignored."""

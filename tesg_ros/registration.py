@@ -554,7 +554,7 @@ class _Built(NamedTuple):
     mirrored: bool
     valid_mask: np.ndarray
     invalid: object
-    thermal_maps: tuple
+    thermal_maps: object  # None under the exact identity
     rgb_maps: object
     rgb_invalid: object
     overlap_fraction: float
@@ -897,6 +897,9 @@ class Registration:
                 map_y = (source[1] / source[2]).astype(np.float32)
         valid &= _inside(map_x, map_y, thermal_width, thermal_height) & valid_rgb
         thermal_maps = self._final_maps(map_x, map_y, valid)
+        if (not self.undistort_thermal and inputs.thermal_size == inputs.rgb_size
+                and valid.all() and np.array_equal(homography, np.eye(3))):
+            thermal_maps = None  # the exact identity: frames pass through, no remap per frame
 
         overlap = float(valid.mean())
         if overlap < self.min_overlap:
@@ -935,7 +938,8 @@ class Registration:
         return map_x, map_y
 
     # -- per frame ----------------------------------------------------------------------------
-    def _remap(self, image, maps, size, invalid, name):
+    @staticmethod
+    def _checked(image, size, name):
         image = np.asarray(image)
         if image.ndim not in (2, 3) or image.dtype.type not in _REMAP_DTYPES:
             raise ImageEncodingError(
@@ -945,6 +949,10 @@ class Registration:
             raise ImageEncodingError(
                 f'{name} image is {image.shape[1]}x{image.shape[0]} but the registration was '
                 f'built for {size[0]}x{size[1]}; call update({name}_size=...) first')
+        return image
+
+    def _remap(self, image, maps, size, invalid, name):
+        image = self._checked(image, size, name)
         # Replicate keeps edge pixels' interpolation kernels inside the image; pixels without
         # data are zeroed explicitly below.
         warped = cv2.remap(image, maps[0], maps[1], INTERPOLATIONS[self.interpolation],
@@ -960,11 +968,14 @@ class Registration:
 
         Same dtype as the input (uint8 / uint16 / int16 / float32 / float64); interpolation is
         ``self.interpolation`` (bilinear by default, rounded for integer types). Pixels without
-        thermal data are 0; see :attr:`valid_mask`. Not cropped.
+        thermal data are 0; see :attr:`valid_mask`. Not cropped. Under the exact identity
+        (equal sizes, identity homography, no undistortion) the input array itself is returned.
         """
         return self._warp_thermal(self._built, thermal)
 
     def _warp_thermal(self, built, thermal):
+        if built.thermal_maps is None:
+            return self._checked(thermal, built.inputs.thermal_size, 'thermal')
         return self._remap(thermal, built.thermal_maps, built.inputs.thermal_size,
                            built.invalid, 'thermal')
 

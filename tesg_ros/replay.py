@@ -60,7 +60,7 @@ OUTPUT_BAG = 'fused'
 NODE_COUNTERS = ('thermal_received', 'rgb_received', 'thermal_zero_stamp', 'rgb_zero_stamp',
                  'thermal_bad_encoding', 'rgb_bad_encoding', 'pairs', 'published',
                  'dropped_stale', 'dropped_out_of_order', 'dropped_bad_input', 'dropped_error',
-                 'dropped_busy')
+                 'dropped_busy', 'dropped_late')
 NODE_SUMMARIES = ('network_ms', 'processing_ms', 'arrival_to_publish_ms', 'latency_ms',
                   'pair_dt_s')
 SEMANTICS_MODES = PARAMETERS_BY_NAME['semantics.mode'].choices
@@ -1117,9 +1117,9 @@ class _Replay:
         if baseline and any(since(f'{role}_received') < self.published[role]
                             for role in ('thermal', 'rgb')):
             return False  # still in DDS (or lost: then the quiet timeout ends the wait)
-        settled = snapshot['published'] + snapshot['dropped_busy'] + sum(
-            snapshot[k] for k in ('dropped_stale', 'dropped_out_of_order', 'dropped_bad_input',
-                                  'dropped_error'))
+        settled = snapshot['published'] + sum(
+            snapshot[k] for k in ('dropped_busy', 'dropped_late', 'dropped_stale',
+                                  'dropped_out_of_order', 'dropped_bad_input', 'dropped_error'))
         return settled >= snapshot['pairs'] and received >= since('published')
 
 

@@ -234,7 +234,7 @@ def test_sim_time_diagnostics_and_bad_inputs_leave_the_node_alive(graph_factory,
     status = graph.diagnostics[-1].status[0]
     keys = {kv.key for kv in status.values}
     assert {'thermal_rate_hz', 'rgb_rate_hz', 'pairs_rate_hz', 'pair_dt_s', 'processing_ms',
-            'latency_ms', 'dropped_busy', 'device', 'last_error'} <= keys
+            'latency_ms', 'dropped_busy', 'dropped_late', 'device', 'last_error'} <= keys
     assert graph.fused[-1].header.stamp.sec == 530
     assert graph.node.diagnostics_snapshot()['error_kinds'].get('ImageEncodingError', 0) >= 2
 

@@ -65,3 +65,45 @@ def test_no_item_is_lost_or_duplicated_under_concurrency():
     assert taken == sorted(set(taken)), 'items delivered out of order or twice'
     assert taken[-1] == 4999
     assert box.delivered + box.overwritten == 5000
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_max_wait_discards_an_item_that_waited_too_long_and_counts_it():
+    clock = FakeClock()
+    box = LatestMailbox(clock=clock)
+    box.put('old')
+    clock.now += 0.020
+    assert box.take(timeout=0, max_wait=0.010) is None  # expired, nothing fresh arrived
+    assert (box.expired, box.delivered) == (1, 0)
+    box.put('fresh')
+    clock.now += 0.005
+    assert box.take(timeout=0, max_wait=0.010) == 'fresh'
+    assert (box.expired, box.delivered, box.overwritten) == (1, 1, 0)
+    box.put('no limit')
+    clock.now += 10.0
+    assert box.take(timeout=0) == 'no limit'  # max_wait None (or 0) keeps every item
+    box.put('zero limit')
+    clock.now += 10.0
+    assert box.take(timeout=0, max_wait=0.0) == 'zero limit'
+
+
+def test_after_an_expired_item_the_consumer_waits_for_the_next_one():
+    box = LatestMailbox()
+    box.put('stale')
+    time.sleep(0.05)
+    got = []
+    consumer = threading.Thread(
+        target=lambda: got.append(box.take(timeout=5.0, max_wait=0.01)))
+    consumer.start()
+    time.sleep(0.05)
+    assert consumer.is_alive(), 'the stale item must not be delivered'
+    box.put('fresh')
+    consumer.join(timeout=5.0)
+    assert got == ['fresh'] and box.expired == 1

@@ -286,6 +286,26 @@ def test_identity_same_size_is_exact(thermal):
     assert registration.valid_mask.all() and registration.overlap_fraction == 1.0
 
 
+def test_exact_identity_passes_frames_through_and_still_checks_them(thermal):
+    as_float = thermal.astype(np.float32)
+    for registration in (Registration('identity', THERMAL_SIZE, THERMAL_SIZE),
+                         Registration('homography', THERMAL_SIZE, THERMAL_SIZE,
+                                      homography=np.eye(3))):
+        assert registration.warp_thermal(as_float) is as_float  # no remap, no copy
+        warped, _, valid = registration.register(as_float, np.zeros((256, 256, 3), np.uint8))
+        assert np.shares_memory(warped, as_float) and np.array_equal(warped, as_float)
+        assert valid.all()
+        with pytest.raises(ImageEncodingError, match='256x256'):
+            registration.warp_thermal(as_float[:200])
+        with pytest.raises(ImageEncodingError, match='dtype'):
+            registration.warp_thermal(thermal.astype(bool))
+    # A tenth of a pixel off the identity is a real warp: interpolated, a new array.
+    shifted = Registration('homography', THERMAL_SIZE, THERMAL_SIZE,
+                           homography=[[1, 0, 0.1], [0, 1, 0], [0, 0, 1]])
+    result = shifted.warp_thermal(as_float)
+    assert result is not as_float and not np.array_equal(result, as_float)
+
+
 def test_identity_size_mismatch_errors_unless_resize_is_allowed(thermal):
     with pytest.raises(CalibrationError, match='allow_resize'):
         Registration('identity', THERMAL_SIZE, (384, 320))
