@@ -191,6 +191,57 @@ def test_gradient_loss_is_zero_for_the_sharper_source_and_detects_blur():
     assert losses.gradient_loss(more_blurred, ir, vis) > losses.gradient_loss(blurred, ir, vis)
 
 
+def test_gradient_excess_weights_only_gradients_above_the_sources():
+    rng = np.random.default_rng(5)
+    texture = rng.uniform(0, 1, (32, 32)).astype(np.float32)
+    vis = _image(cv2.GaussianBlur(texture, (5, 5), 1.0))
+    ir = torch.full_like(vis, 0.4)
+    # Twice the visible detail around its mean: gradients exactly 2x the target everywhere.
+    over_sharp = 2.0 * vis - vis.mean()
+    target = losses.sobel_magnitude(vis)
+    excess_cost = target.mean().item()  # mean(S(F) - T) = mean(2T - T)
+    assert excess_cost > 0.2
+    assert losses.gradient_loss(over_sharp, ir, vis, excess=0.0).item() == 0.0
+    assert losses.gradient_loss(over_sharp, ir, vis, excess=1.0).item() == \
+        pytest.approx(excess_cost, rel=1e-5)
+    assert losses.gradient_loss(over_sharp, ir, vis, excess=0.25).item() == \
+        pytest.approx(0.25 * excess_cost, rel=1e-5)
+    # Lost detail (half the contrast: S(F) = T / 2) costs the same whatever the excess weight.
+    flat = 0.5 * vis + 0.25
+    for excess in (0.0, 1.0, 3.0):
+        assert losses.gradient_loss(flat, ir, vis, excess=excess).item() == \
+            pytest.approx(0.5 * excess_cost, rel=1e-5)
+    # Default 1.0 is the old symmetric loss bit for bit, value and gradient.
+    fused = _image(rng.uniform(0, 1, (32, 32))).requires_grad_(True)
+    other_ir = _image(rng.uniform(0, 1, (32, 32)))
+    old = (losses.sobel_magnitude(fused) - torch.maximum(
+        losses.sobel_magnitude(other_ir), losses.sobel_magnitude(vis))).abs().mean()
+    new = losses.gradient_loss(fused, other_ir, vis)
+    assert torch.equal(new, old)
+    (old_grad,) = torch.autograd.grad(old, fused)
+    (new_grad,) = torch.autograd.grad(new, fused)
+    assert torch.equal(new_grad, old_grad)
+    with pytest.raises(ConfigError, match='gradient_excess'):
+        losses.gradient_loss(fused, other_ir, vis, excess=-0.5)
+
+
+def test_gradient_excess_reaches_the_total_loss_and_is_validated(tmp_path):
+    rng = np.random.default_rng(6)
+    vis = _image(cv2.GaussianBlur(rng.uniform(0, 1, (24, 24)).astype(np.float32), (5, 5), 1.0))
+    ir = torch.full_like(vis, 0.4)
+    over_sharp = 2.0 * vis - vis.mean()
+    _, symmetric = losses.fusion_loss(over_sharp, ir, vis, weights=losses.LossWeights())
+    _, lenient = losses.fusion_loss(over_sharp, ir, vis,
+                                    weights=losses.LossWeights(gradient_excess=0.0))
+    assert symmetric['gradient'].item() > 0.2 and lenient['gradient'].item() == 0.0
+    assert lenient['intensity'].item() == symmetric['intensity'].item()
+    assert losses.LossWeights().gradient_excess == 1.0
+    assert trainer.load_config(None, ['loss.gradient_excess=0.25']).loss.gradient_excess == 0.25
+    for bad in ('-0.1', '.nan'):
+        with pytest.raises(ConfigError, match='loss.gradient_excess must be >= 0'):
+            trainer.load_config(None, [f'loss.gradient_excess={bad}'])
+
+
 def test_ssim_known_values():
     rng = np.random.default_rng(2)
     image = _image(rng.uniform(0, 1, (24, 24)))
@@ -247,6 +298,56 @@ def test_fusion_loss_is_the_weighted_sum():
     assert parts['colour'].item() > 0
     _, no_colour = losses.fusion_loss(fused, ir, vis, None, masks, weights)
     assert no_colour['colour'].item() == 0.0
+
+
+def _load_halo_check():
+    import importlib.util
+    path = Path(__file__).resolve().parent.parent / 'bench' / 'halo_check.py'
+    spec = importlib.util.spec_from_file_location('halo_check', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_halo_measure_counts_only_values_outside_both_sources():
+    halo_check = _load_halo_check()
+    fused = np.array([[0, 50, 100, 200, 255, 130]], np.uint8)
+    ir = np.array([[10, 40, 100, 150, 250, 100]], np.uint8)
+    visible = np.array([[20, 60, 90, 190, 240, 110]], np.uint8)
+    undershoot, overshoot = halo_check.out_of_range(fused, ir, visible)
+    # uint8 inputs must not wrap around: 0 - 10 is an undershoot of 10, not 246.
+    np.testing.assert_array_equal(undershoot, [[10, 0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(overshoot, [[0, 0, 0, 10, 5, 20]])
+    scores = halo_check.halo_scores(fused, ir, visible, threshold=10.0)
+    assert scores['under'] == pytest.approx(10 / 6) and scores['over'] == pytest.approx(35 / 6)
+    assert scores['out'] == pytest.approx(45 / 6)
+    assert scores['share'] == pytest.approx(1 / 6)   # only the 20 exceeds 10
+    with pytest.raises(ConfigError, match='one shape'):
+        halo_check.out_of_range(fused, ir, visible[:, :3])
+
+
+def test_halo_check_script_prints_one_row_per_weights_file(test_data, capsys):
+    halo_check = _load_halo_check()
+    weights = Path(__file__).resolve().parent.parent / 'model' / 'tesg_fusion.safetensors'
+    pairs = test_data / 'tno'
+    assert halo_check.main([str(pairs), '--weights', str(weights)]) == 0
+    rows = {}
+    for line in capsys.readouterr().out.splitlines():
+        cells = [cell.strip() for cell in line.strip('|').split('|')]
+        if len(cells) == 5 and cells[1][:1].isdigit():
+            rows[cells[0]] = [float(cell.rstrip(' %')) for cell in cells[1:]]
+    assert set(rows) == {str(weights), 'Laplacian pyramid'}
+    for out, under, over, share in rows.values():
+        assert out == pytest.approx(under + over, abs=2e-3) and 0 <= share <= 100
+    # The reference row, recomputed here from the sources alone.
+    expected = []
+    for ir_path in sorted((pairs / 'ir').glob('*.png')):
+        ir = cv2.imread(str(ir_path), cv2.IMREAD_GRAYSCALE)
+        visible = cv2.imread(str(pairs / 'vi' / ir_path.name), cv2.IMREAD_GRAYSCALE)
+        fused = halo_check.laplacian_pyramid_fusion(ir, visible)
+        expected.append(halo_check.halo_scores(fused, ir, visible)['out'])
+    assert rows['Laplacian pyramid'][0] == pytest.approx(np.mean(expected), abs=1e-3)
+    assert rows['Laplacian pyramid'][0] > 0.1   # the pyramid does ring past the sources
 
 
 # ----------------------------------------------------------------------------- data

@@ -62,14 +62,24 @@ def intensity_loss(fused, ir, vis_y, masks=None, mask_weight=1.0, background_vis
     return loss
 
 
-def gradient_loss(fused, ir, vis_y):
-    """Texture loss ``L_grad = mean| S(F) - max(S(I), S(V)) |`` with S = :func:`sobel_magnitude`.
+def gradient_loss(fused, ir, vis_y, excess=1.0):
+    """Texture loss with a separate weight on gradients above the sources'.
 
-    Zero when the fused image has, at every pixel, the stronger of the two source gradients;
-    a blurred fused image loses gradient and is penalised. Returns a scalar >= 0.
+    With ``S`` = :func:`sobel_magnitude` and the target ``T = max(S(I), S(V))``::
+
+        L_grad = mean( relu(T - S(F)) + excess * relu(S(F) - T) )
+
+    The first term penalises lost detail (a blurred fused image); the second penalises
+    gradients stronger than both sources (over-sharpening, ringing, halos). ``excess`` 1.0 is
+    the symmetric ``mean|S(F) - T|``, bit for bit; ``excess`` 0 lets the fused image be
+    sharper than both sources at no cost. Returns a scalar >= 0.
     """
+    if not excess >= 0.0:  # also rejects NaN
+        raise ConfigError(f'loss.gradient_excess must be >= 0, got {excess}')
     target = torch.maximum(sobel_magnitude(ir), sobel_magnitude(vis_y))
-    return (sobel_magnitude(fused) - target).abs().mean()
+    fused_gradient = sobel_magnitude(fused)
+    return (functional.relu(target - fused_gradient)
+            + excess * functional.relu(fused_gradient - target)).mean()
 
 
 def _gaussian_window(size, sigma, device, dtype):
@@ -144,9 +154,16 @@ class LossWeights:
     intensity_mask: float = 0.5
     background_visible: float = 0.0
     gradient: float = 1.0
+    gradient_excess: float = 1.0
     ssim: float = 0.5
     ssim_ir_weight: float = 0.5
     colour: float = 1.0
+
+    def __post_init__(self):
+        """Reject weights no loss term can use (checked when the config is loaded)."""
+        if not self.gradient_excess >= 0.0:  # also rejects NaN
+            raise ConfigError(
+                f'loss.gradient_excess must be >= 0, got {self.gradient_excess}')
 
     def to_dict(self):
         """Return the weights as a plain dict (for logs and checkpoint metadata)."""
@@ -164,7 +181,7 @@ def fusion_loss(fused, ir, vis_y, vis_cbcr=None, masks=None, weights=None):
     parts = {
         'intensity': intensity_loss(fused, ir, vis_y, masks, weights.intensity_mask,
                                     weights.background_visible),
-        'gradient': gradient_loss(fused, ir, vis_y),
+        'gradient': gradient_loss(fused, ir, vis_y, weights.gradient_excess),
         'ssim': ssim_loss(fused, ir, vis_y, weights.ssim_ir_weight),
     }
     total = (weights.intensity * parts['intensity'] + weights.gradient * parts['gradient']
