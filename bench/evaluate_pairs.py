@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 import sys
 import time
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -42,6 +43,53 @@ def laplacian_pyramid_fusion(ir, vi, levels=4):
     return np.clip(fused, 0, 255).round().astype(np.uint8)
 
 
+class PairInputs(NamedTuple):
+    """One pair as the network sees it: ``ir_unit`` / ``vis_y`` (H, W) float32 in [0, 1],
+    ``ir`` (H, W) uint8, ``vi_bgr`` (H, W, 3) uint8, ``semantics`` (the SIG's description) and
+    ``masks`` (M, H, W) float32 from the SIG's mask backend (not yet fitted to a network)."""
+
+    ir_unit: np.ndarray
+    ir: np.ndarray
+    vi_bgr: np.ndarray
+    vis_y: np.ndarray
+    semantics: object
+    masks: np.ndarray
+
+
+def pair_inputs(sig, pair):
+    """Read ``pair`` and describe it with ``sig`` (synchronously) -> :class:`PairInputs`."""
+    from tesg_ros.network.colour import bgr_to_ycbcr_np, float_to_uint8, uint8_to_float
+    from tesg_ros.training.dataset import read_ir, read_visible
+
+    ir_unit = read_ir(pair.ir)
+    vi_bgr = read_visible(pair.vi)
+    semantics = sig.describe_now(vi_bgr, ir_unit)
+    masks = np.asarray(sig.mask_backend(vi_bgr, ir_unit, semantics.phrases), np.float32)
+    return PairInputs(ir_unit, float_to_uint8(ir_unit), vi_bgr,
+                      bgr_to_ycbcr_np(uint8_to_float(vi_bgr))[..., 0], semantics, masks)
+
+
+def fuse_pair(net, inputs, use_masks=True, use_text=True):
+    """Fuse :class:`PairInputs` with ``net`` (CPU, float32) -> ``(fused_bgr, network_ms)``:
+    the colour-restored (H, W, 3) uint8 image the metrics score and the forward time."""
+    import torch
+
+    from tesg_ros.engine import fit_masks
+    from tesg_ros.network.colour import restore_colour_np
+
+    masks = fit_masks(inputs.masks, net.config.mask_channels)
+    text = (inputs.semantics.text_embedding if use_text
+            else np.zeros(net.config.text_dim, np.float32))
+    tensors = [torch.from_numpy(np.array(a, np.float32)) for a in (
+        inputs.ir_unit[None, None], inputs.vis_y[None, None],
+        (masks if use_masks else np.zeros_like(masks))[None], text[None])]
+    start = time.perf_counter()
+    with torch.inference_mode():
+        fused_y = net(*tensors)[0, 0].numpy()
+    network_ms = (time.perf_counter() - start) * 1e3
+    return restore_colour_np(fused_y, inputs.vi_bgr), network_ms
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('dataset', help='folder with ir/ and vi/')
@@ -52,17 +100,14 @@ def main(argv=None):
 
     import torch
 
-    from tesg_ros.engine import fit_masks
     from tesg_ros.metrics import evaluate, metric_units
-    from tesg_ros.network.colour import (bgr_to_ycbcr_np, float_to_uint8, restore_colour_np,
-                                         uint8_to_float)
+    from tesg_ros.network.colour import restore_colour_np
     from tesg_ros.network.weights import load_fusion_net
     from tesg_ros.sig import MiniLmTextEncoder, SemanticInformationGenerator
-    from tesg_ros.training.dataset import find_pairs, read_ir, read_visible
+    from tesg_ros.training.dataset import find_pairs
 
     net = load_fusion_net(args.weights)
     sig = SemanticInformationGenerator(MiniLmTextEncoder())
-    zero_text = np.zeros(net.config.text_dim, np.float32)
     methods = ('TeSG (masks + text)', 'TeSG, no masks', 'TeSG, no text', 'TeSG, neither',
                'IR copy', 'visible copy', 'pixel average', 'Laplacian pyramid')
     scores = {m: [] for m in methods}
@@ -70,27 +115,15 @@ def main(argv=None):
     montage_rows = []
     pairs = find_pairs(args.dataset)
     for index, pair in enumerate(pairs):
-        ir_unit = read_ir(pair.ir)                 # (H, W) float32 in [0, 1]
-        ir = float_to_uint8(ir_unit)
-        vi_bgr = read_visible(pair.vi)             # (H, W, 3) uint8
-        semantics = sig.describe_now(vi_bgr, ir_unit)
-        masks = fit_masks(np.asarray(sig.mask_backend(vi_bgr, ir_unit, semantics.phrases),
-                                     np.float32), net.config.mask_channels)
-        vis_y = bgr_to_ycbcr_np(uint8_to_float(vi_bgr))[..., 0]
+        inputs = pair_inputs(sig, pair)
+        ir, vi_bgr, semantics = inputs.ir, inputs.vi_bgr, inputs.semantics
         fused_images = {}
         for name, use_masks, use_text in ((methods[0], True, True), (methods[1], False, True),
                                           (methods[2], True, False),
                                           (methods[3], False, False)):
-            tensors = [torch.from_numpy(np.array(a, np.float32)) for a in (
-                ir_unit[None, None], vis_y[None, None],
-                (masks if use_masks else np.zeros_like(masks))[None],
-                (semantics.text_embedding if use_text else zero_text)[None])]
-            start = time.perf_counter()
-            with torch.inference_mode():
-                fused_y = net(*tensors)[0, 0].numpy()
+            fused_images[name], forward_ms = fuse_pair(net, inputs, use_masks, use_text)
             if name == methods[0]:
-                network_ms.append((time.perf_counter() - start) * 1e3)
-            fused_images[name] = restore_colour_np(fused_y, vi_bgr)
+                network_ms.append(forward_ms)
         grey_vi = cv2.cvtColor(vi_bgr, cv2.COLOR_BGR2GRAY)
         fused_images['IR copy'] = cv2.cvtColor(ir, cv2.COLOR_GRAY2BGR)
         fused_images['visible copy'] = vi_bgr

@@ -29,7 +29,8 @@ from tesg_ros.errors import ConfigError
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evaluate_pairs import laplacian_pyramid_fusion  # noqa: E402  (sibling script)
+from evaluate_pairs import (fuse_pair, laplacian_pyramid_fusion,  # noqa: E402 (sibling)
+                            pair_inputs)
 
 HALO_THRESHOLD = 10.0   # grey levels; a step this large outside both sources is visible
 
@@ -73,14 +74,9 @@ def main(argv=None):
                         help='grey levels for the share column (default %(default)s)')
     args = parser.parse_args(argv)
 
-    import torch
-
-    from tesg_ros.engine import fit_masks
-    from tesg_ros.network.colour import (bgr_to_ycbcr_np, float_to_uint8, restore_colour_np,
-                                         uint8_to_float)
     from tesg_ros.network.weights import load_fusion_net
     from tesg_ros.sig import MiniLmTextEncoder, SemanticInformationGenerator
-    from tesg_ros.training.dataset import find_pairs, read_ir, read_visible
+    from tesg_ros.training.dataset import find_pairs
 
     nets = {path: load_fusion_net(path) for path in args.weights}
     sig = SemanticInformationGenerator(MiniLmTextEncoder())
@@ -88,23 +84,12 @@ def main(argv=None):
     pairs = find_pairs(args.dataset)
     try:
         for index, pair in enumerate(pairs):
-            ir_unit = read_ir(pair.ir)                 # (H, W) float32 in [0, 1]
-            ir = float_to_uint8(ir_unit)
-            vi_bgr = read_visible(pair.vi)             # (H, W, 3) uint8
-            grey_vi = cv2.cvtColor(vi_bgr, cv2.COLOR_BGR2GRAY)
-            # The same inputs as evaluate_pairs.py's "TeSG (masks + text)" row.
-            semantics = sig.describe_now(vi_bgr, ir_unit)
-            masks = np.asarray(sig.mask_backend(vi_bgr, ir_unit, semantics.phrases),
-                               np.float32)
-            vis_y = bgr_to_ycbcr_np(uint8_to_float(vi_bgr))[..., 0]
+            # The same inputs and output as evaluate_pairs.py's "TeSG (masks + text)" row.
+            inputs = pair_inputs(sig, pair)
+            ir = inputs.ir
+            grey_vi = cv2.cvtColor(inputs.vi_bgr, cv2.COLOR_BGR2GRAY)
             for path, net in nets.items():
-                tensors = [torch.from_numpy(np.array(a, np.float32)) for a in (
-                    ir_unit[None, None], vis_y[None, None],
-                    fit_masks(masks, net.config.mask_channels)[None],
-                    semantics.text_embedding[None])]
-                with torch.inference_mode():
-                    fused_y = net(*tensors)[0, 0].numpy()
-                fused_bgr = restore_colour_np(fused_y, vi_bgr)   # what the metrics score
+                fused_bgr, _ = fuse_pair(net, inputs)
                 scores[path].append(halo_scores(
                     cv2.cvtColor(fused_bgr, cv2.COLOR_BGR2GRAY), ir, grey_vi, args.threshold))
             pyramid = laplacian_pyramid_fusion(ir, grey_vi)
