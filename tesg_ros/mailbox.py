@@ -8,9 +8,11 @@ queues: a new item replaces an unconsumed one, which is counted as dropped. The 
 
 ``take(max_wait=...)`` is the latency-first policy: an item that has already waited longer
 than ``max_wait`` for a busy consumer is discarded (counted as expired) and the consumer
-waits for the next, fresh one. When the consumer is slower than the producer this trades
-output rate for latency: every fused frame starts on a just-arrived pair instead of on one
-that waited for up to a frame period (docs/node.md, "Worker").
+waits for the next, fresh one. An item put while the consumer was already waiting is always
+delivered, however long the consumer's thread takes to wake up. When the consumer is slower
+than the producer this trades output rate for latency: every fused frame starts on a
+just-arrived pair instead of on one that waited for up to a frame period (docs/node.md,
+"Threads").
 """
 
 import threading
@@ -28,6 +30,8 @@ class LatestMailbox:
         self._clock = clock
         self._item = None
         self._put_time = 0.0
+        self._put_while_waiting = False
+        self._consumer_waiting = False
         self._has_item = False
         self._closed = False
         self.delivered = 0
@@ -44,6 +48,7 @@ class LatestMailbox:
                 self.overwritten += 1
             self._item = item
             self._put_time = self._clock()
+            self._put_while_waiting = self._consumer_waiting
             self._has_item = True
             self._condition.notify()
             return replaced
@@ -51,21 +56,26 @@ class LatestMailbox:
     def take(self, timeout=None, max_wait=None):
         """Return the newest item, waiting up to ``timeout`` s; None on timeout or close.
 
-        With ``max_wait`` (s, > 0) an item older than that when the consumer comes for it is
-        discarded and counted in :attr:`expired`; the call goes on waiting for a fresh item
-        within the same ``timeout``.
+        With ``max_wait`` (s, > 0) an item that was put while no consumer waited (the consumer
+        was busy) and is older than that when the consumer comes for it is discarded and
+        counted in :attr:`expired`; the call goes on waiting for a fresh item within the same
+        ``timeout``.
         """
         deadline = None if timeout is None else self._clock() + timeout
         with self._condition:
             while True:
                 remaining = None if deadline is None else max(0.0, deadline - self._clock())
-                if not self._condition.wait_for(lambda: self._has_item or self._closed,
-                                                remaining):
-                    return None
-                if not self._has_item:
+                self._consumer_waiting = True
+                try:
+                    ready = self._condition.wait_for(lambda: self._has_item or self._closed,
+                                                     remaining)
+                finally:
+                    self._consumer_waiting = False
+                if not ready or not self._has_item:
                     return None
                 item, self._item, self._has_item = self._item, None, False
-                if max_wait and self._clock() - self._put_time > max_wait:
+                if (max_wait and not self._put_while_waiting
+                        and self._clock() - self._put_time > max_wait):
                     self.expired += 1
                     continue
                 self.delivered += 1

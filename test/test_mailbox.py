@@ -107,3 +107,20 @@ def test_after_an_expired_item_the_consumer_waits_for_the_next_one():
     box.put('fresh')
     consumer.join(timeout=5.0)
     assert got == ['fresh'] and box.expired == 1
+
+
+def test_an_item_put_while_the_consumer_waited_is_never_expired():
+    clock = FakeClock()
+    box = LatestMailbox(clock=clock)
+    got = []
+    consumer = threading.Thread(
+        target=lambda: got.append(box.take(timeout=5.0, max_wait=0.010)))
+    consumer.start()
+    deadline = time.monotonic() + 5.0
+    while not box._consumer_waiting and time.monotonic() < deadline:  # noqa: SLF001
+        time.sleep(0.001)
+    with box._condition:  # noqa: SLF001 - the consumer cannot wake before the clock moved
+        box.put('fresh')
+        clock.now += 1.0  # its thread wakes late (a loaded CPU): still delivered
+    consumer.join(timeout=5.0)
+    assert got == ['fresh'] and box.expired == 0
