@@ -426,6 +426,27 @@ def test_restore_colour_recovers_visible_and_uint8_helpers():
         colour.rgb_to_ycbcr_np(bgr8)
 
 
+def test_fast_colour_restore_equals_one_saturating_float_add():
+    """restore_colour_uint8 == round-and-saturate(visible + 255 (fused_y - visible_y)) per channel,
+    including clipping at 0 and 255 and changes of more than 255 levels."""
+    import cv2
+
+    generator = np.random.default_rng(5)
+    bgr8 = generator.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    bgr8[0, :5] = (0, 255, 128)
+    visible_y = colour.luma_from_bgr_uint8(bgr8)
+    fused_y = np.clip(visible_y + generator.normal(0, 0.3, visible_y.shape), 0, 1)
+    fused_y = fused_y.astype(np.float32)
+    fused_y[0, :2] = (0.0, 1.0)
+    delta = (fused_y - visible_y) * np.float32(255.0)
+    expected = cv2.add(bgr8, cv2.merge((delta, delta, delta)), dtype=cv2.CV_8U)
+    restored = colour.restore_colour_uint8(fused_y, visible_y, bgr8)
+    assert restored.dtype == np.uint8 and restored.shape == bgr8.shape
+    np.testing.assert_array_equal(restored, expected)
+    assert (restored == 0).any() and (restored == 255).any()
+    np.testing.assert_array_equal(colour.restore_colour_uint8(visible_y, visible_y, bgr8), bgr8)
+
+
 def test_block_diagonal_dense_conv_equals_grouped_conv():
     conv = torch.nn.Conv2d(6, 8, 3, padding=1, groups=2)
     features = torch.randn(2, 6, 9, 7)

@@ -172,11 +172,18 @@ def restore_colour_uint8(fused_y, visible_y, visible_bgr):
     YCbCr <-> RGB maps are linear with unit luma weight in every channel), so this equals
     :func:`restore_colour_np` up to float rounding (at most 1 level, on about 1e-5 of the
     pixels) at several times less cost. Saturating, rounding as OpenCV casts.
+
+    The luma change is split into its rounded positive and negative parts as uint8 (at most one
+    is non-zero per pixel), added and subtracted with saturating uint8 arithmetic: the same
+    result as one saturating float add, with the three-channel work in uint8.
     """
     import cv2
 
-    delta = (fused_y - visible_y) * np.float32(255.0)
-    return cv2.add(visible_bgr, cv2.merge((delta, delta, delta)), dtype=cv2.CV_8U)
+    delta = cv2.subtract(fused_y, visible_y)
+    delta *= np.float32(255.0)
+    brighter = cv2.cvtColor(cv2.convertScaleAbs(cv2.max(delta, 0.0)), cv2.COLOR_GRAY2BGR)
+    darker = cv2.cvtColor(cv2.convertScaleAbs(cv2.min(delta, 0.0)), cv2.COLOR_GRAY2BGR)
+    return cv2.subtract(cv2.add(visible_bgr, brighter), darker)
 
 
 def uint8_to_float(image):
