@@ -122,6 +122,7 @@ def cameras_and_consumer(args, ready, start, results):
     cpu = thread_cpu_seconds(os.getpid(), {threading.main_thread().native_id: 'cameras',
                                            spinner.native_id: 'consumer executor'})
     executor.shutdown()
+    spinner.join(timeout=10.0)
     node.destroy_node()
     rclpy.shutdown()
     results.send((list(received), dict(cpu)))
@@ -229,6 +230,9 @@ def main(argv=None):
     snapshot = node.diagnostics_snapshot()
     node.shutdown()
     executor.shutdown()
+    # A spin thread still inside rclpy when the interpreter exits aborts the process
+    # ("terminate called without an active exception").
+    spinner.join(timeout=10.0)
     node.destroy_node()
     rclpy.shutdown()
 

@@ -215,7 +215,7 @@ PARAMETERS = (
     ParamSpec('worker.max_pair_age', 'double', 0.0,
               'Drop pairs older than this (node clock - RGB stamp), seconds; 0 disables.',
               minimum=0.0, maximum=60.0),
-    ParamSpec('worker.max_wait', 'double', 0.010,
+    ParamSpec('worker.max_wait', 'double', 0.002,
               'Drop a pair that waited longer than this for the busy worker and fuse the next '
               'one instead (latency first), seconds; 0 keeps it (rate first).',
               minimum=0.0, maximum=10.0),

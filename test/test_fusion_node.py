@@ -466,3 +466,50 @@ def test_engine_fast_luma_and_colour_match_the_training_colour_maths(weights, pa
     engine._forward(result.thermal_registered, vis_y, masks, engine._zero_text)
     assert [buffer.data_ptr() for buffer in engine._staging.values()] == buffers, 'not reused'
     np.testing.assert_allclose(staged_y, fused_y, atol=1e-4)
+
+
+def test_cuda_out_of_memory_falls_back_to_the_cpu_and_says_so(weights, pair):
+    """A CUDA OOM in the forward pass is not fatal: the engine moves to the CPU (float32),
+    fuses the same frame there, counts the fallback and logs an error."""
+    import torch
+
+    from tesg_ros.engine import EngineSettings, FusionEngine
+    from tesg_ros.node_params import defaults
+
+    class OutOfMemoryOnce(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net, self.raised = net, False
+
+        def forward(self, *inputs):
+            if not self.raised:
+                self.raised = True
+                raise torch.cuda.OutOfMemoryError('CUDA out of memory (simulated)')
+            return self.net(*inputs)
+
+    class Logger:
+        def __init__(self):
+            self.errors = []
+
+        def error(self, message):
+            self.errors.append(message)
+
+        def info(self, message):
+            pass
+
+        warning = debug = info
+
+    ir, vi_bgr = pair
+    params = dict(defaults(), **{'model.weights': weights, 'semantics.mode': 'disabled',
+                                 'model.device': 'cpu'})
+    reference = FusionEngine(EngineSettings.from_params(params)).process(ir, vi_bgr).bgr
+    logger = Logger()
+    engine = FusionEngine(EngineSettings.from_params(params), logger=logger)
+    engine.net = OutOfMemoryOnce(engine.net)
+    engine.dtype = torch.float64  # as if on the GPU in half precision: the fallback resets it
+    result = engine.process(ir, vi_bgr)
+    assert engine.fallbacks == 1 and engine.net.raised
+    assert (engine.device.type, engine.dtype) == ('cpu', torch.float32)
+    assert any('out of memory' in message for message in logger.errors)
+    assert engine.diagnostics()['cuda_fallbacks'] == 1
+    np.testing.assert_array_equal(result.bgr, reference)
