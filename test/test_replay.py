@@ -9,6 +9,7 @@ and runs with ``semantics.mode: disabled`` for speed.
 
 import _thread
 import json
+import signal
 import threading
 
 import cv2
@@ -452,9 +453,15 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_was_recorded(tmp_path, frames, weig
             _thread.interrupt_main()  # as Ctrl-C would, in the main thread
 
     monkeypatch.setattr(replay.PairTracker, 'fused', fused_then_interrupt)
+    # A shell without job control starts background jobs with SIGINT ignored, and then
+    # interrupt_main() does nothing; Ctrl-C in a terminal always has Python's handler.
+    previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     out = tmp_path / 'out'
-    status = replay.main([str(bag), '--out', str(out), '--weights', weights,
-                          '--semantics', 'disabled'])
+    try:
+        status = replay.main([str(bag), '--out', str(out), '--weights', weights,
+                              '--semantics', 'disabled'])
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
     assert status == replay.EXIT_INTERRUPTED
     report = json.loads((out / replay.REPORT_JSON).read_text())
     assert report['interrupted']
