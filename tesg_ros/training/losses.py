@@ -159,12 +159,6 @@ class LossWeights:
     ssim_ir_weight: float = 0.5
     colour: float = 1.0
 
-    def __post_init__(self):
-        """Reject weights no loss term can use (checked when the config is loaded)."""
-        if not self.gradient_excess >= 0.0:  # also rejects NaN
-            raise ConfigError(
-                f'loss.gradient_excess must be >= 0, got {self.gradient_excess}')
-
     def to_dict(self):
         """Return the weights as a plain dict (for logs and checkpoint metadata)."""
         return asdict(self)

@@ -204,6 +204,8 @@ def _check_config(config):
                        ('data.semantics_drop', config.data.semantics_drop)):
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f'{key} must be in [0, 1], got {value}')
+    if not config.loss.gradient_excess >= 0.0:  # also rejects NaN
+        raise ConfigError(f'loss.gradient_excess must be >= 0, got {config.loss.gradient_excess}')
 
 
 def _set_dotted(tree, dotted_key, value):
