@@ -25,7 +25,6 @@ import threading
 import time
 
 import cv2
-import numpy as np
 import rclpy
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
@@ -43,7 +42,7 @@ from std_msgs.msg import String
 from tesg_ros import image_codec
 from tesg_ros.engine import (EngineSettings, FusionEngine, registration_config, resolve_device,
                              thermal_config)
-from tesg_ros.errors import ConfigError, TesgError
+from tesg_ros.errors import CalibrationError, ConfigError, TesgError
 from tesg_ros.mailbox import LatestMailbox
 from tesg_ros.node_params import NODE_NAME, PARAMETERS, PARAMETERS_BY_NAME
 from tesg_ros.stats import RateMeter, RunningStats
@@ -665,7 +664,7 @@ def _check_engine_settings(params, device=True):
 
     The registration maps themselves need the image sizes and are built at the first pair.
     """
-    from tesg_ros.registration import load_homography_file, resolve_config_path
+    from tesg_ros.registration import check_invertible, load_homography_file, resolve_config_path
     from tesg_ros.thermal import ThermalNormalizer
 
     ThermalNormalizer.from_config(thermal_config(params))
@@ -676,9 +675,10 @@ def _check_engine_settings(params, device=True):
         load_homography_file(resolve_config_path(registration['homography_file'],
                                                  'registration.file'))
     elif registration['mode'] == 'homography':
-        matrix = np.asarray(registration['homography'], np.float64).reshape(3, 3)
-        if abs(np.linalg.det(matrix)) < 1e-12:
-            raise ConfigError('registration.homography is singular (not invertible)')
+        try:  # the registration's own test, so a value passes here iff it builds later
+            check_invertible(registration['homography'])
+        except CalibrationError as error:
+            raise ConfigError(f'registration.homography: {error}') from None
 
 
 def _p50_p99(summary):

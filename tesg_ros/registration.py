@@ -832,10 +832,8 @@ class Registration:
 
     def _validated_homography(self, homography, inputs):
         """Sign-normalise H and reject singular, horizon-crossing or mirroring ones."""
-        scale = np.max(np.abs(homography))
-        if not scale > 0 or np.linalg.cond(homography) > 1e12:
-            raise CalibrationError(f'homography is singular: {homography.tolist()}')
-        homography = homography / scale
+        check_invertible(homography)
+        homography = homography / np.max(np.abs(homography))
         width, height = inputs.thermal_size
         corners = np.array([[-0.5, -0.5, 1], [width - 0.5, -0.5, 1],
                             [width - 0.5, height - 0.5, 1], [-0.5, height - 0.5, 1]])
@@ -1040,6 +1038,14 @@ class Registration:
             'warnings': list(built.warnings),
             'ok': not built.warnings,
         }
+
+
+def check_invertible(homography):
+    """Raise CalibrationError when the 3x3 ``homography`` is singular (any scale: a
+    homography is defined up to one)."""
+    homography = np.asarray(homography, np.float64).reshape(3, 3)
+    if not np.max(np.abs(homography)) > 0 or np.linalg.cond(homography) > 1e12:
+        raise CalibrationError(f'homography is singular: {homography.tolist()}')
 
 
 def _inside(map_x, map_y, width, height):
