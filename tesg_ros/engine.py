@@ -163,6 +163,7 @@ class FusionEngine:
             import cv2
             cv2.setNumThreads(settings.threads)
         self.fallbacks = 0
+        self._staging = {}  # pinned host buffers by input index (_staged)
         self.weights_path = None
         if net is None:
             net = self._load_net(settings.weights)
@@ -352,14 +353,11 @@ class FusionEngine:
         """A pinned host tensor holding ``array``, reused while the shape stays the same."""
         import torch
 
-        staging = getattr(self, '_staging', None)
-        if staging is None:
-            staging = self._staging = {}
-        buffer = staging.get(index)
+        buffer = self._staging.get(index)
         if buffer is None or tuple(buffer.shape) != array.shape:
             buffer = torch.empty(array.shape, dtype=torch.float32,
                                  pin_memory=torch.cuda.is_available())
-            staging[index] = buffer
+            self._staging[index] = buffer
         buffer.copy_(torch.from_numpy(_writable_float32(array)))
         return buffer
 

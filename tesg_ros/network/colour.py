@@ -174,8 +174,9 @@ def restore_colour_uint8(fused_y, visible_y, visible_bgr):
     pixels) at several times less cost. Saturating, rounding as OpenCV casts.
 
     The luma change is split into its rounded positive and negative parts as uint8 (at most one
-    is non-zero per pixel), added and subtracted with saturating uint8 arithmetic: the same
-    result as one saturating float add, with the three-channel work in uint8.
+    is non-zero per pixel), added and subtracted with saturating uint8 arithmetic: the result
+    of one saturating float add, with the three-channel work in uint8, except where the change
+    is exactly half a level (rounding the change instead of the sum can then differ by one).
     """
     import cv2
 

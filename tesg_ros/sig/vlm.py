@@ -255,8 +255,7 @@ class VlmDescriber:
     def model_inputs(self, rgb):
         """The processor's output for one RGB picture (a BatchFeature on the model's device).
 
-        Also returns the number of leading output tokens that are the prompt (decoder-only
-        models repeat it) - 0 for encoder-decoders, whose output is the answer only.
+        Which leading output tokens repeat the prompt is :meth:`_answer_tokens`'s business.
         """
         if self.style == CAPTION:
             inputs = self.processor(images=[rgb], text=[self.prompt] if self.prompt else None,
