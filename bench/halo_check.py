@@ -9,9 +9,18 @@ thermal masks, colour-restored output) and, on the 0..255 luma, this script meas
     out_of_range = relu(min(I, V) - F) + relu(F - max(I, V))      (per pixel, grey levels)
 
 A fused value darker than both sources is an undershoot (the dark rim, or halo, beside hot
-targets); one brighter than both is an overshoot (ringing, noise). Prints one line per
-weights file (means over pairs of per-pair means) so models can be compared, plus the
-Laplacian pyramid fusion of ``evaluate_pairs`` for scale.
+targets); one brighter than both is an overshoot (ringing, noise).
+
+A glow or rim can also lie between the two sources: the infrared share that a highlighted
+target gets spills past its edge. ``edge spill`` measures that with the effective IR share
+``s = (F - V) / (I - V)`` (clipped to [0, 1], only where the sources differ by >= 10 levels):
+the mean of ``s`` in a band 1-4 px outside the SIG masks minus its mean 8-16 px outside. 0 means
+the fusion just beside a target is the fusion of its wider surroundings; positive, that the IR
+leaks into the band (0.3 = 30 percentage points more IR right beside the targets).
+
+Prints one line per weights file (means over pairs of per-pair means; edge spill over the
+pairs with masks) so models can be compared, plus the Laplacian pyramid fusion of
+``evaluate_pairs`` for scale.
 
     . scripts/env.sh && python bench/halo_check.py ../shared/data/tno25 \\
         --weights model/tesg_fusion.safetensors out/train_e9/tesg_fusion.safetensors
@@ -33,6 +42,9 @@ from evaluate_pairs import (fuse_pair, laplacian_pyramid_fusion,  # noqa: E402 (
                             pair_inputs)
 
 HALO_THRESHOLD = 10.0   # grey levels; a step this large outside both sources is visible
+NEAR_BAND = (1.0, 4.0)  # px outside the masks: where a spilled target weight shows
+FAR_BAND = (8.0, 16.0)  # px outside the masks: the target's surroundings, for reference
+MIN_SOURCE_DIFFERENCE = 10.0  # grey levels; below this the IR share is undefined (noise)
 
 
 def out_of_range(fused, ir, visible):
@@ -64,6 +76,51 @@ def halo_scores(fused, ir, visible, threshold=HALO_THRESHOLD):
             'over': float(overshoot.mean()), 'share': float((distance > threshold).mean())}
 
 
+def effective_ir_share(fused, ir, visible, min_difference=MIN_SOURCE_DIFFERENCE):
+    """Per-pixel IR share ``(F - V) / (I - V)`` clipped to [0, 1], NaN where ``|I - V|`` is
+    below ``min_difference``. Three ``(H, W)`` arrays on one scale -> ``(H, W)`` float32."""
+    out_of_range(fused, ir, visible)  # the same shape checks
+    fused, ir, visible = (np.asarray(a, np.float32) for a in (fused, ir, visible))
+    difference = ir - visible
+    defined = np.abs(difference) >= min_difference
+    share = np.full(fused.shape, np.nan, np.float32)
+    share[defined] = np.clip((fused - visible)[defined] / difference[defined], 0.0, 1.0)
+    return share
+
+
+def edge_spill(fused, ir, visible, masks, near=NEAR_BAND, far=FAR_BAND,
+               min_difference=MIN_SOURCE_DIFFERENCE):
+    """How much more IR the fusion takes just outside the targets than around them.
+
+    ``fused``, ``ir``, ``visible``: ``(H, W)`` on one scale; ``masks``: ``(M, H, W)`` or
+    ``(H, W)`` soft masks in [0, 1], a target being their union >= 0.5. Returns
+    ``mean(share in near band) - mean(share in far band)`` (bands in px of Euclidean distance
+    outside the targets, both ends included), or NaN when there is no target or a band has no
+    pixel where the IR share is defined.
+    """
+    masks = np.asarray(masks, np.float32)
+    if masks.ndim == 2:
+        masks = masks[None]
+    if masks.ndim != 3 or masks.shape[1:] != np.shape(fused):
+        raise ConfigError(f'masks {masks.shape} do not match the image {np.shape(fused)}')
+    if masks.shape[0] == 0:
+        return float('nan')
+    union = masks.max(axis=0)
+    inside = union >= 0.5
+    if not inside.any():
+        return float('nan')
+    distance = cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, 5)
+    share = effective_ir_share(fused, ir, visible, min_difference)
+    means = []
+    for low, high in (near, far):
+        band = share[(distance >= low) & (distance <= high)]
+        band = band[np.isfinite(band)]
+        if band.size == 0:
+            return float('nan')
+        means.append(float(band.mean()))
+    return means[0] - means[1]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('dataset', help='folder with ir/ and vi/')
@@ -88,26 +145,28 @@ def main(argv=None):
             inputs = pair_inputs(sig, pair)
             ir = inputs.ir
             grey_vi = cv2.cvtColor(inputs.vi_bgr, cv2.COLOR_BGR2GRAY)
-            for path, net in nets.items():
-                fused_bgr, _ = fuse_pair(net, inputs)
-                scores[path].append(halo_scores(
-                    cv2.cvtColor(fused_bgr, cv2.COLOR_BGR2GRAY), ir, grey_vi, args.threshold))
-            pyramid = laplacian_pyramid_fusion(ir, grey_vi)
-            scores['Laplacian pyramid'].append(halo_scores(pyramid, ir, grey_vi,
-                                                           args.threshold))
+            fused = {path: cv2.cvtColor(fuse_pair(net, inputs)[0], cv2.COLOR_BGR2GRAY)
+                     for path, net in nets.items()}
+            fused['Laplacian pyramid'] = laplacian_pyramid_fusion(ir, grey_vi)
+            for name, image in fused.items():
+                row = halo_scores(image, ir, grey_vi, args.threshold)
+                row['spill'] = edge_spill(image, ir, grey_vi, inputs.masks)
+                scores[name].append(row)
             print(f'[{index + 1}/{len(pairs)}] {pair.name}', file=sys.stderr)
     finally:
         sig.stop()
 
     print(f'# {args.dataset}: {len(pairs)} pairs; out = mean relu(min(I,V) - F) + '
           f'relu(F - max(I,V)) on 0..255 luma (under + over); share = pixels > '
-          f'{args.threshold:g} grey levels')
-    print('| weights | out | under | over | share > %g |' % args.threshold)
-    print('|---|---|---|---|---|')
+          f'{args.threshold:g} grey levels; edge spill = IR share 1-4 px outside the masks '
+          f'minus 8-16 px outside')
+    print('| weights | out | under | over | share > %g | edge spill |' % args.threshold)
+    print('|---|---|---|---|---|---|')
     for name, rows in scores.items():
-        means = {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
+        means = {key: float(np.nanmean([row[key] for row in rows])) if any(
+            np.isfinite(row[key]) for row in rows) else float('nan') for key in rows[0]}
         print(f'| {name} | {means["out"]:.3f} | {means["under"]:.3f} | {means["over"]:.3f} '
-              f'| {100 * means["share"]:.2f} % |')
+              f'| {100 * means["share"]:.2f} % | {means["spill"]:+.3f} |')
     return 0
 
 

@@ -242,6 +242,54 @@ def test_gradient_excess_reaches_the_total_loss_and_is_validated(tmp_path):
             trainer.load_config(None, [f'loss.gradient_excess={bad}'])
 
 
+def test_edge_band_targets_the_composite_edge_not_the_ir_surround():
+    """A warm square (IR 0.9) on a lighter IR surround (0.5) than the visible scene (0.2)."""
+    ir = torch.full((1, 1, 40, 40), 0.5)
+    ir[..., 12:28, 12:28] = 0.9
+    vis = torch.full_like(ir, 0.2)
+    masks = torch.zeros(1, 2, 40, 40)
+    masks[:, 1, 12:28, 12:28] = 1.0
+    clean = torch.where(masks[:, 1:] > 0, ir, vis)   # what the intensity loss asks for
+    glow = clean.clone()                              # the IR surround carried 3 px out
+    glow[..., 9:31, 9:31] = torch.where(masks[:, 1:] > 0, ir, 0.5)[..., 9:31, 9:31]
+
+    def loss(fused, radius):
+        guidance = losses.edge_guidance(ir, vis, masks, radius, background_visible=1.0)
+        return losses.gradient_loss(fused, ir, vis, 1.0, *guidance)
+    # The plain target is the IR's own edge (0.4 high): the clean composite's edge (0.7) is
+    # penalised as excess, as if it were ringing.
+    assert loss(clean, 0).item() > 0.01
+    # With the band the clean composite is exact and the glow costs.
+    assert loss(clean, 4).item() == pytest.approx(0.0, abs=1e-7)
+    assert loss(glow, 4).item() > 0.01
+    # Band 0, or no masks, is the plain loss bit for bit.
+    assert torch.equal(loss(glow, 0), losses.gradient_loss(glow, ir, vis, 1.0))
+    assert losses.edge_guidance(ir, vis, None, 4) == (None, None)
+    composite, _ = losses.edge_guidance(ir, vis, masks, 4, background_visible=1.0)
+    torch.testing.assert_close(composite, clean)
+    band = losses.edge_band_map(masks[:, 1:], 2)
+    assert band[0, 0, 20, 20] == 0 and band[0, 0, 2, 2] == 0
+    assert band[0, 0, 12, 20] == 1 and band[0, 0, 10, 20] == 1 and band[0, 0, 9, 20] == 0
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ConfigError, match='edge_band'):
+            losses.edge_guidance(ir, vis, masks, bad)
+    # SSIM: in the band the window compares F with the composite, so the clean composite
+    # scores better there than under the plain loss, and the glow worse.
+    composite, band = losses.edge_guidance(ir, vis, masks, 4, background_visible=1.0)
+    plain_clean = losses.ssim_loss(clean, ir, vis, 0.4).item()
+    banded_clean = losses.ssim_loss(clean, ir, vis, 0.4, composite, band).item()
+    banded_glow = losses.ssim_loss(glow, ir, vis, 0.4, composite, band).item()
+    assert banded_clean < plain_clean and banded_clean < banded_glow
+    _, parts = losses.fusion_loss(glow, ir, vis, masks=masks, weights=losses.LossWeights(
+        edge_band=4, background_visible=1.0))
+    assert parts['gradient'].item() == pytest.approx(loss(glow, 4).item())
+    assert parts['ssim'].item() == pytest.approx(
+        losses.ssim_loss(glow, ir, vis, 0.5, composite, band).item())
+    assert trainer.load_config(None, ['loss.edge_band=4']).loss.edge_band == 4
+    with pytest.raises(ConfigError, match='loss.edge_band must be >= 0'):
+        trainer.load_config(None, ['loss.edge_band=-2'])
+
+
 def test_ssim_known_values():
     rng = np.random.default_rng(2)
     image = _image(rng.uniform(0, 1, (24, 24)))
@@ -326,6 +374,31 @@ def test_halo_measure_counts_only_values_outside_both_sources():
         halo_check.out_of_range(fused, ir, visible[:, :3])
 
 
+def test_edge_spill_measures_ir_share_just_outside_the_targets():
+    halo_check = _load_halo_check()
+    ir = np.full((60, 60), 200.0, np.float32)
+    visible = np.full((60, 60), 100.0, np.float32)
+    masks = np.zeros((2, 60, 60), np.float32)
+    masks[1, 25:35, 25:35] = 1.0
+    # Visible everywhere outside the target: no spill.
+    fused = np.where(masks[1] > 0, ir, visible)
+    assert halo_check.edge_spill(fused, ir, visible, masks) == pytest.approx(0.0)
+    # IR leaking 3 px past the edge: the whole near band (1-4 px) is 3/4 IR, the far band 0.
+    leaked = cv2.dilate((masks[1] > 0).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    spill = halo_check.edge_spill(np.where(leaked, ir, visible), ir, visible, masks)
+    assert 0.5 < spill < 1.0
+    # A wide region of IR is not a spill at the edge (near and far bands agree).
+    assert halo_check.edge_spill(np.full_like(ir, 150.0), ir, visible, masks) == pytest.approx(0)
+    # Share undefined where the sources agree; no target -> NaN, not 0.
+    share = halo_check.effective_ir_share(np.array([[150, 120]]), np.array([[200, 125]]),
+                                          np.array([[100, 120]]))
+    assert share[0, 0] == pytest.approx(0.5) and np.isnan(share[0, 1])
+    assert np.isnan(halo_check.edge_spill(fused, ir, visible, np.zeros((1, 60, 60))))
+    assert np.isnan(halo_check.edge_spill(fused, ir, visible, np.zeros((0, 60, 60))))
+    with pytest.raises(ConfigError, match='do not match'):
+        halo_check.edge_spill(fused, ir, visible, masks[:, :10])
+
+
 def test_halo_check_script_prints_one_row_per_weights_file(test_data, capsys):
     halo_check = _load_halo_check()
     weights = Path(__file__).resolve().parent.parent / 'model' / 'tesg_fusion.safetensors'
@@ -334,11 +407,12 @@ def test_halo_check_script_prints_one_row_per_weights_file(test_data, capsys):
     rows = {}
     for line in capsys.readouterr().out.splitlines():
         cells = [cell.strip() for cell in line.strip('|').split('|')]
-        if len(cells) == 5 and cells[1][:1].isdigit():
+        if len(cells) == 6 and cells[1][:1].isdigit():
             rows[cells[0]] = [float(cell.rstrip(' %')) for cell in cells[1:]]
     assert set(rows) == {str(weights), 'Laplacian pyramid'}
-    for out, under, over, share in rows.values():
+    for out, under, over, share, spill in rows.values():
         assert out == pytest.approx(under + over, abs=2e-3) and 0 <= share <= 100
+        assert -1 <= spill <= 1   # the test pairs have warm targets: a number, not nan
     # The reference row, recomputed here from the sources alone.
     expected = []
     for ir_path in sorted((pairs / 'ir').glob('*.png')):

@@ -32,6 +32,24 @@ def sobel_magnitude(image):
             + functional.conv2d(padded, kernel_y).abs())
 
 
+def target_union(masks):
+    """``(union, has_targets)``: the max over the M masks (B x 1 x H x W) and, per image,
+    1.0 where any mask is non-zero (B x 1 x 1 x 1); ``(None, None)`` for no masks."""
+    if masks is None or masks.shape[1] == 0:
+        return None, None
+    union = masks.amax(dim=1, keepdim=True)
+    return union, (union.amax(dim=(1, 2, 3), keepdim=True) > 0).to(union.dtype)
+
+
+def background_target(ir, vis_y, has_targets, background_visible):
+    """Intensity target outside the masks: ``max(I, V)``, leaning toward V by
+    ``background_visible`` in images that have targets (see :func:`intensity_loss`)."""
+    brighter = torch.maximum(ir, vis_y)
+    if has_targets is None or background_visible == 0.0:
+        return brighter
+    return brighter + background_visible * has_targets * (vis_y - brighter)
+
+
 def intensity_loss(fused, ir, vis_y, masks=None, mask_weight=1.0, background_visible=0.0):
     """Mask-aware (target-aware) intensity loss.
 
@@ -48,12 +66,10 @@ def intensity_loss(fused, ir, vis_y, masks=None, mask_weight=1.0, background_vis
     nothing found) has the generic target ``max(I, V)`` everywhere whatever ``b``: a network
     given no semantics must still fuse well. Returns a scalar >= 0.
     """
-    brighter = torch.maximum(ir, vis_y)
-    if masks is None or masks.shape[1] == 0:
-        return (fused - brighter).abs().mean()
-    union = masks.amax(dim=1, keepdim=True)
-    has_targets = (union.amax(dim=(1, 2, 3), keepdim=True) > 0).to(fused.dtype)
-    background = brighter + background_visible * has_targets * (vis_y - brighter)
+    union, has_targets = target_union(masks)
+    if union is None:
+        return (fused - torch.maximum(ir, vis_y)).abs().mean()
+    background = background_target(ir, vis_y, has_targets, background_visible)
     loss = ((1.0 - union) * (fused - background).abs()).mean()
     if mask_weight != 0.0:
         inside = (union * (fused - ir).abs()).sum(dim=(1, 2, 3))
@@ -62,8 +78,35 @@ def intensity_loss(fused, ir, vis_y, masks=None, mask_weight=1.0, background_vis
     return loss
 
 
-def gradient_loss(fused, ir, vis_y, excess=1.0):
-    """Texture loss with a separate weight on gradients above the sources'.
+def edge_band_map(union, radius):
+    """Soft band of ``radius`` px on both sides of the mask edges: dilation minus erosion of
+    the union ``(B, 1, H, W)`` over a (2 radius + 1) square; 0 far from any edge."""
+    size = 2 * radius + 1
+    dilated = functional.max_pool2d(union, size, 1, radius)
+    eroded = -functional.max_pool2d(-union, size, 1, radius)
+    return dilated - eroded
+
+
+def edge_guidance(ir, vis_y, masks, edge_band, background_visible=0.0):
+    """``(composite, band)`` for the edge-aware gradient and SSIM terms, or ``(None, None)``.
+
+    ``composite`` C = m I + (1 - m) B (B x 1 x H x W): the image the intensity loss asks for
+    (m the mask union, B :func:`background_target`); ``band`` e: :func:`edge_band_map` of m
+    with radius ``edge_band`` px. None when ``edge_band`` is 0 or there are no masks.
+    """
+    if isinstance(edge_band, bool) or not isinstance(edge_band, int) or edge_band < 0:
+        raise ConfigError(f'loss.edge_band must be an int >= 0 (pixels), got {edge_band!r}')
+    union, has_targets = target_union(masks)
+    if not edge_band or union is None:
+        return None, None
+    composite = torch.lerp(background_target(ir, vis_y, has_targets, background_visible),
+                           ir, union)
+    return composite, edge_band_map(union, edge_band)
+
+
+def gradient_loss(fused, ir, vis_y, excess=1.0, composite=None, band=None):
+    """Texture loss with a separate weight on gradients above the sources', mask-aware at
+    target edges.
 
     With ``S`` = :func:`sobel_magnitude` and the target ``T = max(S(I), S(V))``::
 
@@ -72,11 +115,22 @@ def gradient_loss(fused, ir, vis_y, excess=1.0):
     The first term penalises lost detail (a blurred fused image); the second penalises
     gradients stronger than both sources (over-sharpening, ringing, halos). ``excess`` 1.0 is
     the symmetric ``mean|S(F) - T|``, bit for bit; ``excess`` 0 lets the fused image be
-    sharper than both sources at no cost. Returns a scalar >= 0.
+    sharper than both sources at no cost.
+
+    With ``composite`` C and ``band`` e from :func:`edge_guidance`, the target near mask edges
+    becomes ``T = (1 - e) max(S(I), S(V)) + e max(S(C), S(V))``. There the IR's own edge (the
+    target against *its* surround) can only be matched by carrying the IR surround across the
+    mask edge, which shows as a glow or a dark rim beside the target; the composite's edge is
+    the target against the surround the fused image actually has. Without them (None) this is
+    the plain loss, bit for bit. Returns a scalar >= 0.
     """
     if not excess >= 0.0:  # also rejects NaN
         raise ConfigError(f'loss.gradient_excess must be >= 0, got {excess}')
-    target = torch.maximum(sobel_magnitude(ir), sobel_magnitude(vis_y))
+    visible_gradient = sobel_magnitude(vis_y)
+    target = torch.maximum(sobel_magnitude(ir), visible_gradient)
+    if band is not None:
+        composite_target = torch.maximum(sobel_magnitude(composite), visible_gradient)
+        target = torch.lerp(target, composite_target, band)
     fused_gradient = sobel_magnitude(fused)
     return (functional.relu(target - fused_gradient)
             + excess * functional.relu(fused_gradient - target)).mean()
@@ -95,6 +149,12 @@ def ssim(image_a, image_b, window_size=11, sigma=1.5):
     ``C1 = (0.01)^2``, ``C2 = (0.03)^2`` for a data range of 1. The window shrinks (odd size)
     for images smaller than it. Returns a B-vector, 1 for identical images.
     """
+    return ssim_map(image_a, image_b, window_size, sigma).mean(dim=(1, 2, 3))
+
+
+def ssim_map(image_a, image_b, window_size=11, sigma=1.5):
+    """Per-window SSIM of :func:`ssim`: ``(B, 1, H - k + 1, W - k + 1)`` for the window side k
+    actually used (the valid region: one value per window centre)."""
     size = min(window_size, image_a.shape[-1], image_a.shape[-2])
     size = size if size % 2 == 1 else size - 1
     window = _gaussian_window(size, sigma, image_a.device, image_a.dtype)
@@ -111,20 +171,34 @@ def ssim(image_a, image_b, window_size=11, sigma=1.5):
     var_a = blur(image_a * image_a) - mu_a ** 2
     var_b = blur(image_b * image_b) - mu_b ** 2
     cov = blur(image_a * image_b) - mu_a * mu_b
-    ssim_map = (((2 * mu_a * mu_b + c1) * (2 * cov + c2))
-                / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2)))
-    return ssim_map.mean(dim=(1, 2, 3))
+    return (((2 * mu_a * mu_b + c1) * (2 * cov + c2))
+            / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2)))
 
 
-def ssim_loss(fused, ir, vis_y, ir_weight=0.5):
+def _centre_crop(image, height, width):
+    top = (image.shape[-2] - height) // 2
+    left = (image.shape[-1] - width) // 2
+    return image[..., top:top + height, left:left + width]
+
+
+def ssim_loss(fused, ir, vis_y, ir_weight=0.5, composite=None, band=None):
     """``L_ssim = w (1 - SSIM(F, I)) + (1 - w)(1 - SSIM(F, V))`` with ``w = ir_weight``.
 
-    Returns a scalar in [0, 2]; zero only if the fused image matches both weighted sources.
+    With ``composite`` C and ``band`` e (both B x 1 x H x W, see :func:`gradient_loss`) the
+    windows centred in the band compare F with C instead:
+    ``mean((1 - e)(w (1 - s(F, I)) + (1 - w)(1 - s(F, V))) + e (1 - s(F, C)))`` over the window
+    centres, s the SSIM map. Returns a scalar in [0, 2]; zero only if the fused image matches
+    both weighted sources (and C in the band).
     """
     if not 0.0 <= ir_weight <= 1.0:
         raise ConfigError(f'loss.ssim_ir_weight must be in [0, 1], got {ir_weight}')
-    return (ir_weight * (1.0 - ssim(fused, ir))
-            + (1.0 - ir_weight) * (1.0 - ssim(fused, vis_y))).mean()
+    if band is None:
+        return (ir_weight * (1.0 - ssim(fused, ir))
+                + (1.0 - ir_weight) * (1.0 - ssim(fused, vis_y))).mean()
+    plain = (ir_weight * (1.0 - ssim_map(fused, ir))
+             + (1.0 - ir_weight) * (1.0 - ssim_map(fused, vis_y)))
+    band = _centre_crop(band, *plain.shape[-2:])
+    return torch.lerp(plain, 1.0 - ssim_map(fused, composite), band).mean()
 
 
 def colour_consistency_loss(fused, vis_cbcr):
@@ -155,6 +229,7 @@ class LossWeights:
     background_visible: float = 0.0
     gradient: float = 1.0
     gradient_excess: float = 1.0
+    edge_band: int = 0
     ssim: float = 0.5
     ssim_ir_weight: float = 0.5
     colour: float = 1.0
@@ -172,11 +247,13 @@ def fusion_loss(fused, ir, vis_y, vis_cbcr=None, masks=None, weights=None):
     scalar tensors (unweighted components, weighted total).
     """
     weights = weights or LossWeights()
+    composite, band = edge_guidance(ir, vis_y, masks, weights.edge_band,
+                                    weights.background_visible)
     parts = {
         'intensity': intensity_loss(fused, ir, vis_y, masks, weights.intensity_mask,
                                     weights.background_visible),
-        'gradient': gradient_loss(fused, ir, vis_y, weights.gradient_excess),
-        'ssim': ssim_loss(fused, ir, vis_y, weights.ssim_ir_weight),
+        'gradient': gradient_loss(fused, ir, vis_y, weights.gradient_excess, composite, band),
+        'ssim': ssim_loss(fused, ir, vis_y, weights.ssim_ir_weight, composite, band),
     }
     total = (weights.intensity * parts['intensity'] + weights.gradient * parts['gradient']
              + weights.ssim * parts['ssim'])

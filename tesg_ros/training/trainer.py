@@ -206,6 +206,8 @@ def _check_config(config):
             raise ConfigError(f'{key} must be in [0, 1], got {value}')
     if not config.loss.gradient_excess >= 0.0:  # also rejects NaN
         raise ConfigError(f'loss.gradient_excess must be >= 0, got {config.loss.gradient_excess}')
+    if config.loss.edge_band < 0:
+        raise ConfigError(f'loss.edge_band must be >= 0 (pixels), got {config.loss.edge_band}')
 
 
 def _set_dotted(tree, dotted_key, value):
