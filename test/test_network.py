@@ -16,7 +16,7 @@ from tesg_ros.network import (
     load_fusion_net, MaskGuidedCrossAttention, save_fusion_net, TesgConfig, TesgFusionNet,
     TextDrivenAttentionalFusion)
 from tesg_ros.network.mgca import window_merge, window_partition
-from tesg_ros.network.tesg_net import block_diagonal
+from tesg_ros.network.tesg_net import background_from_surroundings, block_diagonal, FILL_RADIUS
 from tesg_ros.network.weights import read_config
 
 SMALL = TesgConfig(text_dim=16, mask_channels=2)
@@ -150,6 +150,58 @@ def test_intermediates_have_documented_shapes(small_net):
         attention = block['ir_to_vis']
         assert attention.shape[1:] == (SMALL.heads, 64, 64)
         torch.testing.assert_close(attention.sum(-1), torch.ones(attention.shape[:-1]))
+
+
+def test_masks_blend_the_two_weights_at_full_resolution(small_net):
+    """Inside a hard mask the weight is the target weight, outside it the background weight,
+    switching between two neighbouring pixels (not over the 4 px of the 1/4-res grid)."""
+    ir, vis, _, text = random_inputs(1, 40, 56, SMALL)
+    masks = torch.zeros(1, 2, 40, 56)
+    masks[0, 1, 10:23, 17:30] = 1.0  # odd edges: not aligned with the 1/4-resolution grid
+    with torch.inference_mode():
+        _, info = small_net(ir, vis, masks, text, return_intermediates=True)
+        _, maskless = small_net(ir, vis, None, text, return_intermediates=True)
+    inside = masks[:, 1:] > 0
+    weight, background, target = (info[key] for key in
+                                  ('weight', 'background_weight', 'target_weight'))
+    torch.testing.assert_close(weight[inside], target[inside], atol=0, rtol=0)
+    torch.testing.assert_close(weight[~inside], background[~inside], atol=0, rtol=0)
+    assert (target - background)[inside].abs().max() > 1e-6  # two heads, not one map
+    assert maskless['target_weight'] is None
+    torch.testing.assert_close(maskless['background_weight'], maskless['weight'])
+    # Soft mask values blend with a slope of 2 about 0.5: 0.6 -> 0.7, 0.2 -> 0, 0.8 -> 1.
+    masks[0, 0, 0, 0:3] = torch.tensor([0.6, 0.2, 0.8])
+    with torch.inference_mode():
+        _, soft = small_net(ir, vis, masks, text, return_intermediates=True)
+    background, target = soft['background_weight'][0, 0, 0], soft['target_weight'][0, 0, 0]
+    torch.testing.assert_close(soft['weight'][0, 0, 0, :3], torch.stack([
+        0.3 * background[0] + 0.7 * target[0], background[1], target[2]]))
+
+
+def test_background_weight_inside_masks_comes_from_their_surroundings():
+    """Inside a mask the (unused) background weight follows the target's saliency (0.9);
+    bilinear upsampling would carry it past the mask edge. It is replaced by the mean weight of
+    the non-mask pixels around it (0.2 here); outside the masks nothing changes."""
+    radius = FILL_RADIUS
+    weight = torch.full((1, 1, 40, 40), 0.2)
+    weight[..., 16:24, 16:24] = 0.9        # the target's own saliency
+    weight[..., 15, 16:24] = 0.4           # just outside the mask: the network's own choice
+    masks = torch.zeros(1, 2, 40, 40)
+    masks[:, 1, 16:24, 16:24] = 1.0
+    masks[:, 1, 16, 16] = 0.5              # a soft mask value fills in proportion
+    filled = background_from_surroundings(weight, masks)[0, 0]
+    inside = masks[0, 1] > 0
+    # Mask pixels within reach of the surroundings now read them (about 0.2 to 0.45), not 0.9.
+    edge = inside.clone()
+    edge[16 + radius:24 - radius, 16 + radius:24 - radius] = False
+    edge[16, 16] = False
+    assert filled[edge].max() < 0.5 and filled[edge].min() >= 0.2 - 1e-6
+    assert 0.2 < filled[16, 16] < 0.9      # half filled
+    assert filled[20, 20] == 0.9           # deep inside: no surroundings within reach
+    assert torch.equal(filled[~inside], weight[0, 0][~inside])
+    assert torch.equal(background_from_surroundings(weight, torch.zeros_like(masks)), weight)
+    # A mask covering everything leaves no surroundings: the weight is kept.
+    assert torch.equal(background_from_surroundings(weight, torch.ones_like(masks)), weight)
 
 
 def test_fusion_without_guidance_keeps_targets_and_texture(default_net, tno_pair_paths):
@@ -503,7 +555,7 @@ def test_benchmark_script_prints_a_table(capsys):
     bench.main(['--sizes', '64x48', '--runs', '2', '--warmup', '1', '--threads', '1',
                 '--breakdown'])
     output = capsys.readouterr().out
-    assert 'GLIBC_TUNABLES=' in output and 'parameters 164,139' in output
+    assert 'GLIBC_TUNABLES=' in output and 'parameters 164,428' in output
     row = [line for line in output.splitlines() if line.startswith('| 64x48 |')][0]
     cells = [cell.strip() for cell in row.strip('|').split('|')]
     median_ms, gmac = float(cells[1]), float(cells[5])

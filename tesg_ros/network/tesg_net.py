@@ -9,8 +9,10 @@ Data flow (see docs/network.md for the diagram and the cost budget)::
          full res 3x3 stem -> 1/2 -> 1/4 (skip) -> ... -> 1/reduction features (B,C,h,w) each
       -> MGCA blocks (windowed cross-attention, masks bias the logits), plain then shifted
       -> TDAF (text -> channel gates + text-conditioned spatial gate) -> (B,C,h,w)
-      -> decoder at 1/4: [upsampled TDAF, skip features, saliency prior logit, masks] -> 3 maps
-      -> bilinear to full res: weight w in (0,1), detail gains g_ir, g_vis in (-g_max, g_max)
+      -> decoder at 1/4: [upsampled TDAF, skip features, saliency prior logit, masks] -> 4 maps
+      -> bilinear to full res: background weight w_bg and target weight w_tgt in (0,1),
+         detail gains g_ir, g_vis in (-g_max, g_max)
+      -> w = w_bg + m * (w_tgt - w_bg), m = union of the masks at full resolution
     fused = vis + w * (ir - vis) + g_ir * hp(ir) + g_vis * hp(vis), clipped to [0, 1]
 
 ``hp`` is a learned 3x3 high-pass filter per modality whose kernel is projected to zero sum, so
@@ -18,6 +20,10 @@ the detail term never shifts brightness. The weight map is a sigmoid of a fixed-
 prior (scaled by a learnable factor) plus a learned correction; the correction and detail heads
 start near zero, so an untrained net, and a net given no masks and no text, fuses like a
 saliency-weighted average: convex, smooth weights, no halos, no noise amplification.
+
+The two weights are blended by the full-resolution masks, not at 1/4 resolution, so where the
+infrared dominates inside a highlighted target stops at the mask's edge: a 1/4-resolution weight
+spills a few pixels past it (a bright glow or, where the IR surround is dark, a dark rim).
 """
 
 from dataclasses import asdict, dataclass, fields
@@ -34,6 +40,11 @@ from tesg_ros.network.tdaf import TextDrivenAttentionalFusion
 # Inputs may exceed [0, 1] by this much (rounding in upstream float conversions).
 RANGE_TOLERANCE = 1e-3
 SKIP_REDUCTION = 4
+FILL_RADIUS = 2   # quarter pixels: neighbourhood of background_from_surroundings
+# The SIG's soft masks fall from 0.4 to 0.05 over ~6 px outside a target; blending the weights
+# with them as they are gives the target's IR share a glow that wide. Steepened about 0.5
+# (0.25 -> 0, 0.75 -> 1) the blend switches within ~2 px; the masks reach MGCA unchanged.
+MASK_BLEND_GAIN = 2.0
 
 
 @dataclass(frozen=True)
@@ -165,6 +176,15 @@ class DualEncoder(nn.Module):
         return skip, self.deep(skip), high_pass
 
 
+def target_share(union):
+    """How much each pixel belongs to a highlighted target, from the union of the soft masks:
+    ``clip(MASK_BLEND_GAIN (m - 0.5) + 0.5, 0, 1)``, any shape. The network blends its target
+    and background weights with it, and the training losses use it as their mask, so both
+    agree on where a target ends."""
+    # One full-resolution temporary, two in-place steps.
+    return union.mul(MASK_BLEND_GAIN).add_(0.5 - 0.5 * MASK_BLEND_GAIN).clamp_(0.0, 1.0)
+
+
 def saliency(image_quarter):
     """Visual saliency of a 1/4-resolution image ``(B, 1, h, w)`` -> ``(B, 1, h, w)`` >= 0.
 
@@ -179,7 +199,8 @@ def saliency(image_quarter):
 
 
 class FusionDecoder(nn.Module):
-    """Light decoder at 1/4 resolution -> 3 raw maps [weight-logit correction, gain ir, gain vis].
+    """Light decoder at 1/4 resolution -> 4 raw maps: weight-logit corrections [background,
+    target] and detail gains [ir, vis].
 
     Inputs: TDAF features ``(B, C, h, w)``, encoder skip ``(B, 2 * skip_channels, H/4, W/4)``,
     the saliency prior logit ``(B, 1, H/4, W/4)`` and the masks at 1/4 resolution
@@ -187,7 +208,7 @@ class FusionDecoder(nn.Module):
     prior, masks]; it is computed as summed parts, the TDAF part before upsampling (1x1 conv and
     bilinear upsampling commute), which avoids a ~100-channel concatenation at 1/4 resolution.
     The masks reach the decoder directly so region boundaries are placed at 1/4, not 1/8,
-    resolution. Output ``(B, 3, H/4, W/4)``.
+    resolution. Output ``(B, 4, H/4, W/4)``.
     """
 
     def __init__(self, config):
@@ -198,7 +219,7 @@ class FusionDecoder(nn.Module):
         self.prior_weight = nn.Parameter(torch.empty(1, width, 1, 1).uniform_(-0.5, 0.5))
         self.mask = nn.Conv2d(config.mask_channels, width, 1, bias=False)
         self.refine = nn.Conv2d(width, width, 3, padding=1)
-        self.head = nn.Conv2d(width, 3, 3, padding=1)
+        self.head = nn.Conv2d(width, 4, 3, padding=1)
         # Small, not zero: the net starts at the prior fusion yet every weight gets gradient.
         nn.init.normal_(self.head.weight, std=1e-3)
         nn.init.zeros_(self.head.bias)
@@ -211,6 +232,30 @@ class FusionDecoder(nn.Module):
             decoded = decoded + self.mask(masks_quarter)
         decoded = F.gelu(decoded)
         return self.head(F.gelu(self.refine(decoded)))
+
+
+def background_from_surroundings(background_weight, masks_quarter, dilation=0,
+                                 radius=FILL_RADIUS):
+    """Replace the background weight inside the masks by that of the pixels around them.
+
+    ``background_weight`` ``(B, 1, h, w)`` and ``masks_quarter`` ``(B, M, h, w)`` at 1/4
+    resolution -> ``(B, 1, h, w)``. Inside a mask the target weight is used, so the background
+    weight there gets no training signal and follows the target's own saliency (high); bilinear
+    upsampling then carries it up to 4 px past the mask edge: an infrared glow or dark rim beside
+    every highlighted target. Each quarter pixel takes, in proportion to the union of the masks
+    (dilated by ``dilation`` quarter pixels), the mean weight of the non-mask pixels of its
+    (2 radius + 1)^2 neighbourhood; pixels with no such neighbour keep their own. Zero masks
+    change nothing, bit for bit.
+    """
+    region = masks_quarter.amax(dim=1, keepdim=True)
+    if dilation:
+        region = F.max_pool2d(region, 2 * dilation + 1, 1, dilation)
+    outside = 1.0 - region
+    size = 2 * radius + 1
+    total = F.avg_pool2d(outside, size, 1, radius)
+    mean = F.avg_pool2d(background_weight * outside, size, 1, radius) / total.clamp_min(0.05)
+    surroundings = torch.where(total > 0.05, mean, background_weight)
+    return torch.lerp(background_weight, surroundings, region)
 
 
 class TesgFusionNet(nn.Module):
@@ -283,7 +328,9 @@ class TesgFusionNet(nn.Module):
         text: ``(B, D)`` sentence embeddings, or None (= zeros).
         Returns fused luminance ``(B, 1, H, W)`` in [0, 1], in the input dtype; with
         ``return_intermediates`` a tuple ``(fused, info)`` where info holds
-        ``weight`` (B,1,H,W) infrared share, ``detail`` (B,1,H,W) detail residual,
+        ``weight`` (B,1,H,W) infrared share, ``background_weight`` and ``target_weight``
+        (B,1,H,W) the two weights it blends by the masks (equal to ``weight`` and None
+        without masks), ``detail`` (B,1,H,W) detail residual,
         ``prior_weight`` (B,1,H/4,W/4) saliency-only weight (padded grid),
         ``mgca`` list of per-block attention dicts (see MaskGuidedCrossAttention.forward) and
         ``channel_gates`` (B,2,C), ``spatial_gate`` (B,1,h,w) from TDAF.
@@ -304,10 +351,10 @@ class TesgFusionNet(nn.Module):
         skip, deep, high_pass = self.encoder(images)
         feat_ir, feat_vis = deep.chunk(2, dim=1)
         if masks is None:
-            masks_quarter = None
+            masks_full = masks_quarter = None
             masks_low = ir.new_zeros((batch, config.mask_channels, low_h, low_w))
         else:
-            masks_quarter = masks.to(ir.dtype)
+            masks_full = masks_quarter = masks.to(ir.dtype)
             if pad_h or pad_w:
                 masks_quarter = F.pad(masks_quarter, (0, pad_w, 0, pad_h), mode='replicate')
             masks_quarter = F.avg_pool2d(masks_quarter, SKIP_REDUCTION)
@@ -331,13 +378,24 @@ class TesgFusionNet(nn.Module):
         head = self.decoder(fused_features, skip, prior_logit, masks_quarter)
         # Bounded correction: the weight logit stays within prior +- max_logit_correction, so the
         # sigmoid cannot saturate to an exact 0/1 (dead gradient) early in training.
+        # Without masks the target weight is never used: skip its channel.
+        weights = 1 if masks_full is None else 2
         correction = config.max_logit_correction * torch.tanh(
-            head[:, :1] / config.max_logit_correction)
+            head[:, :weights] / config.max_logit_correction)
         maps = torch.cat([torch.sigmoid(prior_logit + correction),
-                          config.max_detail_gain * torch.tanh(head[:, 1:])], dim=1)
+                          config.max_detail_gain * torch.tanh(head[:, 2:])], dim=1)
+        if masks_quarter is not None:
+            maps = torch.cat([background_from_surroundings(maps[:, :1], masks_quarter),
+                              maps[:, 1:]], dim=1)
         maps = F.interpolate(maps, size=(padded_h, padded_w), mode='bilinear',
                              align_corners=False)[:, :, :height, :width]
-        weight, gains = maps[:, :1], maps[:, 1:]
+        weight, gains = maps[:, :1], maps[:, weights:]
+        background_weight = target_weight = None
+        if masks_full is not None:
+            # Full-resolution blend: the target weight stops at the mask edge, not 4 px past it.
+            background_weight, target_weight = weight, maps[:, 1:2]
+            union = masks_full if masks_full.shape[1] == 1 else masks_full.amax(1, keepdim=True)
+            weight = torch.lerp(background_weight, target_weight, target_share(union))
 
         high_pass = high_pass[:, :, :height, :width]
         # In-place multiply-adds: two fewer full-resolution temporaries per frame.
@@ -348,5 +406,7 @@ class TesgFusionNet(nn.Module):
             return fused
         detail = (gains * high_pass).sum(dim=1, keepdim=True)
         info = {'weight': weight, 'detail': detail, 'prior_weight': torch.sigmoid(prior_logit),
+                'background_weight': weight if background_weight is None else background_weight,
+                'target_weight': target_weight,
                 'mgca': attention_info, **gate_info}
         return fused, info
