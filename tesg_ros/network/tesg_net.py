@@ -12,7 +12,7 @@ Data flow (see docs/network.md for the diagram and the cost budget)::
       -> decoder at 1/4: [upsampled TDAF, skip features, saliency prior logit, masks] -> 4 maps
       -> bilinear to full res: background weight w_bg and target weight w_tgt in (0,1),
          detail gains g_ir, g_vis in (-g_max, g_max)
-      -> w = w_bg + m * (w_tgt - w_bg), m = union of the masks at full resolution
+      -> w = w_bg + s * (w_tgt - w_bg), s = target_share(union of the masks), full resolution
     fused = vis + w * (ir - vis) + g_ir * hp(ir) + g_vis * hp(vis), clipped to [0, 1]
 
 ``hp`` is a learned 3x3 high-pass filter per modality whose kernel is projected to zero sum, so
@@ -178,9 +178,8 @@ class DualEncoder(nn.Module):
 
 def target_share(union):
     """How much each pixel belongs to a highlighted target, from the union of the soft masks:
-    ``clip(MASK_BLEND_GAIN (m - 0.5) + 0.5, 0, 1)``, any shape. The network blends its target
-    and background weights with it, and the training losses use it as their mask, so both
-    agree on where a target ends."""
+    ``clip(MASK_BLEND_GAIN (m - 0.5) + 0.5, 0, 1)``, any shape; the network blends its target
+    and background weights with it."""
     # One full-resolution temporary, two in-place steps.
     return union.mul(MASK_BLEND_GAIN).add_(0.5 - 0.5 * MASK_BLEND_GAIN).clamp_(0.0, 1.0)
 
@@ -234,22 +233,18 @@ class FusionDecoder(nn.Module):
         return self.head(F.gelu(self.refine(decoded)))
 
 
-def background_from_surroundings(background_weight, masks_quarter, dilation=0,
-                                 radius=FILL_RADIUS):
+def background_from_surroundings(background_weight, masks_quarter, radius=FILL_RADIUS):
     """Replace the background weight inside the masks by that of the pixels around them.
 
     ``background_weight`` ``(B, 1, h, w)`` and ``masks_quarter`` ``(B, M, h, w)`` at 1/4
     resolution -> ``(B, 1, h, w)``. Inside a mask the target weight is used, so the background
     weight there gets no training signal and follows the target's own saliency (high); bilinear
     upsampling then carries it up to 4 px past the mask edge: an infrared glow or dark rim beside
-    every highlighted target. Each quarter pixel takes, in proportion to the union of the masks
-    (dilated by ``dilation`` quarter pixels), the mean weight of the non-mask pixels of its
-    (2 radius + 1)^2 neighbourhood; pixels with no such neighbour keep their own. Zero masks
-    change nothing, bit for bit.
+    every highlighted target. Each quarter pixel takes, in proportion to the union of the masks,
+    the mean weight of the non-mask pixels of its (2 radius + 1)^2 neighbourhood; pixels with no
+    such neighbour keep their own. Zero masks change nothing, bit for bit.
     """
     region = masks_quarter.amax(dim=1, keepdim=True)
-    if dilation:
-        region = F.max_pool2d(region, 2 * dilation + 1, 1, dilation)
     outside = 1.0 - region
     size = 2 * radius + 1
     total = F.avg_pool2d(outside, size, 1, radius)
