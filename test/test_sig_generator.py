@@ -12,7 +12,7 @@ from tesg_ros.errors import ConfigError
 from tesg_ros.sig import HogMaskBackend, OfflineDescriber, SemanticInformationGenerator
 from test_sig_text_encoder import load_minilm
 
-PERSON_19 = (264, 127, 14, 44)  # x, y, w, h of the warm person in TNO 19, by eye
+PERSON_19 = (260, 123, 14, 44)  # x, y, w, h of the warm person in TNO 19 (see test_sig_masks.py)
 
 
 @pytest.fixture(scope='module')
