@@ -47,6 +47,15 @@ FAR_BAND = (8.0, 16.0)  # px outside the masks: the target's surroundings, for r
 MIN_SOURCE_DIFFERENCE = 10.0  # grey levels; below this the IR share is undefined (noise)
 
 
+def _images(fused, ir, visible):
+    """The three images as float32 ``(H, W)`` arrays of one shape, or ConfigError."""
+    fused, ir, visible = (np.asarray(a, np.float32) for a in (fused, ir, visible))
+    if not fused.shape == ir.shape == visible.shape or fused.ndim != 2:
+        raise ConfigError(f'expected three (H, W) arrays of one shape, got {fused.shape}, '
+                          f'{ir.shape}, {visible.shape}')
+    return fused, ir, visible
+
+
 def out_of_range(fused, ir, visible):
     """Per-pixel distance of ``fused`` outside ``[min(ir, visible), max(ir, visible)]``.
 
@@ -54,10 +63,7 @@ def out_of_range(fused, ir, visible):
     Returns ``(undershoot, overshoot)``, two ``(H, W)`` float32 arrays >= 0, at most one of
     them non-zero at each pixel: ``relu(min(I, V) - F)`` and ``relu(F - max(I, V))``.
     """
-    fused, ir, visible = (np.asarray(a, np.float32) for a in (fused, ir, visible))
-    if not fused.shape == ir.shape == visible.shape or fused.ndim != 2:
-        raise ConfigError(f'expected three (H, W) arrays of one shape, got {fused.shape}, '
-                          f'{ir.shape}, {visible.shape}')
+    fused, ir, visible = _images(fused, ir, visible)
     undershoot = np.maximum(np.minimum(ir, visible) - fused, 0.0)
     overshoot = np.maximum(fused - np.maximum(ir, visible), 0.0)
     return undershoot, overshoot
@@ -79,8 +85,7 @@ def halo_scores(fused, ir, visible, threshold=HALO_THRESHOLD):
 def effective_ir_share(fused, ir, visible, min_difference=MIN_SOURCE_DIFFERENCE):
     """Per-pixel IR share ``(F - V) / (I - V)`` clipped to [0, 1], NaN where ``|I - V|`` is
     below ``min_difference``. Three ``(H, W)`` arrays on one scale -> ``(H, W)`` float32."""
-    out_of_range(fused, ir, visible)  # the same shape checks
-    fused, ir, visible = (np.asarray(a, np.float32) for a in (fused, ir, visible))
+    fused, ir, visible = _images(fused, ir, visible)
     difference = ir - visible
     defined = np.abs(difference) >= min_difference
     share = np.full(fused.shape, np.nan, np.float32)
@@ -158,8 +163,9 @@ def main(argv=None):
 
     print(f'# {args.dataset}: {len(pairs)} pairs; out = mean relu(min(I,V) - F) + '
           f'relu(F - max(I,V)) on 0..255 luma (under + over); share = pixels > '
-          f'{args.threshold:g} grey levels; edge spill = IR share 1-4 px outside the masks '
-          f'minus 8-16 px outside')
+          f'{args.threshold:g} grey levels; edge spill = IR share {NEAR_BAND[0]:g}-'
+          f'{NEAR_BAND[1]:g} px outside the masks minus {FAR_BAND[0]:g}-{FAR_BAND[1]:g} px '
+          f'outside')
     print('| weights | out | under | over | share > %g | edge spill |' % args.threshold)
     print('|---|---|---|---|---|---|')
     for name, rows in scores.items():

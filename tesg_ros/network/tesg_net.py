@@ -379,7 +379,7 @@ class TesgFusionNet(nn.Module):
             head[:, :weights] / config.max_logit_correction)
         maps = torch.cat([torch.sigmoid(prior_logit + correction),
                           config.max_detail_gain * torch.tanh(head[:, 2:])], dim=1)
-        if masks_quarter is not None:
+        if masks_full is not None:
             maps = torch.cat([background_from_surroundings(maps[:, :1], masks_quarter),
                               maps[:, 1:]], dim=1)
         maps = F.interpolate(maps, size=(padded_h, padded_w), mode='bilinear',
