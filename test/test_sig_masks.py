@@ -6,10 +6,16 @@ import cv2
 import numpy as np
 import pytest
 
+from dataclasses import replace
+
 from tesg_ros.errors import ConfigError, ImageEncodingError
 from tesg_ros.sig.masks import (
-    boxes_soft_mask, ClipSegMaskBackend, HogMaskBackend, HogPeopleDetector, phrase_classes,
-    segment_warm_objects, ThermalMaskBackend, to_unit_thermal)
+    boxes_soft_mask, ClipSegMaskBackend, grow_objects, HogMaskBackend, HogPeopleDetector,
+    phrase_classes, segment_warm_objects, ThermalMaskBackend, ThermalSegmentationParams,
+    to_unit_thermal)
+
+CORES_ONLY = replace(ThermalSegmentationParams(), grow_ratio=1.0, fill_holes=False,
+                     full_resolution_edges=False)
 
 # The warm person of TNO 19 (thermal 360 x 270): its pixels above 80 % of its peak span
 # x 261-272, y 124-165. (The box used before, x 264-278, y 127-171, sat 3 px right of and below
@@ -103,6 +109,85 @@ def test_thermal_mask_is_centred_on_its_object(shape, radius):
     mask = ThermalMaskBackend()(None, frame, ['something warm'])[0]
     centroid = ((mask * xx).sum() / mask.sum(), (mask * yy).sum() / mask.sum())
     assert np.hypot(centroid[0] - centre_x, centroid[1] - centre_y) < 1.0
+
+
+def clothed_person(shape=(576, 768), torso=0.55):
+    """A person whose warm head, shoulders, arms, hips and legs (0.85) frame a cooler clothed
+    torso."""
+    rng = np.random.default_rng(3)
+    frame = np.clip(rng.normal(0.3, 0.01, shape), 0, 1).astype(np.float32)
+    frame[150:190, 370:400] = 0.85   # head
+    frame[186:200, 330:440] = 0.85   # shoulders
+    frame[200:292, 342:428] = torso  # torso
+    frame[200:300, 330:342] = 0.85   # arms
+    frame[200:300, 428:440] = 0.85
+    frame[292:312, 330:440] = 0.85   # hips
+    frame[312:420, 340:375] = 0.85   # legs, 24 px (6 working pixels) apart
+    frame[312:420, 399:430] = 0.85
+    return frame
+
+
+def test_thermal_mask_grows_over_the_cooler_clothing_of_a_person():
+    frame = clothed_person()
+    torso = (350, 205, 70, 80)
+    grown = ThermalMaskBackend()(None, frame, ['a person'])[0]
+    cores = ThermalMaskBackend(CORES_ONLY)(None, frame, ['a person'])[0]
+    assert box_mean(cores, torso) < 0.3
+    assert box_mean(grown, torso) > 0.95
+    # The background around the person stays out (the gap between the legs too).
+    assert box_mean(grown, (380, 330, 14, 80)) < 0.05
+    assert box_mean(grown, (250, 200, 60, 200)) == 0.0
+
+
+def test_a_cold_region_enclosed_by_a_warm_object_is_not_filled():
+    frame = clothed_person(torso=0.25)   # colder than the background
+    grown = ThermalMaskBackend()(None, frame, ['a person'])[0]
+    assert box_mean(grown, (350, 205, 70, 80)) < 0.1
+
+
+def test_growth_stops_after_grow_steps_working_pixels():
+    # A warm core beside a long lukewarm strip that is just above the growth level.
+    excess = np.zeros((40, 100), np.float32)
+    excess[10:20, 10:20] = 1.0
+    excess[12:18, 20:90] = 0.5
+    cores = (excess == 1.0).astype(np.int32) * 7
+    grown = grow_objects(cores, excess, level=0.4, steps=5, fill_holes=False)
+    assert set(np.unique(grown)) == {0, 7}
+    assert grown[15, 24] == 7 and grown[15, 25] == 0   # 5 pixels into the strip
+    assert not grown[5].any()                           # never into pixels below the level
+    np.testing.assert_array_equal(grow_objects(cores, excess, 0.4, 0, False), cores)
+
+
+def test_grown_pixels_take_the_label_of_the_nearest_core():
+    excess = np.full((10, 30), 0.5, np.float32)
+    cores = np.zeros((10, 30), np.int32)
+    cores[4:6, 2:4], cores[4:6, 25:27] = 3, 9
+    grown = grow_objects(cores, excess, level=0.4, steps=30, fill_holes=False)
+    assert (grown[:, :14] == 3).all() and (grown[:, 16:] == 9).all()
+
+
+@pytest.mark.parametrize('offset', [0, 1, 2, 3])
+def test_full_resolution_edges_sit_on_the_object_edge(offset):
+    """At 768 x 576 a working pixel spans 4 frame pixels; the re-found edge is within a pixel
+    of the object's edge wherever the object starts within a working pixel."""
+    rng = np.random.default_rng(4)
+    frame = np.clip(rng.normal(0.3, 0.01, (576, 768)), 0, 1).astype(np.float32)
+    top, left = 200 + offset, 300 + offset
+    frame[top:top + 120, left:left + 50] = 0.85
+    mask = ThermalMaskBackend()(None, frame, ['something warm'])[0] >= 0.5
+    rows, cols = np.nonzero(mask)
+    assert abs(rows.min() - top) <= 1 and abs(rows.max() - (top + 119)) <= 1
+    assert abs(cols.min() - left) <= 1 and abs(cols.max() - (left + 49)) <= 1
+    coarse = ThermalMaskBackend(CORES_ONLY)(None, frame, ['something warm'])[0] >= 0.5
+    outside = np.count_nonzero(coarse & (frame < 0.5)) + np.count_nonzero(~coarse & (frame > 0.5))
+    assert np.count_nonzero(mask != (frame > 0.5)) < outside
+
+
+def test_growth_parameters_are_checked():
+    for bad in ({'grow_ratio': 0.0}, {'grow_ratio': 1.5}, {'grow_steps': -1},
+                {'grow_steps': 2.5}):
+        with pytest.raises(ConfigError, match='grow_'):
+            ThermalSegmentationParams(**bad)
 
 
 def test_thermal_mask_accepts_float_thermal(test_data):

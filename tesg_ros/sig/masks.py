@@ -12,8 +12,9 @@ always belongs to phrase ``i``.
 Backends:
 
 * :class:`ThermalMaskBackend` - warm-object segmentation of the thermal frame (local-contrast
-  threshold, morphology, connected components, soft edges), filtered by the object classes
-  the phrase names (people-shaped vs vehicle-shaped blobs). Runs per frame.
+  threshold, morphology, connected components, grown by hysteresis over the cooler parts of
+  each object, edges re-found at full resolution), filtered by the object classes the phrase
+  names (people-shaped vs vehicle-shaped blobs). Runs per frame.
 * :class:`HogMaskBackend` - person boxes from OpenCV's HOG people detector as soft masks.
 * :class:`ClipSegMaskBackend` - CLIPSeg (transformers) from a local model directory, one
   text-prompted mask per phrase. Slow on a CPU.
@@ -24,6 +25,7 @@ import re
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from tesg_ros.errors import ConfigError, ImageEncodingError
 
@@ -127,6 +129,19 @@ class ThermalSegmentationParams:
     vehicle_min_area: smallest vehicle-shaped blob, fraction of the image area.
     hot_area: blobs larger than this area fraction that are neither shape are 'hot area'.
     padding_min_area / padding_solidity: see :func:`registration_padding`.
+    grow_ratio: hysteresis for the object masks. The threshold above finds only the warmest
+        parts of an object (a person's face, hands and legs, not the clothed torso); each kept
+        object's mask grows into connected pixels that exceed the local background by more
+        than grow_ratio times that threshold (1.0: no growth). Object classes, boxes and the
+        description still come from the warm cores.
+    grow_steps: the growth stops this many working pixels from the warm core, so a lukewarm
+        background connected to an object is not flooded.
+    fill_holes: regions enclosed by an object's mask that are warmer than their local
+        background (a torso between warm arms) become part of the object.
+    full_resolution_edges: re-find the mask edges at the frame's resolution (within one
+        working pixel of the working-resolution edge, a pixel is in the object when it exceeds
+        the upsampled background by the growth threshold): a working pixel of a 192-px image
+        spans 3-4 px of a VGA frame, which put the soft mask edge up to 4 px off the object.
     """
 
     work_size: int = 192
@@ -143,6 +158,10 @@ class ThermalSegmentationParams:
     hot_area: float = 0.01
     padding_min_area: float = 0.01
     padding_solidity: float = 0.97
+    grow_ratio: float = 0.4
+    grow_steps: int = 6
+    fill_holes: bool = True
+    full_resolution_edges: bool = True
 
     def __post_init__(self):
         if self.work_size < 32:
@@ -154,6 +173,13 @@ class ThermalSegmentationParams:
         if self.min_contrast <= 0.0 or self.noise_factor < 0.0:
             raise ConfigError('semantics.thermal_mask.min_contrast must be > 0 and '
                               'noise_factor >= 0')
+        if not 0.0 < self.grow_ratio <= 1.0:
+            raise ConfigError('semantics.thermal_mask.grow_ratio must be in (0, 1], '
+                              f'got {self.grow_ratio}')
+        if isinstance(self.grow_steps, bool) or not isinstance(self.grow_steps, int) \
+                or self.grow_steps < 0:
+            raise ConfigError('semantics.thermal_mask.grow_steps must be an int >= 0, '
+                              f'got {self.grow_steps!r}')
 
 
 @dataclass(frozen=True)
@@ -179,32 +205,120 @@ class WarmObject:
 class WarmSegmentation:
     """Result of :func:`segment_warm_objects`.
 
-    labels: int32 component image at the working resolution (0 = background).
+    labels: int32 component image of the warm cores at the working resolution (0 = background).
     objects: the kept :class:`WarmObject` s, largest first.
     frame_shape: (H, W) of the input frame.
+    object_labels: int32 working-resolution image of the objects' full extent (each warm core
+        grown by hysteresis, enclosed warm holes filled; see ThermalSegmentationParams), holding
+        each object's ``component`` id; None = the cores only.
+    edge_thermal / edge_background / edge_level: for edges re-found at full resolution: the
+        H x W float32 thermal frame in [0, 1], its working-resolution local background and the
+        excess above it that counts as part of an object; None = edges from the working image.
     """
 
     labels: np.ndarray
     objects: tuple
     frame_shape: tuple
+    object_labels: np.ndarray = None
+    edge_thermal: np.ndarray = None
+    edge_background: np.ndarray = None
+    edge_level: float = None
 
     def soft_mask(self, objects, edge_sigma=1.0):
         """H x W float32 in [0, 1]: the union of ``objects`` with blurred (soft) edges.
 
-        ``edge_sigma`` is in working-resolution pixels; the blur happens there and the result
-        is bilinearly upsampled, so the cost does not grow with the frame size.
+        ``edge_sigma`` is in working-resolution pixels. Without full-resolution edges the blur
+        happens at the working resolution and the result is bilinearly upsampled; with them
+        (:attr:`edge_thermal` set) the edge is re-found and blurred at full resolution (sigma
+        ``edge_sigma`` frame pixels) in the objects' bounding box only, so the cost does not
+        grow with the frame size beyond the objects' area.
         """
         height, width = self.frame_shape
+        mask = np.zeros((height, width), np.float32)
         if not objects:
-            return np.zeros((height, width), np.float32)
+            return mask
         ids = np.array([obj.component for obj in objects], np.int32)
-        small = np.isin(self.labels, ids).astype(np.float32)
+        labels = self.labels if self.object_labels is None else self.object_labels
+        small = np.isin(labels, ids).astype(np.float32)
+        if self.edge_thermal is not None:
+            return self._full_resolution_mask(small, edge_sigma, mask)
         if edge_sigma > 0:
             small = cv2.GaussianBlur(small, (0, 0), edge_sigma)
             # Re-saturate the interior so the blur only softens the border.
             small = np.minimum(small * 2.0, 1.0)
         mask = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
         return np.clip(mask, 0.0, 1.0, out=mask)
+
+    def _full_resolution_mask(self, small, edge_sigma, mask):
+        height, width = self.frame_shape
+        work_height, work_width = small.shape
+        kernel = np.ones((3, 3), np.uint8)
+        near = cv2.dilate(small, kernel)
+        rows, cols = np.nonzero(near)
+        # The objects' box (one working pixel around them), in frame pixels with a margin for
+        # the blur.
+        scale_y, scale_x = height / work_height, width / work_width
+        margin = 2 + int(np.ceil(3 * edge_sigma))
+        top = max(0, int(rows.min() * scale_y) - margin)
+        bottom = min(height, int(np.ceil((rows.max() + 1) * scale_y)) + margin)
+        left = max(0, int(cols.min() * scale_x) - margin)
+        right = min(width, int(np.ceil((cols.max() + 1) * scale_x)) + margin)
+
+        def upsampled(image):
+            # Bilinear upsampling of the working image, evaluated on the box only.
+            map_x = ((np.arange(left, right, dtype=np.float32) + 0.5) / scale_x - 0.5)
+            map_y = ((np.arange(top, bottom, dtype=np.float32) + 0.5) / scale_y - 0.5)
+            map_x, map_y = np.meshgrid(map_x, map_y)
+            return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE)
+
+        crop = self.edge_thermal[top:bottom, left:right]
+        # A 3x3 mean keeps single noisy pixels from deciding the edge.
+        excess = cv2.blur(crop, (3, 3)) - upsampled(self.edge_background)
+        interior = upsampled(cv2.erode(small, kernel)) >= 0.5
+        candidate = upsampled(near) > 0.0
+        binary = (interior | (candidate & (excess > self.edge_level))).astype(np.float32)
+        if edge_sigma > 0:
+            binary = cv2.GaussianBlur(binary, (0, 0), edge_sigma)
+        mask[top:bottom, left:right] = binary
+        return np.clip(mask, 0.0, 1.0, out=mask)
+
+
+def grow_objects(core_labels, excess, level, steps, fill_holes, valid=None):
+    """Full extent of warm objects from their cores (hysteresis with a bounded reach).
+
+    core_labels: int32 (h, w) label image of the kept warm cores (0 = none); excess: float32
+    (h, w) the thermal image's excess over its local background; level:
+    the excess a grown pixel needs; steps: how many 8-connected pixels the growth may reach from
+    a core; fill_holes: also take each region enclosed by an object (after a 2-pixel closing, so
+    gaps up to 4 px between its parts are bridged) whose mean excess is above 0, i.e. warmer
+    than its local background (a clothed torso between warm arms; not the cold ground between
+    two legs); valid:
+    bool (h, w) or None, pixels that may be grown into. Returns an int32 (h, w) image holding,
+    at each object pixel, the label of the nearest core.
+    """
+    cores = core_labels > 0
+    if not cores.any():
+        return np.zeros(core_labels.shape, np.int32)
+    _, (nearest_row, nearest_col) = ndimage.distance_transform_edt(
+        ~cores, return_distances=True, return_indices=True)
+    nearest = core_labels[nearest_row, nearest_col]
+    allowed = excess > level
+    if valid is not None:
+        allowed &= valid
+    structure = np.ones((3, 3), bool)
+    extent = cores
+    if steps > 0:
+        extent = ndimage.binary_dilation(cores, structure, iterations=steps, mask=allowed | cores)
+    if fill_holes:
+        # The closing encloses a hole left open by a gap of a pixel or two (the neck between a
+        # warm head and warm shoulders).
+        closed = ndimage.binary_closing(extent, structure, iterations=2, border_value=0) | extent
+        holes, count = ndimage.label(ndimage.binary_fill_holes(closed) & ~extent)
+        if count:
+            ids = np.arange(1, count + 1)
+            extent = extent | np.isin(holes, ids[ndimage.mean(excess, holes, ids) > 0])
+    return np.where(extent, nearest, 0).astype(np.int32)
 
 
 def _classify_blob(width, height, area_fraction, frame_height, params):
@@ -277,7 +391,9 @@ def segment_warm_objects(thermal, params=ThermalSegmentationParams()):
     The class of a component is a shape heuristic only (upright: person; wide and large
     enough: vehicle) - a thermal camera gives no range, so size in pixels cannot tell a near
     dog from a far person. Registration padding (:func:`registration_padding`) is left out of
-    every statistic and is never warm. Returns a :class:`WarmSegmentation`.
+    every statistic and is never warm. Each kept core then grows to its object's extent
+    (:func:`grow_objects`, ``params.grow_ratio``), which sets the masks, not the objects.
+    Returns a :class:`WarmSegmentation`.
     """
     unit = to_unit_thermal(thermal)
     frame_height, frame_width = unit.shape
@@ -335,8 +451,18 @@ def segment_warm_objects(thermal, params=ThermalSegmentationParams()):
             position=horizontal_position(centre[0], frame_width),
             contrast=float(excess_sum[component] / area), component=component))
     objects.sort(key=lambda obj: obj.area_fraction, reverse=True)
-    return WarmSegmentation(labels=labels.astype(np.int32, copy=False), objects=tuple(objects),
-                            frame_shape=(frame_height, frame_width))
+    labels = labels.astype(np.int32, copy=False)
+    level = params.grow_ratio * threshold
+    kept = np.zeros(count, np.int32)
+    kept[[obj.component for obj in objects]] = [obj.component for obj in objects]
+    object_labels = grow_objects(kept[labels], excess, level, params.grow_steps,
+                                 params.fill_holes, valid)
+    edges = {}
+    if params.full_resolution_edges and scale < 1.0:
+        edges = {'edge_thermal': unit, 'edge_background': background, 'edge_level': level}
+    return WarmSegmentation(labels=labels, objects=tuple(objects),
+                            frame_shape=(frame_height, frame_width),
+                            object_labels=object_labels, **edges)
 
 
 def _check_phrases(phrases):

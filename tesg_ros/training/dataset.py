@@ -36,7 +36,7 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 # A 3-channel IR file must be grey (R = G = B up to JPEG noise); a pseudo-colour palette
 # would otherwise be silently turned into a wrong intensity.
 GREY_TOLERANCE = 8
-CACHE_FORMAT = 'tesg-train-semantics-v2'   # v2: thermal masks centred on their objects
+CACHE_FORMAT = 'tesg-train-semantics-v3'   # v3: object masks grown, full-resolution edges
 
 
 @dataclass(frozen=True)
