@@ -20,12 +20,11 @@ Backends:
   text-prompted mask per phrase. Slow on a CPU.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import re
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from tesg_ros.errors import ConfigError, ImageEncodingError
 
@@ -223,6 +222,8 @@ class WarmSegmentation:
     edge_thermal: np.ndarray = None
     edge_background: np.ndarray = None
     edge_level: float = None
+    _full_resolution_cache: dict = field(default_factory=dict, init=False, repr=False,
+                                         compare=False)
 
     def soft_mask(self, objects, edge_sigma=1.0):
         """H x W float32 in [0, 1]: the union of ``objects`` with blurred (soft) edges.
@@ -241,7 +242,13 @@ class WarmSegmentation:
         labels = self.labels if self.object_labels is None else self.object_labels
         small = np.isin(labels, ids).astype(np.float32)
         if self.edge_thermal is not None:
-            return self._full_resolution_mask(small, edge_sigma, mask)
+            # Phrases naming the same objects (people, and all warm objects in a scene of
+            # people) share one full-resolution pass.
+            key = (tuple(sorted(set(ids.tolist()))), float(edge_sigma))
+            if key not in self._full_resolution_cache:
+                self._full_resolution_cache[key] = self._full_resolution_mask(
+                    small, edge_sigma, mask)
+            return self._full_resolution_cache[key].copy()
         if edge_sigma > 0:
             small = cv2.GaussianBlur(small, (0, 0), edge_sigma)
             # Re-saturate the interior so the blur only softens the border.
@@ -264,19 +271,19 @@ class WarmSegmentation:
         left = max(0, int(cols.min() * scale_x) - margin)
         right = min(width, int(np.ceil((cols.max() + 1) * scale_x)) + margin)
 
-        def upsampled(image):
-            # Bilinear upsampling of the working image, evaluated on the box only.
-            map_x = ((np.arange(left, right, dtype=np.float32) + 0.5) / scale_x - 0.5)
-            map_y = ((np.arange(top, bottom, dtype=np.float32) + 0.5) / scale_y - 0.5)
-            map_x, map_y = np.meshgrid(map_x, map_y)
-            return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REPLICATE)
-
+        # Bilinear upsampling of the working images, evaluated on the box only, in one call.
+        map_x = (np.arange(left, right, dtype=np.float32) + 0.5) / scale_x - 0.5
+        map_y = (np.arange(top, bottom, dtype=np.float32) + 0.5) / scale_y - 0.5
+        map_x, map_y = np.meshgrid(map_x, map_y)
+        stacked = np.dstack([self.edge_background, cv2.erode(small, kernel), near])
+        warped = cv2.remap(stacked, map_x, map_y, cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+        background, eroded, near = warped[..., 0], warped[..., 1], warped[..., 2]
         crop = self.edge_thermal[top:bottom, left:right]
         # A 3x3 mean keeps single noisy pixels from deciding the edge.
-        excess = cv2.blur(crop, (3, 3)) - upsampled(self.edge_background)
-        interior = upsampled(cv2.erode(small, kernel)) >= 0.5
-        candidate = upsampled(near) > 0.0
+        excess = cv2.blur(crop, (3, 3)) - background
+        interior = eroded >= 0.5
+        candidate = near > 0.0
         binary = (interior | (candidate & (excess > self.edge_level))).astype(np.float32)
         if edge_sigma > 0:
             binary = cv2.GaussianBlur(binary, (0, 0), edge_sigma)
@@ -288,37 +295,56 @@ def grow_objects(core_labels, excess, level, steps, fill_holes, valid=None):
     """Full extent of warm objects from their cores (hysteresis with a bounded reach).
 
     core_labels: int32 (h, w) label image of the kept warm cores (0 = none); excess: float32
-    (h, w) the thermal image's excess over its local background; level:
-    the excess a grown pixel needs; steps: how many 8-connected pixels the growth may reach from
-    a core; fill_holes: also take each region enclosed by an object (after a 2-pixel closing, so
-    gaps up to 4 px between its parts are bridged) whose mean excess is above 0, i.e. warmer
-    than its local background (a clothed torso between warm arms; not the cold ground between
-    two legs); valid:
-    bool (h, w) or None, pixels that may be grown into. Returns an int32 (h, w) image holding,
-    at each object pixel, the label of the nearest core.
+    (h, w) the thermal image's excess over its local background; level: the excess a grown pixel
+    needs; steps: how many 8-connected pixels the growth may reach from a core; fill_holes: also
+    take each region enclosed by an object (after a 2-pixel closing, so gaps up to 4 px between
+    its parts are bridged) whose mean excess is above 0, i.e. warmer than its local background
+    (a clothed torso between warm arms; not the cold ground between two legs); valid: bool
+    (h, w) or None, pixels that may be grown into. Returns an int32 (h, w) image holding, at
+    each object pixel, the label of the nearest core.
     """
     cores = core_labels > 0
     if not cores.any():
         return np.zeros(core_labels.shape, np.int32)
-    _, (nearest_row, nearest_col) = ndimage.distance_transform_edt(
-        ~cores, return_distances=True, return_indices=True)
-    nearest = core_labels[nearest_row, nearest_col]
     allowed = excess > level
     if valid is not None:
         allowed &= valid
-    structure = np.ones((3, 3), bool)
-    extent = cores
-    if steps > 0:
-        extent = ndimage.binary_dilation(cores, structure, iterations=steps, mask=allowed | cores)
+    kernel = np.ones((3, 3), np.uint8)
+    extent = cores.astype(np.uint8)
+    reachable = (allowed | cores).astype(np.uint8)
+    for _ in range(steps):
+        grown = cv2.dilate(extent, kernel) & reachable
+        if np.array_equal(grown, extent):
+            break
+        extent = grown
     if fill_holes:
         # The closing encloses a hole left open by a gap of a pixel or two (the neck between a
-        # warm head and warm shoulders).
-        closed = ndimage.binary_closing(extent, structure, iterations=2, border_value=0) | extent
-        holes, count = ndimage.label(ndimage.binary_fill_holes(closed) & ~extent)
-        if count:
-            ids = np.arange(1, count + 1)
-            extent = extent | np.isin(holes, ids[ndimage.mean(excess, holes, ids) > 0])
-    return np.where(extent, nearest, 0).astype(np.int32)
+        # warm head and warm shoulders). Zero padding keeps the frame edge from closing it.
+        closed = cv2.morphologyEx(cv2.copyMakeBorder(extent, 3, 3, 3, 3, cv2.BORDER_CONSTANT),
+                                  cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8),
+                                  borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        closed[3:-3, 3:-3] |= extent
+        # What the flood from the frame border cannot reach is enclosed.
+        outside = 1 - closed
+        cv2.floodFill(outside, None, (0, 0), 0)
+        candidates = ((outside[3:-3, 3:-3] | closed[3:-3, 3:-3]) & (1 - extent)).astype(np.uint8)
+        count, holes = cv2.connectedComponents(candidates, connectivity=4)
+        if count > 1:
+            total = np.bincount(holes.ravel(), weights=excess.ravel(), minlength=count)
+            size = np.bincount(holes.ravel(), minlength=count)
+            warm = total / np.maximum(size, 1) > 0
+            warm[0] = False
+            extent = extent | warm[holes].astype(np.uint8)
+    if core_labels.max() == core_labels[cores].min():
+        return np.where(extent > 0, core_labels.max(), 0).astype(np.int32)
+    # Each grown pixel takes the label of the nearest core (distances to the cores' pixels;
+    # the transform labels the connected groups of core pixels, mapped back to core labels).
+    _, groups = cv2.distanceTransformWithLabels(
+        np.where(cores, 0, 255).astype(np.uint8), cv2.DIST_L2, 3,
+        labelType=cv2.DIST_LABEL_CCOMP)
+    to_core = np.zeros(int(groups.max()) + 1, np.int32)
+    to_core[groups[cores]] = core_labels[cores]
+    return np.where(extent > 0, to_core[groups], 0).astype(np.int32)
 
 
 def _classify_blob(width, height, area_fraction, frame_height, params):
