@@ -183,6 +183,16 @@ def test_full_resolution_edges_sit_on_the_object_edge(offset):
     assert np.count_nonzero(mask != (frame > 0.5)) < outside
 
 
+def test_phrases_naming_the_same_objects_share_one_full_resolution_pass():
+    segmentation = segment_warm_objects(clothed_person())
+    first = segmentation.soft_mask(segmentation.objects)
+    first[:] = 0.0   # the caller owns what it gets back
+    second = segmentation.soft_mask(list(reversed(segmentation.objects)))
+    assert second.max() == 1.0 and len(segmentation._full_resolution_cache) == 1
+    segmentation.soft_mask(segmentation.objects, edge_sigma=2.0)
+    assert len(segmentation._full_resolution_cache) == 2
+
+
 def test_growth_parameters_are_checked():
     for bad in ({'grow_ratio': 0.0}, {'grow_ratio': 1.5}, {'grow_steps': -1},
                 {'grow_steps': 2.5}):
