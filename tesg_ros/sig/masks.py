@@ -235,20 +235,19 @@ class WarmSegmentation:
         grow with the frame size beyond the objects' area.
         """
         height, width = self.frame_shape
-        mask = np.zeros((height, width), np.float32)
         if not objects:
-            return mask
-        ids = np.array([obj.component for obj in objects], np.int32)
+            return np.zeros((height, width), np.float32)
+        ids = sorted({obj.component for obj in objects})
         labels = self.labels if self.object_labels is None else self.object_labels
-        small = np.isin(labels, ids).astype(np.float32)
         if self.edge_thermal is not None:
             # Phrases naming the same objects (people, and all warm objects in a scene of
             # people) share one full-resolution pass.
-            key = (tuple(sorted(set(ids.tolist()))), float(edge_sigma))
+            key = (tuple(ids), float(edge_sigma))
             if key not in self._full_resolution_cache:
                 self._full_resolution_cache[key] = self._full_resolution_mask(
-                    small, edge_sigma, mask)
+                    np.isin(labels, ids).astype(np.float32), edge_sigma)
             return self._full_resolution_cache[key].copy()
+        small = np.isin(labels, ids).astype(np.float32)
         if edge_sigma > 0:
             small = cv2.GaussianBlur(small, (0, 0), edge_sigma)
             # Re-saturate the interior so the blur only softens the border.
@@ -256,8 +255,9 @@ class WarmSegmentation:
         mask = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
         return np.clip(mask, 0.0, 1.0, out=mask)
 
-    def _full_resolution_mask(self, small, edge_sigma, mask):
+    def _full_resolution_mask(self, small, edge_sigma):
         height, width = self.frame_shape
+        mask = np.zeros((height, width), np.float32)
         work_height, work_width = small.shape
         kernel = np.ones((3, 3), np.uint8)
         near = cv2.dilate(small, kernel)
@@ -479,8 +479,9 @@ def segment_warm_objects(thermal, params=ThermalSegmentationParams()):
     objects.sort(key=lambda obj: obj.area_fraction, reverse=True)
     labels = labels.astype(np.int32, copy=False)
     level = params.grow_ratio * threshold
-    kept = np.zeros(count, np.int32)
-    kept[[obj.component for obj in objects]] = [obj.component for obj in objects]
+    kept = np.zeros(count, np.int32)   # component id -> itself if kept, else 0
+    kept_ids = [obj.component for obj in objects]
+    kept[kept_ids] = kept_ids
     object_labels = grow_objects(kept[labels], excess, level, params.grow_steps,
                                  params.fill_holes, valid)
     edges = {}
