@@ -4,8 +4,9 @@
 
 Each thermal frame of ``DATASET/ir`` is resized to ``--size`` and the backend is timed on it
 with the phrases of ``--phrases`` (default: the three kinds the offline describer writes), once
-with the shipped settings and once with the warm cores only (no growth, no hole filling, edges
-from the working image: the masks up to session 4). Prints p50/p90 per variant, the mean area
+with the shipped settings, once without the completion of upright groups (the masks of
+session 5) and once with the warm cores only (no growth, no hole filling, edges from the working
+image: the masks up to session 4). Prints p50/p90 per variant, the mean area
 of the union of the masks (>= 0.5) and the mean mask value 1, 2, 3 and 4 px outside it (how far
 the soft edge reaches past the objects). ``--size native`` keeps each frame's own size.
 
@@ -43,9 +44,13 @@ def main(argv=None):
         width, height = (int(v) for v in args.size.lower().split('x'))
     shipped = ThermalSegmentationParams()
     variants = {
-        'shipped (grown, full-resolution edges)': ThermalMaskBackend(shipped),
+        'shipped (grown, upright groups completed, full-resolution edges)':
+            ThermalMaskBackend(shipped),
+        'grown, full-resolution edges (session 5)': ThermalMaskBackend(replace(
+            shipped, complete_upright=False)),
         'warm cores only (until session 4)': ThermalMaskBackend(replace(
-            shipped, grow_ratio=1.0, fill_holes=False, full_resolution_edges=False)),
+            shipped, grow_ratio=1.0, fill_holes=False, full_resolution_edges=False,
+            complete_upright=False)),
     }
     frames = [read_ir(pair.ir) for pair in find_pairs(args.dataset)]
     if not native:

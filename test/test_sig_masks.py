@@ -10,12 +10,12 @@ from dataclasses import replace
 
 from tesg_ros.errors import ConfigError, ImageEncodingError
 from tesg_ros.sig.masks import (
-    boxes_soft_mask, ClipSegMaskBackend, grow_objects, HogMaskBackend, HogPeopleDetector,
-    phrase_classes, segment_warm_objects, ThermalMaskBackend, ThermalSegmentationParams,
-    to_unit_thermal)
+    boxes_soft_mask, ClipSegMaskBackend, complete_upright_objects, grow_objects, HogMaskBackend,
+    HogPeopleDetector, phrase_classes, segment_warm_objects, ThermalMaskBackend,
+    ThermalSegmentationParams, to_unit_thermal)
 
 CORES_ONLY = replace(ThermalSegmentationParams(), grow_ratio=1.0, fill_holes=False,
-                     full_resolution_edges=False)
+                     full_resolution_edges=False, complete_upright=False)
 
 # The warm person of TNO 19 (thermal 360 x 270): its pixels above 80 % of its peak span
 # x 261-272, y 124-165. (The box used before, x 264-278, y 127-171, sat 3 px right of and below
@@ -111,16 +111,16 @@ def test_thermal_mask_is_centred_on_its_object(shape, radius):
     assert np.hypot(centroid[0] - centre_x, centroid[1] - centre_y) < 1.0
 
 
-def clothed_person(shape=(576, 768), torso=0.55):
+def clothed_person(shape=(576, 768), torso=0.55, right_arm=0.85):
     """A person whose warm head, shoulders, arms, hips and legs (0.85) frame a cooler clothed
-    torso."""
+    torso; ``right_arm`` at the torso's value leaves the torso open on that side."""
     rng = np.random.default_rng(3)
     frame = np.clip(rng.normal(0.3, 0.01, shape), 0, 1).astype(np.float32)
     frame[150:190, 370:400] = 0.85   # head
     frame[186:200, 330:440] = 0.85   # shoulders
     frame[200:292, 342:428] = torso  # torso
     frame[200:300, 330:342] = 0.85   # arms
-    frame[200:300, 428:440] = 0.85
+    frame[200:300, 428:440] = right_arm
     frame[292:312, 330:440] = 0.85   # hips
     frame[312:420, 340:375] = 0.85   # legs, 24 px (6 working pixels) apart
     frame[312:420, 399:430] = 0.85
@@ -143,6 +143,58 @@ def test_a_cold_region_enclosed_by_a_warm_object_is_not_filled():
     frame = clothed_person(torso=0.25)   # colder than the background
     grown = ThermalMaskBackend()(None, frame, ['a person'])[0]
     assert box_mean(grown, (350, 205, 70, 80)) < 0.1
+
+
+def test_an_open_torso_is_completed_from_the_upright_parts_around_it():
+    # A lukewarm torso (0.45 over a 0.3 background) whose clothed right arm leaves it open on
+    # one side: no hole to fill, and too little excess over the plain local background (which
+    # the warm parts around it raise) to grow into.
+    frame = clothed_person(torso=0.45, right_arm=0.45)
+    torso = (350, 205, 86, 85)
+    completed = ThermalMaskBackend()(None, frame, ['a person'])[0]
+    open_side = ThermalMaskBackend(replace(ThermalSegmentationParams(),
+                                           complete_upright=False))(None, frame, ['a person'])[0]
+    assert box_mean(open_side, torso) < 0.3
+    assert box_mean(completed, torso) > 0.95
+    # Neither the ground between the legs nor the background beside the person.
+    assert box_mean(completed, (380, 330, 14, 80)) < 0.05
+    assert box_mean(completed, (250, 200, 60, 200)) == 0.0
+    assert box_mean(completed, (450, 200, 60, 200)) == 0.0
+
+
+def test_upright_completion_takes_only_clearly_warm_regions_of_upright_groups():
+    labels = np.zeros((60, 40), np.int32)
+    labels[5:15, 15:25] = 4     # head
+    labels[35:55, 12:18] = 6    # legs
+    labels[35:55, 22:28] = 6
+    work = np.where(labels > 0, 1.0, 0.0).astype(np.float32)
+    work[15:35, 12:28] = 0.2    # a torso, not grown into (no part touches it)
+    work[40:55, 18:22] = -0.1   # the ground between the legs, colder than the background
+    args = dict(min_aspect=1.4, min_height=10, gap=25, min_excess=0.05)
+
+    def complete(image, **changes):
+        return complete_upright_objects(labels, image, labels > 0, 8.0, **{**args, **changes})
+
+    completed = complete(work)
+    # The torso, against the background without the person (0), not the plain blur (which
+    # the warm head and legs raise above 0.2 beside them).
+    assert cv2.GaussianBlur(work, (0, 0), 8.0)[25, 20] > 0.2
+    assert (completed[16:34, 14:26] == 6).all()   # the label of most of the parts
+    assert not completed[40:55, 19:21].any()
+    np.testing.assert_array_equal(completed[labels > 0], labels[labels > 0])
+    # Parts farther apart than the gap are separate groups, each convex already.
+    np.testing.assert_array_equal(complete(work, gap=15), labels)
+    # Lukewarm: below min_excess.
+    lukewarm = work.copy()
+    lukewarm[15:35, 12:28] = 0.04
+    np.testing.assert_array_equal(complete(lukewarm), labels)
+    # A wide group is not upright.
+    np.testing.assert_array_equal(complete(work, min_aspect=3.5), labels)
+    # Nor where the pixels may not be added (registration padding).
+    valid = np.ones(labels.shape, bool)
+    valid[:, 20:] = False
+    completed = complete(work, valid=valid)
+    assert (completed[16:34, 14:19] == 6).all() and not completed[16:34, 20:26].any()
 
 
 def test_growth_stops_after_grow_steps_working_pixels():
@@ -198,6 +250,9 @@ def test_growth_parameters_are_checked():
                 {'grow_steps': 2.5}):
         with pytest.raises(ConfigError, match='grow_'):
             ThermalSegmentationParams(**bad)
+    for gap in (0.0, 1.0):
+        with pytest.raises(ConfigError, match='upright_gap'):
+            ThermalSegmentationParams(upright_gap=gap)
 
 
 def test_thermal_mask_accepts_float_thermal(test_data):

@@ -141,6 +141,14 @@ class ThermalSegmentationParams:
         working pixel of the working-resolution edge, a pixel is in the object when it exceeds
         the upsampled background by the growth threshold): a working pixel of a 192-px image
         spans 3-4 px of a VGA frame, which put the soft mask edge up to 4 px off the object.
+    complete_upright: an upright group of object parts (a person whose head, arms and legs are
+        warm but whose clothed torso is not, in any pose) is completed to its convex hull, minus
+        what is no warmer than the background there (the ground between the legs): see
+        :func:`complete_upright_objects`. The background it compares against leaves the warm
+        pixels out (:func:`object_free_background`), as the plain blur includes the object's own
+        heat.
+    upright_gap: parts up to this fraction of the image height above one another count as one
+        upright group.
     """
 
     work_size: int = 192
@@ -161,6 +169,8 @@ class ThermalSegmentationParams:
     grow_steps: int = 6
     fill_holes: bool = True
     full_resolution_edges: bool = True
+    complete_upright: bool = True
+    upright_gap: float = 0.05
 
     def __post_init__(self):
         if self.work_size < 32:
@@ -175,6 +185,9 @@ class ThermalSegmentationParams:
         if not 0.0 < self.grow_ratio <= 1.0:
             raise ConfigError('semantics.thermal_mask.grow_ratio must be in (0, 1], '
                               f'got {self.grow_ratio}')
+        if not 0.0 < self.upright_gap < 1.0:
+            raise ConfigError('semantics.thermal_mask.upright_gap must be in (0, 1), '
+                              f'got {self.upright_gap}')
         if isinstance(self.grow_steps, bool) or not isinstance(self.grow_steps, int) \
                 or self.grow_steps < 0:
             raise ConfigError('semantics.thermal_mask.grow_steps must be an int >= 0, '
@@ -347,6 +360,98 @@ def grow_objects(core_labels, excess, level, steps, fill_holes, valid=None):
     return np.where(extent > 0, to_core[groups], 0).astype(np.int32)
 
 
+def complete_upright_objects(object_labels, work, warm, sigma, min_aspect, min_height, gap,
+                             min_excess, valid=None):
+    """Complete upright groups of object parts to their convex hull where it is warm.
+
+    object_labels: int32 (h, w) object image (:func:`grow_objects`); work: float32 (h, w)
+    thermal image; warm: (h, w) the pixels above the warm threshold. Parts whose gap above one
+    another is at most ``gap`` pixels form a group, and a group at least ``min_height`` pixels
+    tall and ``min_aspect`` times taller than wide is upright. Inside its hull, each region
+    (4-connected) outside the parts whose mean excess (over its pixels not touching a part) is
+    above ``min_excess`` is added, pixels of it no warmer than the background (3x3 mean of the
+    pixels outside the parts) left out. The hull is weaker evidence than an enclosing object,
+    so the region must be clearly warmer than the background, where an enclosed hole needs
+    only be warmer: a torso between warm arms, head and legs is added, the ground between the
+    legs and the background beside a raised arm are not.
+
+    The excess is measured against the background that leaves out the warm pixels, the objects
+    and the hulls (:func:`object_free_background`, Gaussian ``sigma`` pixels): the plain local
+    background includes the person's own heat, so beside a person it is raised and a lukewarm
+    torso falls below it. ``valid``: bool (h, w) or None, pixels that may be added. Added
+    pixels take the label most of the group's parts carry. Returns a new int32 image.
+    """
+    extent = (object_labels > 0).astype(np.uint8)
+    gap = max(1, int(round(gap)))
+    # A zero border: OpenCV's default one would extend parts near the frame edge to it.
+    kernel = np.ones((2 * (gap // 2) + 1, 3), np.uint8)
+    grouped = cv2.morphologyEx(extent, cv2.MORPH_CLOSE, kernel, borderType=cv2.BORDER_CONSTANT,
+                               borderValue=0) | extent
+    count, groups, stats, _ = cv2.connectedComponentsWithStats(grouped, connectivity=8)
+    upright = []
+    occupied = extent | (np.asarray(warm) > 0).astype(np.uint8)
+    for group in range(1, count):
+        x, y, w, h, _ = (int(v) for v in stats[group])
+        if h < min_height or h < min_aspect * w:
+            continue
+        window = (slice(y, y + h), slice(x, x + w))
+        parts = (groups[window] == group) & (extent[window] > 0)
+        hull = np.zeros(parts.shape, np.uint8)
+        cv2.fillConvexPoly(hull, cv2.convexHull(cv2.findNonZero(parts.astype(np.uint8))), 1)
+        occupied[window] |= hull
+        upright.append((window, parts, hull))
+    if not upright:
+        return object_labels
+    excess = work - object_free_background(work, occupied, sigma, valid)
+    # A 3x3 mean over the pixels outside the parts: the parts' own heat would otherwise leak
+    # into the pixels beside them.
+    free = (1 - extent).astype(np.float32)
+    smooth = cv2.blur(excess * free, (3, 3)) / np.maximum(cv2.blur(free, (3, 3)), 1e-6)
+    inner = cv2.erode(1 - extent, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                      borderValue=1) > 0
+    completed = object_labels.copy()
+    for window, parts, hull in upright:
+        candidates = hull & (1 - extent[window])
+        if valid is not None:
+            candidates &= valid[window].astype(np.uint8)
+        regions_count, regions = cv2.connectedComponents(candidates, connectivity=4)
+        if regions_count < 2:
+            continue
+        # A region is judged by its pixels not touching the parts: the working pixels on an
+        # object's edge hold part of its heat (area downscaling).
+        judged = inner[window]
+        total = np.bincount(regions[judged], weights=excess[window][judged],
+                            minlength=regions_count)
+        size = np.bincount(regions[judged], minlength=regions_count)
+        warm_region = total / np.maximum(size, 1) > min_excess
+        warm_region[0] = False
+        added = warm_region[regions] & (smooth[window] > 0)
+        label = np.bincount(object_labels[window][parts]).argmax()
+        completed[window][added] = label
+    return completed
+
+
+def object_free_background(work, occupied, sigma, valid=None):
+    """(h, w) float32: the local background of ``work`` with the ``occupied`` pixels left out.
+
+    A normalised Gaussian blur (sigma in pixels) of the pixels that are neither occupied (by
+    a warm object) nor next to one (nor outside ``valid``, bool or None): each pixel's
+    background is the weighted mean of the free pixels around it. Where none lies within reach
+    (inside a very large object) the plain blur of ``work`` is used.
+    """
+    keep = 1 - cv2.dilate(occupied.astype(np.uint8), np.ones((3, 3), np.uint8))
+    if valid is not None:
+        keep &= valid.astype(np.uint8)
+    keep = keep.astype(np.float32)
+    weight = cv2.GaussianBlur(keep, (0, 0), sigma)
+    background = cv2.GaussianBlur(work * keep, (0, 0), sigma)
+    reached = weight > 1e-3
+    background[reached] /= weight[reached]
+    if not reached.all():
+        background[~reached] = cv2.GaussianBlur(work, (0, 0), sigma)[~reached]
+    return background
+
+
 def _classify_blob(width, height, area_fraction, frame_height, params):
     aspect = height / max(width, 1)
     if (aspect >= params.person_aspect
@@ -484,6 +589,11 @@ def segment_warm_objects(thermal, params=ThermalSegmentationParams()):
     kept[kept_ids] = kept_ids
     object_labels = grow_objects(kept[labels], excess, level, params.grow_steps,
                                  params.fill_holes, valid)
+    if params.complete_upright and objects:
+        object_labels = complete_upright_objects(
+            object_labels, work, warm, sigma, params.person_aspect,
+            params.person_min_height * work_height, params.upright_gap * work_height,
+            0.5 * level, valid)
     edges = {}
     if params.full_resolution_edges and scale < 1.0:
         edges = {'edge_thermal': unit, 'edge_background': background, 'edge_level': level}

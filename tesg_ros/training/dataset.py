@@ -36,7 +36,8 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 # A 3-channel IR file must be grey (R = G = B up to JPEG noise); a pseudo-colour palette
 # would otherwise be silently turned into a wrong intensity.
 GREY_TOLERANCE = 8
-CACHE_FORMAT = 'tesg-train-semantics-v3'   # v3: object masks grown, full-resolution edges
+# v4: upright groups completed; v3: objects grown, full-resolution edges
+CACHE_FORMAT = 'tesg-train-semantics-v4'
 
 
 @dataclass(frozen=True)
