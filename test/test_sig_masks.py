@@ -9,9 +9,10 @@ import pytest
 from dataclasses import replace
 
 from tesg_ros.errors import ConfigError, ImageEncodingError
+from tesg_ros.sig.describer import OfflineDescriber
 from tesg_ros.sig.masks import (
     boxes_soft_mask, ClipSegMaskBackend, complete_upright_objects, grow_objects, HogMaskBackend,
-    HogPeopleDetector, phrase_classes, segment_warm_objects, ThermalMaskBackend,
+    HogPeopleDetector, PERSON, phrase_classes, segment_warm_objects, ThermalMaskBackend,
     ThermalSegmentationParams, to_unit_thermal)
 
 CORES_ONLY = replace(ThermalSegmentationParams(), grow_ratio=1.0, fill_holes=False,
@@ -173,13 +174,15 @@ def test_upright_completion_takes_only_clearly_warm_regions_of_upright_groups():
     args = dict(min_aspect=1.4, min_height=10, gap=25, min_excess=0.05)
 
     def complete(image, **changes):
-        return complete_upright_objects(labels, image, labels > 0, 8.0, **{**args, **changes})
+        return complete_upright_objects(labels, image, labels > 0, 8.0,
+                                        **{**args, **changes})[0]
 
-    completed = complete(work)
+    completed, groups = complete_upright_objects(labels, work, labels > 0, 8.0, **args)
+    assert groups == [(6, 4)]   # the parts' labels, largest first
     # The torso, against the background without the person (0), not the plain blur (which
     # the warm head and legs raise above 0.2 beside them).
     assert cv2.GaussianBlur(work, (0, 0), 8.0)[25, 20] > 0.2
-    assert (completed[16:34, 14:26] == 6).all()   # the label of most of the parts
+    assert (completed[16:34, 14:26] == 6).all()   # the label of the largest part
     assert not completed[40:55, 19:21].any()
     np.testing.assert_array_equal(completed[labels > 0], labels[labels > 0])
     # Parts farther apart than the gap are separate groups, each convex already.
@@ -195,6 +198,52 @@ def test_upright_completion_takes_only_clearly_warm_regions_of_upright_groups():
     valid[:, 20:] = False
     completed = complete(work, valid=valid)
     assert (completed[16:34, 14:19] == 6).all() and not completed[16:34, 20:26].any()
+
+
+def split_person(shape=(576, 768)):
+    """A person in two warm cores with a lukewarm torso between them: the head (a hot spot)
+    and the hips with the legs (person-shaped), farther apart than the growth reaches."""
+    rng = np.random.default_rng(5)
+    frame = np.clip(rng.normal(0.3, 0.01, shape), 0, 1).astype(np.float32)
+    frame[150:190, 370:400] = 0.85   # head
+    frame[190:290, 345:425] = 0.45   # clothed torso
+    frame[290:306, 345:425] = 0.85   # hips
+    frame[306:420, 350:380] = 0.85   # legs
+    frame[306:420, 392:422] = 0.85
+    return frame
+
+
+def test_the_parts_of_an_upright_person_are_one_person():
+    frame = split_person()
+    parts = segment_warm_objects(frame, replace(ThermalSegmentationParams(),
+                                                complete_upright=False))
+    assert len(parts.objects) == 2
+    whole = segment_warm_objects(frame)
+    assert [obj.label for obj in whole.objects] == ['person']
+    person = whole.objects[0]
+    x, y, w, h = person.box
+    assert abs(x - 345) <= 4 and abs(y - 150) <= 4 and abs(x + w - 425) <= 4 \
+        and abs(y + h - 420) <= 4
+    assert person.area_fraction == pytest.approx(sum(o.area_fraction for o in parts.objects))
+    mask = whole.soft_mask([person])
+    assert box_mean(mask, (355, 200, 60, 80)) > 0.95   # the torso
+    assert box_mean(mask, (375, 155, 20, 30)) > 0.95   # the head
+    # The describer counts one person.
+    assert OfflineDescriber()(np.full(frame.shape + (3,), 90, np.uint8),
+                              frame).sentence.count('person') == 1
+
+
+def test_an_upright_group_without_a_person_shaped_part_is_not_merged():
+    rng = np.random.default_rng(6)
+    frame = np.clip(rng.normal(0.3, 0.01, (576, 768)), 0, 1).astype(np.float32)
+    frame[100:140, 300:340] = 0.85   # a round lamp
+    frame[160:200, 300:340] = 0.85   # above a lit window: two squares, upright together
+    segmentation = segment_warm_objects(frame)
+    assert len(segmentation.objects) == 2
+    assert PERSON not in [obj.label for obj in segmentation.objects]
+    for obj in segmentation.objects:   # each still has its own mask
+        x, y, w, h = obj.box
+        assert box_mean(segmentation.soft_mask([obj]), (x + 5, y + 5, w - 10, h - 10)) > 0.95
 
 
 def test_growth_stops_after_grow_steps_working_pixels():

@@ -131,8 +131,8 @@ class ThermalSegmentationParams:
     grow_ratio: hysteresis for the object masks. The threshold above finds only the warmest
         parts of an object (a person's face, hands and legs, not the clothed torso); each kept
         object's mask grows into connected pixels that exceed the local background by more
-        than grow_ratio times that threshold (1.0: no growth). Object classes, boxes and the
-        description still come from the warm cores.
+        than grow_ratio times that threshold (1.0: no growth). Object classes and boxes still
+        come from the warm cores (but see complete_upright).
     grow_steps: the growth stops this many working pixels from the warm core, so a lukewarm
         background connected to an object is not flooded.
     fill_holes: regions enclosed by an object's mask that are warmer than their local
@@ -146,7 +146,8 @@ class ThermalSegmentationParams:
         what is no warmer than the background there (the ground between the legs): see
         :func:`complete_upright_objects`. The background it compares against leaves the warm
         pixels out (:func:`object_free_background`), as the plain blur includes the object's own
-        heat.
+        heat. Such a group with a person-shaped part is one person
+        (:func:`merge_grouped_objects`).
     upright_gap: parts up to this fraction of the image height above one another count as one
         upright group.
     """
@@ -378,8 +379,11 @@ def complete_upright_objects(object_labels, work, warm, sigma, min_aspect, min_h
     The excess is measured against the background that leaves out the warm pixels, the objects
     and the hulls (:func:`object_free_background`, Gaussian ``sigma`` pixels): the plain local
     background includes the person's own heat, so beside a person it is raised and a lukewarm
-    torso falls below it. ``valid``: bool (h, w) or None, pixels that may be added. Added
-    pixels take the label most of the group's parts carry. Returns a new int32 image.
+    torso falls below it. ``valid``: bool (h, w) or None, pixels that may be added. The added
+    pixels take the label of the group's largest part.
+
+    Returns ``(completed, groups)``: a new int32 image, and for each upright group the labels of
+    its parts, largest first (:func:`merge_grouped_objects` may make one object of them).
     """
     extent = (object_labels > 0).astype(np.uint8)
     gap = max(1, int(round(gap)))
@@ -399,9 +403,11 @@ def complete_upright_objects(object_labels, work, warm, sigma, min_aspect, min_h
         hull = np.zeros(parts.shape, np.uint8)
         cv2.fillConvexPoly(hull, cv2.convexHull(cv2.findNonZero(parts.astype(np.uint8))), 1)
         occupied[window] |= hull
-        upright.append((window, parts, hull))
+        part_labels = np.bincount(object_labels[window][parts])
+        order = np.argsort(-part_labels, kind='stable')
+        upright.append((window, hull, tuple(int(v) for v in order[part_labels[order] > 0])))
     if not upright:
-        return object_labels
+        return object_labels, []
     excess = work - object_free_background(work, occupied, sigma, valid)
     # A 3x3 mean over the pixels outside the parts: the parts' own heat would otherwise leak
     # into the pixels beside them.
@@ -410,7 +416,7 @@ def complete_upright_objects(object_labels, work, warm, sigma, min_aspect, min_h
     inner = cv2.erode(1 - extent, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT,
                       borderValue=1) > 0
     completed = object_labels.copy()
-    for window, parts, hull in upright:
+    for window, hull, part_labels in upright:
         candidates = hull & (1 - extent[window])
         if valid is not None:
             candidates &= valid[window].astype(np.uint8)
@@ -426,9 +432,56 @@ def complete_upright_objects(object_labels, work, warm, sigma, min_aspect, min_h
         warm_region = total / np.maximum(size, 1) > min_excess
         warm_region[0] = False
         added = warm_region[regions] & (smooth[window] > 0)
-        label = np.bincount(object_labels[window][parts]).argmax()
-        completed[window][added] = label
-    return completed
+        completed[window][added] = part_labels[0]
+    return completed, [part_labels for _, _, part_labels in upright]
+
+
+def merge_grouped_objects(objects, groups, object_labels, frame_shape, params):
+    """Make one person of each upright group of object parts that holds a person-shaped part.
+
+    objects: the kept :class:`WarmObject` s, one per warm core; groups: the part labels of
+    each upright group, largest first (:func:`complete_upright_objects`); object_labels: the
+    object image. A person whose head, hands and hips are separate warm cores beside the
+    person-shaped legs becomes one person: box the union of the parts' boxes, area and contrast
+    summed and averaged over the parts, ``component`` the largest part's label, which all the
+    group's pixels then carry. A group keeps its parts as they are when none of them is
+    person-shaped (a lamp above a lit window) or when the union box is not
+    (:func:`_classify_blob`: two people side by side).
+    frame_shape: (H, W) of the frame. Returns ``(objects, object_labels)``, objects largest
+    first; object_labels is a new image when something was merged.
+    """
+    by_component = {obj.component: obj for obj in objects}
+    merged_ids = set()
+    merged = []
+    relabel = None
+    for part_labels in groups:
+        parts = [by_component[label] for label in part_labels if label in by_component]
+        if len(parts) < 2 or not any(obj.label == PERSON for obj in parts):
+            continue
+        left = min(obj.box[0] for obj in parts)
+        top = min(obj.box[1] for obj in parts)
+        right = max(obj.box[0] + obj.box[2] for obj in parts)
+        bottom = max(obj.box[1] + obj.box[3] for obj in parts)
+        area = sum(obj.area_fraction for obj in parts)
+        if _classify_blob(right - left, bottom - top, area, frame_shape[0], params) != PERSON:
+            continue   # two people side by side, or parts too tall together to be one
+        centre = (sum(obj.centre[0] * obj.area_fraction for obj in parts) / area,
+                  sum(obj.centre[1] * obj.area_fraction for obj in parts) / area)
+        merged.append(WarmObject(
+            label=PERSON, box=(left, top, right - left, bottom - top), centre=centre,
+            area_fraction=area,
+            position=horizontal_position(centre[0], frame_shape[1]),
+            contrast=sum(obj.contrast * obj.area_fraction for obj in parts) / area,
+            component=parts[0].component))
+        merged_ids.update(obj.component for obj in parts)
+        if relabel is None:
+            relabel = np.arange(int(object_labels.max()) + 1, dtype=np.int32)
+        relabel[[obj.component for obj in parts]] = parts[0].component
+    if not merged:
+        return tuple(objects), object_labels
+    kept = [obj for obj in objects if obj.component not in merged_ids] + merged
+    kept.sort(key=lambda obj: obj.area_fraction, reverse=True)
+    return tuple(kept), relabel[object_labels]
 
 
 def object_free_background(work, occupied, sigma, valid=None):
@@ -523,7 +576,9 @@ def segment_warm_objects(thermal, params=ThermalSegmentationParams()):
     enough: vehicle) - a thermal camera gives no range, so size in pixels cannot tell a near
     dog from a far person. Registration padding (:func:`registration_padding`) is left out of
     every statistic and is never warm. Each kept core then grows to its object's extent
-    (:func:`grow_objects`, ``params.grow_ratio``), which sets the masks, not the objects.
+    (:func:`grow_objects`, ``params.grow_ratio``), which sets the masks, and the parts of an
+    upright person become one object (:func:`complete_upright_objects`,
+    :func:`merge_grouped_objects`, ``params.complete_upright``).
     Returns a :class:`WarmSegmentation`.
     """
     unit = to_unit_thermal(thermal)
@@ -590,10 +645,12 @@ def segment_warm_objects(thermal, params=ThermalSegmentationParams()):
     object_labels = grow_objects(kept[labels], excess, level, params.grow_steps,
                                  params.fill_holes, valid)
     if params.complete_upright and objects:
-        object_labels = complete_upright_objects(
+        object_labels, groups = complete_upright_objects(
             object_labels, work, warm, sigma, params.person_aspect,
             params.person_min_height * work_height, params.upright_gap * work_height,
             0.5 * level, valid)
+        objects, object_labels = merge_grouped_objects(
+            objects, groups, object_labels, (frame_height, frame_width), params)
     edges = {}
     if params.full_resolution_edges and scale < 1.0:
         edges = {'edge_thermal': unit, 'edge_background': background, 'edge_level': level}

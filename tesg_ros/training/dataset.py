@@ -36,8 +36,8 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 # A 3-channel IR file must be grey (R = G = B up to JPEG noise); a pseudo-colour palette
 # would otherwise be silently turned into a wrong intensity.
 GREY_TOLERANCE = 8
-# v4: upright groups completed; v3: objects grown, full-resolution edges
-CACHE_FORMAT = 'tesg-train-semantics-v4'
+# v5: an upright person's parts one object (descriptions); v4: upright groups completed
+CACHE_FORMAT = 'tesg-train-semantics-v5'
 
 
 @dataclass(frozen=True)
