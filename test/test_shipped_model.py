@@ -72,3 +72,27 @@ def test_evaluating_the_sample_bag_matches_a_direct_computation(tmp_path):
         for name in ('EN', 'SD', 'SF', 'AG', 'MI', 'Qabf', 'SSIM', 'VIF'):
             want = np.mean([frame[name] for frame in frames])
             assert report[method][name]['mean'] == pytest.approx(want, rel=1e-9), (method, name)
+
+
+def test_shipped_weights_in_float16_stay_within_a_grey_level_of_float32(test_data):
+    """The node runs the network in float16 on CUDA (``model.half``). No GPU here: torch's CPU
+    float16 kernels check the format (range and precision of the attention logits, gates and
+    detail gain), not CUDA's kernels."""
+    from tesg_ros.network.weights import load_fusion_net
+    from tesg_ros.sig.masks import ThermalMaskBackend
+
+    net = load_fusion_net(WEIGHTS).eval()
+    ir = cv2.imread(str(test_data / 'tno' / 'ir' / '19.png'), cv2.IMREAD_GRAYSCALE)
+    vi = cv2.imread(str(test_data / 'tno' / 'vi' / '19.png'), cv2.IMREAD_GRAYSCALE)
+    masks = ThermalMaskBackend()(None, ir, ['a warm person-shaped object', 'a hot spot'])
+    text = np.random.default_rng(0).normal(size=net.config.text_dim).astype(np.float32)
+    inputs = [torch.from_numpy(np.ascontiguousarray(a, np.float32)) for a in (
+        uint8_to_float(ir)[None, None], uint8_to_float(vi)[None, None],
+        masks.max(axis=0)[None, None], (text / np.linalg.norm(text))[None])]
+    assert inputs[2].max() == 1.0   # the person is masked
+    with torch.inference_mode():
+        single = net(*inputs)[0, 0].numpy()
+        half = net.half()(*[t.half() for t in inputs])[0, 0].float().numpy()
+    assert np.isfinite(half).all()
+    difference = np.abs(half - single) * 255
+    assert difference.max() < 2.0 and difference.mean() < 0.2
