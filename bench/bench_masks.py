@@ -36,7 +36,8 @@ def main(argv=None):
     parser.add_argument('--phrases', nargs='+', default=list(DEFAULT_PHRASES))
     args = parser.parse_args(argv)
 
-    from tesg_ros.sig.masks import ThermalMaskBackend, ThermalSegmentationParams
+    from tesg_ros.sig.masks import (ThermalMaskBackend, ThermalSegmentationParams,
+                                    WARM_CORES_ONLY)
     from tesg_ros.training.dataset import find_pairs, read_ir
 
     native = args.size.lower() == 'native'
@@ -48,9 +49,7 @@ def main(argv=None):
             ThermalMaskBackend(shipped),
         'grown, full-resolution edges (session 5)': ThermalMaskBackend(replace(
             shipped, complete_upright=False)),
-        'warm cores only (until session 4)': ThermalMaskBackend(replace(
-            shipped, grow_ratio=1.0, fill_holes=False, full_resolution_edges=False,
-            complete_upright=False)),
+        'warm cores only (until session 4)': ThermalMaskBackend(WARM_CORES_ONLY),
     }
     frames = [read_ir(pair.ir) for pair in find_pairs(args.dataset)]
     if not native:

@@ -13,10 +13,9 @@ from tesg_ros.sig.describer import OfflineDescriber
 from tesg_ros.sig.masks import (
     boxes_soft_mask, ClipSegMaskBackend, complete_upright_objects, grow_objects, HogMaskBackend,
     HogPeopleDetector, PERSON, phrase_classes, segment_warm_objects, ThermalMaskBackend,
-    ThermalSegmentationParams, to_unit_thermal)
+    ThermalSegmentationParams, to_unit_thermal, WARM_CORES_ONLY)
 
-CORES_ONLY = replace(ThermalSegmentationParams(), grow_ratio=1.0, fill_holes=False,
-                     full_resolution_edges=False, complete_upright=False)
+CORES_ONLY = WARM_CORES_ONLY
 
 # The warm person of TNO 19 (thermal 360 x 270): its pixels above 80 % of its peak span
 # x 261-272, y 124-165. (The box used before, x 264-278, y 127-171, sat 3 px right of and below

@@ -195,6 +195,11 @@ class ThermalSegmentationParams:
                               f'got {self.grow_steps!r}')
 
 
+# The masks until session 4, for comparisons: the warm cores alone, edges from the working image.
+WARM_CORES_ONLY = ThermalSegmentationParams(grow_ratio=1.0, fill_holes=False,
+                                            full_resolution_edges=False, complete_upright=False)
+
+
 @dataclass(frozen=True)
 class WarmObject:
     """One warm connected component of the thermal frame (full-resolution pixel units).
