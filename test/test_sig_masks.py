@@ -445,3 +445,19 @@ def test_thermal_mask_of_a_padded_frame_follows_the_warped_person(test_data):
     x, y = (warp @ np.array([264 + 7, 127 + 22, 1.0])).round().astype(int)
     assert mask[y - 10:y + 10, x - 3:x + 3].mean() > 0.7
     assert mask.sum() < 2 * 14 * 44  # the white border itself is not warm
+
+
+@pytest.mark.parametrize('shape', [(1, 1), (2, 50), (50, 2), (31, 17), (240, 320)])
+def test_thermal_masks_of_degenerate_frames_are_valid(shape):
+    rng = np.random.default_rng(7)
+    blobs = np.full(shape, 60, np.uint8)
+    for _ in range(12):
+        y, x = rng.integers(0, shape[0]), rng.integers(0, shape[1])
+        blobs[y:y + max(1, shape[0] // 3), x:x + max(1, shape[1] // 8)] = rng.integers(100, 256)
+    frames = [np.zeros(shape, np.uint8), np.full(shape, 255, np.uint8),
+              rng.integers(0, 256, shape).astype(np.uint8), blobs]
+    phrases = ['a person', 'a warm car', 'something hot', 'a scene']
+    for frame in frames:
+        masks = ThermalMaskBackend()(None, frame, phrases)
+        assert masks.shape == (4,) + shape and masks.dtype == np.float32
+        assert np.isfinite(masks).all() and masks.min() >= 0.0 and masks.max() <= 1.0
