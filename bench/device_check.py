@@ -33,6 +33,7 @@ def float16_difference(device, weights=WEIGHTS, name='19'):
     import numpy as np
     import torch
 
+    from tesg_ros.engine import fit_masks
     from tesg_ros.network.weights import load_fusion_net
     from tesg_ros.sig.masks import ThermalMaskBackend
 
@@ -44,7 +45,8 @@ def float16_difference(device, weights=WEIGHTS, name='19'):
     masks = ThermalMaskBackend()(None, ir, ['a warm person-shaped object', 'a hot spot'])
     text = np.random.default_rng(0).normal(size=net.config.text_dim).astype(np.float32)
     inputs = [torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(device) for a in (
-        ir[None, None] / 255.0, vi[None, None] / 255.0, masks.max(axis=0)[None, None],
+        ir[None, None] / 255.0, vi[None, None] / 255.0,
+        fit_masks(masks, net.config.mask_channels)[None],
         (text / np.linalg.norm(text))[None])]
     with torch.inference_mode():
         single = net(*inputs)[0, 0].float().cpu().numpy()

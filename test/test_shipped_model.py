@@ -78,6 +78,7 @@ def test_shipped_weights_in_float16_stay_within_a_grey_level_of_float32(test_dat
     """The node runs the network in float16 on CUDA (``model.half``). No GPU here: torch's CPU
     float16 kernels check the format (range and precision of the attention logits, gates and
     detail gain), not CUDA's kernels."""
+    from tesg_ros.engine import fit_masks
     from tesg_ros.network.weights import load_fusion_net
     from tesg_ros.sig.masks import ThermalMaskBackend
 
@@ -88,7 +89,7 @@ def test_shipped_weights_in_float16_stay_within_a_grey_level_of_float32(test_dat
     text = np.random.default_rng(0).normal(size=net.config.text_dim).astype(np.float32)
     inputs = [torch.from_numpy(np.ascontiguousarray(a, np.float32)) for a in (
         uint8_to_float(ir)[None, None], uint8_to_float(vi)[None, None],
-        masks.max(axis=0)[None, None], (text / np.linalg.norm(text))[None])]
+        fit_masks(masks, net.config.mask_channels)[None], (text / np.linalg.norm(text))[None])]
     assert inputs[2].max() == 1.0   # the person is masked
     with torch.inference_mode():
         single = net(*inputs)[0, 0].numpy()
