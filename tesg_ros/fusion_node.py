@@ -627,9 +627,10 @@ class FusionNode(LifecycleNode):
         self._overload_seen = now
         pairs, fused = now[0] - before[0], now[1] - before[1]
         values['period_fused_share'] = round(fused / pairs, 3) if pairs else None
+        if not values['processing_ms'].get('count'):
+            return ''  # nothing fused yet: 'no fused frame published yet' says it
         message = overload_message(pairs, fused, self._params['diagnostics.min_fused_share'],
-                                   values['processing_ms'].get('p50', 0.0) or 0.0,
-                                   values['pairs_rate_hz'])
+                                   values['processing_ms']['p50'], values['pairs_rate_hz'])
         if message:
             self._warn_once('overload', message)
         return message

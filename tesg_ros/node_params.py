@@ -231,9 +231,10 @@ PARAMETERS = (
     ParamSpec('worker.max_pair_age', 'double', 0.0,
               'Drop pairs older than this (node clock - RGB stamp), seconds; 0 disables.',
               minimum=0.0, maximum=60.0),
-    ParamSpec('worker.max_wait', 'double', 0.002,
+    ParamSpec('worker.max_wait', 'double', 0.0,
               'Drop a pair that waited longer than this for the busy worker and fuse the next '
-              'one instead (latency first), seconds; 0 keeps it (rate first).',
+              'one instead (latency first), seconds; 0 (default) fuses the newest pair the '
+              'worker finds (rate first: the worker never idles while a pair waits).',
               minimum=0.0, maximum=10.0),
     ParamSpec('diagnostics.period', 'double', 1.0, 'Seconds between /diagnostics messages.',
               read_only=True, minimum=0.1, maximum=60.0),

@@ -55,7 +55,7 @@ class OrtFusionNet:
     torch path: (H, W) ir and vis_y, (M, H, W) masks, (D,) text -> (H, W) float32 in [0, 1]."""
 
     def __init__(self, path, device='auto', half=True, threads=0, logger=None,
-                 spinning=False, quantized=False):
+                 spinning=False, quantized=False, only=None):
         import onnxruntime
 
         self._logger = logger if logger is not None else logging.getLogger(__name__)
@@ -64,6 +64,8 @@ class OrtFusionNet:
         from tesg_ros.tools.export_onnx import cache_dir
         providers, wanted_gpu = choose_providers(device, half, available,
                                                  cache_dir=cache_dir() / 'tensorrt')
+        if only is not None:  # one provider, for benchmarks (bench/device_check.py)
+            providers = [p for p in providers if _names([p])[0] == only] or [only]
         options = onnxruntime.SessionOptions()
         if threads > 0:
             options.intra_op_num_threads = int(threads)
@@ -119,7 +121,15 @@ def _names(providers):
 def quantize_dynamic_int8(onnx_path, out_path):
     """int8 dynamic quantisation (weights int8, activations quantised per call) of the
     exported graph; a measured candidate (docs/benchmarks.md), not a default."""
+    import onnxruntime
     from onnxruntime.quantization import quantize_dynamic, QuantType
 
-    quantize_dynamic(str(onnx_path), str(out_path), weight_type=QuantType.QInt8)
+    # Fold the weights the graph computes (block-diagonal stem, zero-sum detail kernels) into
+    # constants first: the quantiser only quantises convolutions with initializer weights.
+    folded = str(out_path) + '.folded.onnx'
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = folded
+    onnxruntime.InferenceSession(str(onnx_path), options, providers=[CPU])
+    quantize_dynamic(folded, str(out_path), weight_type=QuantType.QInt8)
     return str(out_path)
