@@ -322,3 +322,22 @@ def _markdown_tail(replay, extra):
                          'pairs_without_output': 0, 'latency_ms': {'count': 0}},
               'warnings': [], **extra}
     return replay.format_markdown(report)
+
+
+def test_node_overload_check_covers_one_diagnostics_period():
+    from types import SimpleNamespace
+
+    from tesg_ros.fusion_node import FusionNode
+
+    warned = []
+    node = SimpleNamespace(_params={'diagnostics.min_fused_share': 0.8},
+                           _warn_once=lambda key, message: warned.append(message))
+    values = {'pairs': 10, 'published': 10, 'pairs_rate_hz': 30.0,
+              'processing_ms': {'count': 10, 'p50': 50.0}}
+    assert FusionNode._overload_check(node, values) == ''  # the first message: no period yet
+    values = dict(values, pairs=40, published=20)
+    message = FusionNode._overload_check(node, values)
+    assert 'fused 10 of 30 pairs' in message and '50 ms' in message and warned == [message]
+    assert values['period_fused_share'] == 0.333
+    values = dict(values, pairs=70, published=49)
+    assert FusionNode._overload_check(node, values) == ''  # 29 of 30 in this period
