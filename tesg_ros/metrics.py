@@ -101,8 +101,9 @@ def metric_units(convention='vifb'):
         'VIF': 'unitless, VIFp(ir -> f) + VIFp(vi -> f), pixel-domain multiscale',
         'Nabf': ("unitless, 0..1, lower is better (Kumar's modified fusion-artefact measure "
                  'on 0..255 grey levels)'),
-        'Blotch': ('grey levels, lower is better (RMS of the fused low-pass structure that a '
-                   'local linear fit of both sources cannot explain)'),
+        'Blotch': ('grey levels, lower is better (RMS of the fused band-pass structure at '
+                   '1/80..1/10 of the image size that no local linear mix of the sources '
+                   'explains)'),
     }
 
 

@@ -141,8 +141,9 @@ def _kumar_reference(fused, vi, ir):
     wt_sum = 0.0
     for ii in range(p):
         for jj in range(q):
-            ga, gb, gf = (math.hypot(gha[ii, jj], gva[ii, jj]), math.hypot(ghb[ii, jj], gvb[ii, jj]),
-                          math.hypot(ghf[ii, jj], gvf[ii, jj]))
+            ga = math.sqrt(gha[ii, jj] ** 2 + gva[ii, jj] ** 2)
+            gb = math.sqrt(ghb[ii, jj] ** 2 + gvb[ii, jj] ** 2)
+            gf = math.sqrt(ghf[ii, jj] ** 2 + gvf[ii, jj] ** 2)
             q_src = []
             for g, gv, gh in ((ga, gva, gha), (gb, gvb, ghb)):
                 if g == 0 or gf == 0:
