@@ -102,6 +102,14 @@ def fuse_pair(net, inputs, use_masks=True, use_text=True):
     return restore_colour_np(fused_y, inputs.vi_bgr), network_ms
 
 
+def read_pair(pair):
+    """(ir uint8 (H, W), visible BGR uint8) of ``pair`` as the network path reads them."""
+    from tesg_ros.network.colour import float_to_uint8
+    from tesg_ros.training.dataset import read_ir, read_visible
+
+    return float_to_uint8(read_ir(pair.ir)), read_visible(pair.vi)
+
+
 def parse_peer(text):
     """``NAME=DIR`` -> (name, Path); raises argparse.ArgumentTypeError otherwise."""
     name, sep, folder = text.partition('=')
@@ -151,16 +159,28 @@ def score_dataset(dataset, net, sig, methods, peers, args, evaluate, montage_row
     notes = []
     network_ms = []
     pairs = find_pairs(dataset)
-    if args.only_peer_pairs:
-        pairs = [p for p in pairs
-                 if all(find_peer_image(folder, dataset, p.name) for _, folder in peers)]
+    required = list(peers) if args.only_peer_pairs else []
+    if args.model_from:
+        required.append((methods[0], Path(args.model_from)))
+    pairs = [p for p in pairs
+             if all(find_peer_image(folder, dataset, p.name) for _, folder in required)]
     pairs = pairs[:args.limit or None]
     for index, pair in enumerate(pairs):
-        inputs = pair_inputs(sig, pair)
-        ir, vi_bgr, semantics = inputs.ir, inputs.vi_bgr, inputs.semantics
         fused_images = {}
-        variants = [(methods[0], True, True)]
-        if args.ablations:
+        if args.model_from:
+            ir, vi_bgr = read_pair(pair)
+            description = f'model output from {args.model_from}'
+            path = find_peer_image(Path(args.model_from), dataset, pair.name)
+            fused_images[methods[0]], reason = read_peer_image(path, ir.shape)
+            if reason:
+                raise SystemExit(f'--model-from: {reason}')
+            variants = []
+        else:
+            inputs = pair_inputs(sig, pair)
+            ir, vi_bgr = inputs.ir, inputs.vi_bgr
+            description = inputs.semantics.description
+            variants = [(methods[0], True, True)]
+        if args.ablations and not args.model_from:
             variants += [('TeSG, no masks', False, True), ('TeSG, no text', True, False),
                          ('TeSG, neither', False, False)]
         for name, use_masks, use_text in variants:
@@ -191,7 +211,7 @@ def score_dataset(dataset, net, sig, methods, peers, args, evaluate, montage_row
         vi_rgb = vi_bgr[:, :, ::-1]
         for name, image in fused_images.items():
             scores[name].append(evaluate(ir, vi_rgb, image[:, :, ::-1],
-                                         convention=args.convention))
+                                         convention=args.convention, names=REPORTED))
         if args.montage and index < 4:
             tiles = [fused_images['IR copy'], vi_bgr, fused_images['pixel average'],
                      fused_images['Laplacian pyramid']]
@@ -200,8 +220,7 @@ def score_dataset(dataset, net, sig, methods, peers, args, evaluate, montage_row
             height = 200
             montage_rows.append(np.hstack([cv2.resize(
                 t, (int(t.shape[1] * height / t.shape[0]), height)) for t in tiles]))
-        print(f'[{index + 1}/{len(pairs)}] {pair.name}: {semantics.description}',
-              file=sys.stderr)
+        print(f'[{index + 1}/{len(pairs)}] {pair.name}: {description}', file=sys.stderr)
     return scores, notes, network_ms, len(pairs)
 
 
@@ -241,6 +260,9 @@ def main(argv=None):
     parser.add_argument('--only-peer-pairs', action='store_true',
                         help='score only the pairs every peer has an image for')
     parser.add_argument('--save-fused', default='', help="write the model's fused PNGs here")
+    parser.add_argument('--model-from', default='',
+                        help='score the model images saved earlier with --save-fused in this '
+                        'folder instead of running the network (the pairs it has)')
     parser.add_argument('--montage', default='', help='write a montage PNG of a few pairs')
     args = parser.parse_args(argv)
 
@@ -256,8 +278,10 @@ def main(argv=None):
     for name, folder in peers:
         if not folder.is_dir():
             parser.error(f'peer {name}: {folder} is not a folder')
-    net = load_fusion_net(args.weights)
-    sig = SemanticInformationGenerator(MiniLmTextEncoder())
+    net = sig = None
+    if not args.model_from:
+        net = load_fusion_net(args.weights)
+        sig = SemanticInformationGenerator(MiniLmTextEncoder())
     methods = ['TeSG (masks + text)']
     if args.ablations:
         methods += ['TeSG, no masks', 'TeSG, no text', 'TeSG, neither']
@@ -270,7 +294,8 @@ def main(argv=None):
             results[dataset] = score_dataset(dataset, net, sig, methods, peers, args, evaluate,
                                              montage_rows)
     finally:
-        sig.stop()
+        if sig is not None:
+            sig.stop()
 
     units = metric_units(args.convention)
     print(f'# {len(args.datasets)} dataset(s), metrics convention "{args.convention}" '
@@ -279,8 +304,10 @@ def main(argv=None):
     print(f'- weights: {args.weights}; command: python bench/evaluate_pairs.py '
           f'{" ".join(sys.argv[1:] if argv is None else argv)}')
     for dataset, (scores, notes, network_ms, count) in results.items():
-        print(f'\n## {dataset}: {count} pairs; network forward (1 pair at a time, CPU, '
-              f'{torch.get_num_threads()} threads): median {np.median(network_ms):.1f} ms\n')
+        timing = (f'network forward (1 pair at a time, CPU, {torch.get_num_threads()} threads): '
+                  f'median {np.median(network_ms):.1f} ms' if network_ms
+                  else f'model images from {args.model_from}')
+        print(f'\n## {dataset}: {count} pairs; {timing}\n')
         print_table(methods, scores)
         for name, _ in peers:
             if len(scores[name]) != len(scores[methods[0]]):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tesg_ros import metrics
+from tesg_ros.errors import ConfigError
 
 # ------------------------------------------------------------------ constructed scenes
 
@@ -335,3 +336,17 @@ def test_resolution_and_shift_checks_fail_a_blocky_weight_map(tno_triple_real):
     # Bounds a fusion that follows its input passes (see above) and a grid-bound one fails.
     assert resolution['max_block_mae'] > 10.0 and resolution['psnr'] < 35.0
     assert shift['max_block_mae'] > 10.0 and shift['psnr'] < 35.0
+
+
+def test_evaluate_computes_only_the_names_asked_for(scene):
+    ir, vi = scene
+    fused = np.clip(_blotched_fusions(ir, vi)['average + mottling'], 0, 255)
+    for convention in metrics.CONVENTIONS:
+        everything = metrics.evaluate(ir, vi, fused, convention=convention)
+        chosen = ('Blotch', 'MI', 'Nabf', 'PSNR', 'EN')
+        some = metrics.evaluate(ir, vi, fused, convention=convention, names=chosen)
+        assert tuple(some) == chosen
+        for name in chosen:
+            assert some[name] == everything[name], (convention, name)
+    with pytest.raises(ConfigError):
+        metrics.evaluate(ir, vi, fused, names=('EN', 'Nope'))
