@@ -89,12 +89,12 @@ def verdict(result):
     scored = sum(1 for frame in result.frames if frame.metrics)
     if not scored:
         return 'Verdict: none, no frame was scored.'
-    parts = [f'{METHOD_TITLES[baseline]} on {won} of {compared}'
+    parts = [f'{METHOD_TITLES[baseline]} on {won} of {compared} metrics'
              for baseline, (won, compared) in verdict_counts(result.summary).items()]
     lower = ', '.join(name for name in metrics.METRIC_NAMES if name in LOWER_IS_BETTER)
-    return (f'Verdict: over {scored} scored frame{"s" if scored != 1 else ""}, the TeSG model '
-            f'beats the {"; the ".join(parts)} metrics (mean per metric; lower wins for '
-            f'{lower}).')
+    return (f'Verdict over {scored} scored frame{"s" if scored != 1 else ""}: the TeSG model '
+            f'beats the {", the ".join(parts[:-1])} and the {parts[-1]} (means per metric; '
+            f'lower wins for {lower}; a metric undefined for either side is not compared).')
 
 
 def scene_notes(result):
@@ -112,7 +112,7 @@ def scene_notes(result):
         if span is not None and firsts[span] < frame.index:
             changes.setdefault(span, []).append(frame)
     schedule = (result.semantics or {}).get('schedule')
-    refresh = f' (refresh {schedule})' if schedule else ''
+    refresh = f' ({schedule})' if schedule else ''
     notes = []
     for span, frames in changes.items():
         first = descriptions[span]
@@ -274,6 +274,30 @@ def _mask_legend(phrases, channels, width, height=18):
     return band
 
 
+def _readable(tiles, min_width=200):
+    """Small tiles enlarged by an integer factor (nearest neighbour) so that labels, boxes
+    and masks stay legible; boxes scaled with them."""
+    from dataclasses import replace
+
+    width = tiles['fused'].shape[1]
+    factor = -(-min_width // width)
+    if factor <= 1:
+        return tiles
+    grown = dict(tiles)
+    for key, _ in _TILE_LABELS:
+        grown[key] = cv2.resize(tiles[key], None, fx=factor, fy=factor,
+                                interpolation=cv2.INTER_NEAREST)
+    if tiles.get('masks') is not None:
+        grown['masks'] = np.stack([cv2.resize(m, None, fx=factor, fy=factor,
+                                              interpolation=cv2.INTER_NEAREST)
+                                   for m in tiles['masks']])
+    if tiles.get('boxes') is not None:
+        grown['boxes'] = {method: [replace(d, box_xyxy=tuple(v * factor for v in d.box_xyxy))
+                                   for d in found]
+                          for method, found in tiles['boxes'].items()}
+    return grown
+
+
 def montage(tiles, label_height=22):
     """IR | visible | fused | average side by side with a caption band; (H, W, 3) uint8 RGB.
 
@@ -282,6 +306,7 @@ def montage(tiles, label_height=22):
     model's) and ``'masks': (C, h, w) uint8`` with ``'phrases'`` (a fifth tile: the masks
     over the visible image, with a colour legend below).
     """
+    tiles = _readable(tiles)
     boxes = tiles.get('boxes')
     masks = tiles.get('masks')
     labels = list(_TILE_LABELS)
