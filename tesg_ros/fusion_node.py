@@ -688,10 +688,12 @@ class FusionNode(LifecycleNode):
             values['registration_tf_error'] = self._geometry.tf_error
         if not error or self._lifecycle_state != 'active':
             return level, message
+        waiting = 'waits for' in error
         if error != self._geometry.logged_error:
             self._geometry.logged_error = error
-            self.get_logger().error(f'no fused output: {error}')
-        if 'waits for' in error:
+            log = self.get_logger().warning if waiting else self.get_logger().error
+            log(f'no fused output: {error}')
+        if waiting:
             return max(level, DiagnosticStatus.WARN), f'no fused output: {error}'
         return DiagnosticStatus.ERROR, f'no fused output: {error}'
 
