@@ -279,3 +279,90 @@ def test_lazy_outputs_cost_nothing_unsubscribed_and_match_fused_image(graph_fact
         seen.add(key)
     assert {'fused/image', 'fused/image/compressed', '~/debug/masks', '~/debug/weights',
             'thermal/image', 'rgb/camera_info', '/diagnostics', 'semantics'} <= seen, seen
+
+
+def _tf2_stand_in():
+    """A minimal module with tf2_ros's Python API as the node uses it (Buffer.lookup_transform,
+    TransformListener, TransformException). tf2_ros (with its C++ tf2_py) cannot be installed
+    here; this checks the node's wiring (frames, direction, waiting, updates), not tf2."""
+    import types
+
+    from geometry_msgs.msg import TransformStamped
+
+    module = types.ModuleType('tf2_ros')
+
+    class TransformException(Exception):
+        pass
+
+    class Buffer:
+        transforms = {}
+        lookups = []
+
+        def lookup_transform(self, target_frame, source_frame, time):
+            Buffer.lookups.append((target_frame, source_frame))
+            translation = Buffer.transforms.get((target_frame, source_frame))
+            if translation is None:
+                raise TransformException(f'"{target_frame}" and "{source_frame}" are not '
+                                         'connected')
+            stamped = TransformStamped()
+            stamped.header.frame_id, stamped.child_frame_id = target_frame, source_frame
+            (stamped.transform.translation.x, stamped.transform.translation.y,
+             stamped.transform.translation.z) = translation
+            stamped.transform.rotation.w = 1.0
+            return stamped
+
+    class TransformListener:
+        def __init__(self, buffer, node):
+            self.buffer, self.node, self.registered = buffer, node, True
+
+        def unregister(self):
+            self.registered = False
+
+    module.Buffer, module.TransformListener = Buffer, TransformListener
+    module.TransformException = TransformException
+    return module
+
+
+def test_plane_extrinsics_from_tf_where_tf2_ros_is_importable(graph_factory, pair, monkeypatch):
+    import sys
+
+    from tesg_ros.registration import plane_homography
+
+    tf2 = _tf2_stand_in()
+    monkeypatch.setitem(sys.modules, 'tf2_ros', tf2)
+    ir, vi_bgr = pair
+    graph = graph_factory(**{'registration.mode': 'plane', 'registration.plane.distance': 6.0,
+                             'diagnostics.period': 0.2})  # extrinsics.source: auto
+    thermal_info_pub = graph.helper.create_publisher(
+        CameraInfo, 'thermal/camera_info', rclpy.qos.qos_profile_sensor_data)
+    graph.wait_for(lambda: thermal_info_pub.get_subscription_count() > 0, 'info subscriber')
+    thermal_info = _info(360, 270, 400.0, 'thermal_optical_frame')
+    rgb_info = _info(360, 270, 420.0, 'rgb_optical_frame')
+
+    def publish():
+        thermal_info_pub.publish(thermal_info)
+        graph.rgb_info_pub.publish(rgb_info)
+        _publish_pairs(graph, ir, vi_bgr, 6000 + len(graph.diagnostics), 1)
+
+    def waiting_for_tf():
+        publish()
+        status = _status(graph)
+        return status is not None and 'no TF' in status.message
+
+    graph.wait_for(waiting_for_tf, 'a status saying that the TF lookup fails')
+    assert ('rgb_optical_frame', 'thermal_optical_frame') in tf2.Buffer.lookups
+    assert not graph.fused
+    tf2.Buffer.transforms[('rgb_optical_frame', 'thermal_optical_frame')] = (0.15, 0.0, 0.0)
+    expected = plane_homography(np.reshape(thermal_info.k, (3, 3)),
+                                np.reshape(rgb_info.k, (3, 3)), np.eye(3), [0.15, 0, 0],
+                                [0, 0, -1], 6.0)
+
+    def fused_with_tf():
+        publish()
+        plane = graph.node.diagnostics_snapshot().get('registration_plane', {})
+        return bool(graph.fused) and plane.get('extrinsics') == 'tf' and np.allclose(
+            plane.get('homography', np.zeros(9)), expected.ravel(), atol=1e-5)
+
+    graph.wait_for(fused_with_tf, 'a fused frame registered with the TF extrinsics')
+    listener = graph.node._geometry.tf_listener
+    assert listener.registered and listener.node is graph.node
