@@ -31,11 +31,17 @@ def mask_overlay(bgr, masks, alpha=OVERLAY_ALPHA):
     masks = np.asarray(masks, np.float32)
     if masks.ndim != 3 or masks.shape[1:] != bgr.shape[:2]:
         raise ImageEncodingError(f'masks {masks.shape} do not match the image {bgr.shape}')
-    out = bgr.astype(np.float32)
+    out = bgr.copy()
+    painted = masks.max(axis=0) > 0.0
+    if not painted.any():
+        return out
+    # Only the painted pixels are converted and blended: masks usually cover a small part.
+    pixels = bgr[painted].astype(np.float32)
     for index, mask in enumerate(masks):
-        weight = (alpha * np.clip(mask, 0.0, 1.0))[..., None]
-        out += weight * (PALETTE_BGR[index % len(PALETTE_BGR)] - out)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        weight = (alpha * np.clip(mask[painted], 0.0, 1.0))[:, None]
+        pixels += weight * (PALETTE_BGR[index % len(PALETTE_BGR)] - pixels)
+    out[painted] = np.clip(pixels + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 def weights_image(weights):
