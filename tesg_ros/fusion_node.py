@@ -23,6 +23,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 
 import cv2
 import rclpy
@@ -644,6 +645,10 @@ class FusionNode(LifecycleNode):
         geometry = self._geometry
         if self._params['registration.mode'] != 'plane':
             return
+        if geometry.engine() is not engine:  # a new activation: feed everything again
+            geometry.reset(engine)
+            if geometry.source == 'tf':
+                engine.set_extrinsics(waiting='no TF lookup yet')
         infos = (self._thermal_info, self._rgb_info)
         if any(new is not old for new, old in zip(infos, geometry.fed_infos)):
             try:
@@ -761,11 +766,16 @@ class _GeometryState:
     def __init__(self, source=''):
         self.source = source  # 'tf', 'parameters' or '' (not plane mode)
         self.tf_buffer = self.tf_listener = None
+        self.logged_error = ''
+        self.reset(None)
+
+    def reset(self, engine):
+        # A weak reference: deactivate must be able to free the engine (and its GPU memory).
+        self.engine = (lambda: None) if engine is None else weakref.ref(engine)
         self.fed_infos = (None, None)
         self.last_lookup = -1e9
         self.have_extrinsics = False
         self.tf_error = ''
-        self.logged_error = ''
 
 
 def _has_subscribers(publisher):

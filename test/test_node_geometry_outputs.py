@@ -366,3 +366,17 @@ def test_plane_extrinsics_from_tf_where_tf2_ros_is_importable(graph_factory, pai
     graph.wait_for(fused_with_tf, 'a fused frame registered with the TF extrinsics')
     listener = graph.node._geometry.tf_listener
     assert listener.registered and listener.node is graph.node
+    # A new activation (new engine) builds with the TF extrinsics only, never the parameters.
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from tesg_ros.registration import Registration
+    built_with = []
+    original = Registration.from_config.__func__
+    monkeypatch.setattr(Registration, 'from_config', classmethod(
+        lambda cls, config, *a, **k: built_with.append(config['extrinsics']['translation'])
+        or original(cls, config, *a, **k)))
+    assert graph.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert graph.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    graph.fused.clear()
+    graph.wait_for(fused_with_tf, 'a fused frame with the TF extrinsics after reactivation')
+    assert built_with and all(t == [0.15, 0.0, 0.0] for t in built_with), built_with
