@@ -436,7 +436,8 @@ class FusionEngine:
         """Replay mode: use recorded semantics (the JSON of :meth:`semantics_snapshot`)."""
         if self.sig is None:
             return
-        schema = record.get('schema', SEMANTICS_SCHEMA) if isinstance(record, dict) else None
+        schema = record.get('schema', SEMANTICS_SCHEMA) if isinstance(record, dict) \
+            else SEMANTICS_SCHEMA
         if not isinstance(schema, str) or schema.rpartition('.')[0] != \
                 SEMANTICS_SCHEMA.rpartition('.')[0]:
             raise ConfigError(f'recorded semantics have schema {schema!r}; this node reads '
