@@ -635,7 +635,11 @@ class FusionNode(LifecycleNode):
             masks = result.phrase_masks if result.phrase_masks is not None else result.masks
             self._debug_masks_pub.publish(image_codec.numpy_to_image(
                 debug_images.mask_overlay(result.bgr, masks), 'bgr8', header=header))
-        if _has_subscribers(self._debug_weights_pub) and result.weights is not None:
+        if _has_subscribers(self._debug_weights_pub):
+            if result.weights is None:  # e.g. a network backend without intermediates
+                self._warn_once('debug_weights', '~/debug/weights is subscribed but the '
+                                'network backend did not return its infrared-share map')
+                return
             self._debug_weights_pub.publish(image_codec.numpy_to_image(
                 debug_images.weights_image(result.weights), '32FC1', header=header))
 
