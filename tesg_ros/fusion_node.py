@@ -180,6 +180,7 @@ class FusionNode(LifecycleNode):
         self.engine = None
         self._fused_pub = self._fused_info_pub = self._semantics_pub = None
         self._compressed_pub = self._debug_masks_pub = self._debug_weights_pub = None
+        self._weights_asked = False
         self._geometry = _GeometryState()
         self._diagnostics_pub = self._diagnostics_timer = None
         self._input_subscriptions = []
@@ -542,7 +543,7 @@ class FusionNode(LifecycleNode):
         decoded = time.monotonic()
         self._update_geometry(engine)
         result = engine.process(thermal, rgb_bgr, thermal_valid=thermal_valid,
-                                want_weights=_has_subscribers(self._debug_weights_pub))
+                                want_weights=self._want_weights())
         fused = time.monotonic()
         encoding = self._params['output.encoding']
         pixels = result.bgr if encoding == 'bgr8' else cv2.cvtColor(result.bgr,
@@ -636,12 +637,17 @@ class FusionNode(LifecycleNode):
             self._debug_masks_pub.publish(image_codec.numpy_to_image(
                 debug_images.mask_overlay(result.bgr, masks), 'bgr8', header=header))
         if _has_subscribers(self._debug_weights_pub):
-            if result.weights is None:  # e.g. a network backend without intermediates
-                self._warn_once('debug_weights', '~/debug/weights is subscribed but the '
-                                'network backend did not return its infrared-share map')
+            if result.weights is None:
+                if self._weights_asked:  # e.g. a network backend without intermediates
+                    self._warn_once('debug_weights', '~/debug/weights is subscribed but '
+                                    'the network backend gives no infrared-share map')
                 return
             self._debug_weights_pub.publish(image_codec.numpy_to_image(
                 debug_images.weights_image(result.weights), '32FC1', header=header))
+
+    def _want_weights(self):
+        self._weights_asked = _has_subscribers(self._debug_weights_pub)
+        return self._weights_asked
 
     def _update_geometry(self, engine):
         """Plane registration: hand the engine the latest CameraInfo and, from TF, the
