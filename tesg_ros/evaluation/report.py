@@ -4,15 +4,20 @@
 
 :func:`write_outputs` writes, into the result's output directory:
 
-* ``metrics.csv``: one row per frame and method (``frame, rgb_stamp_ns, thermal_stamp_ns,
-  pair_dt_ms, method`` and every metric of :data:`tesg_ros.metrics.METRIC_NAMES`);
+* ``metrics.csv``: one row per frame and method (``frame, time_s, rgb_stamp_ns,
+  thermal_stamp_ns, pair_dt_ms, method`` and every metric of
+  :data:`tesg_ros.metrics.METRIC_NAMES`; ``time_s`` from the bag's first message);
 * ``timings.csv``: one row per frame, engine stage times in ms;
 * ``summary.json`` (everything of the run except pixels) and ``summary.csv`` (``method,
   metric, mean, std, count``);
 * ``report.md`` with its images in ``report_files/`` and ``report.html``, the same content with
   every image embedded as a base64 PNG (one file to mail or attach to a ticket).
 
-Both reports are rendered from one list of blocks, so they never disagree. Plots use
+The report opens with its verdict (:func:`verdict`: on how many metrics the model beats each
+baseline), names frames by index and time from the bag start (:func:`frame_name`), shows
+detector boxes and semantic masks on the sampled frames (:func:`montage`) and notes
+descriptions in force across a scene change (:func:`scene_notes`). Both reports are rendered
+from one list of blocks, so they never disagree. Plots use
 matplotlib's Agg canvas directly (no pyplot, no global backend change).
 """
 
