@@ -615,7 +615,10 @@ class FusionNode(LifecycleNode):
         self._info_seen = {}
 
     def _begin_activation(self):
-        """A new activation starts a new output ordering (a stale reference never blocks)."""
+        """A new activation starts a new output ordering and a fresh pairing policy, so a
+        stale reference (a future stamp, a clock that went back meanwhile) never blocks it."""
+        if self._synchronizer is not None:
+            self._build_synchronizer()
         jump_s = self._params['worker.time_jump']
         if jump_s != self._order_jump_s:
             self._order = OutputOrder(_seconds_ns(jump_s))
