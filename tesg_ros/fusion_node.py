@@ -847,8 +847,8 @@ def _limit_malloc_arenas(arenas=2):
 
     Every activation starts new threads (worker, semantics, backend calls); glibc gives
     threads their own arenas (up to 8 per core) and memory freed in them is kept, so the
-    resident size grew with each deactivate/activate cycle (+19 % in 8 cycles; with 2 arenas
-    +1 %, docs/benchmarks.md). The threads allocate little: two arenas cost no speed here.
+    resident size grew with each deactivate/activate cycle (docs/benchmarks.md, "Soak and
+    lifecycle churn"). These threads allocate little: two arenas are enough.
     """
     if 'MALLOC_ARENA_MAX' in os.environ:
         return
