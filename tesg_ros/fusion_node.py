@@ -524,7 +524,7 @@ class FusionNode(LifecycleNode):
 
     def _process(self, engine, thermal_msg, rgb_msg, paired_monotonic, taken_monotonic):
         stamp = _stamp_ns(rgb_msg.header)
-        if not self._check_order(stamp):
+        if not self._check_order(stamp, paired_monotonic):
             return
         max_age = self._params['worker.max_pair_age']
         if max_age > 0.0:
@@ -608,6 +608,7 @@ class FusionNode(LifecycleNode):
                 'time_jumps_forward')})
         self._order = OutputOrder(_seconds_ns(self._params['worker.time_jump']))
         self._order_jump_s = self._params['worker.time_jump']
+        self._order_clock = 0  # node clock (ns) when the pair in hand was formed
         self._order_logged = {}  # event kind -> monotonic time of its last log line
         self._dropped_shutdown_before = 0  # pairs discarded or refused by closed mailboxes
         self._active_since = None
@@ -636,14 +637,18 @@ class FusionNode(LifecycleNode):
         self._dropped_shutdown_before += mailbox.discarded + mailbox.rejected
         mailbox.overwritten = mailbox.expired = mailbox.discarded = mailbox.rejected = 0
 
-    def _check_order(self, stamp):
+    def _check_order(self, stamp, paired_monotonic):
         """Apply the output-ordering policy (tesg_ros/stamp_order.py); False drops the pair."""
         jump_s = self._params['worker.time_jump']
         if jump_s != self._order_jump_s:  # changed at runtime: takes effect at once
             self._order = OutputOrder(_seconds_ns(jump_s))
             self._order_jump_s = jump_s
         last = self._order.last_stamp_ns
-        verdict, jump = self._order.check(stamp, self.get_clock().now().nanoseconds)
+        # The node clock when the pair was formed, not now: the time a pair waited for a busy
+        # worker would otherwise make the next, fresher pair look as if it came from the future.
+        waited_ns = int((time.monotonic() - paired_monotonic) * 1e9)
+        self._order_clock = self.get_clock().now().nanoseconds - waited_ns
+        verdict, jump = self._order.check(stamp, self._order_clock)
         if verdict == OUT_OF_ORDER:
             self._count_drop('dropped_out_of_order')
             return False
@@ -673,7 +678,7 @@ class FusionNode(LifecycleNode):
 
     def _on_published(self, stamp):
         self._last_published_stamp = stamp
-        self._order.published(stamp, self.get_clock().now().nanoseconds)
+        self._order.published(stamp, self._order_clock)
         self._drops_at_publish = self._drop_totals()
 
     def _drop_totals(self):
