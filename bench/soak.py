@@ -193,7 +193,11 @@ def stop_node(process, timeout=60.0):
     except subprocess.TimeoutExpired:
         process.kill()
         output, _ = process.communicate()
-    bad = [line for line in output.splitlines() if any(word in line for word in BAD_OUTPUT)]
+    lines = output.splitlines()
+    bad = [line for line in lines if any(word in line for word in BAD_OUTPUT)]
+    if bad:  # the whole story of the first one
+        first = next(i for i, line in enumerate(lines) if line in bad)
+        print('\n'.join(['node output around the first bad line:'] + lines[first - 3:first + 30]))
     return process.returncode, bad
 
 

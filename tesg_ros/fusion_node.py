@@ -911,13 +911,14 @@ def main(args=None):
         print(f'tesg_fusion: {error}', file=sys.stderr)
         return 2
     finally:
-        if node is not None:
-            node.shutdown()  # joins the worker and the semantics threads, context still valid
+        # The executor stops first: no timer or service callback may run while the node
+        # tears down its publishers from this thread.
         if executor is not None:
             executor.shutdown(timeout_sec=10.0)
         if spinner is not None:
             spinner.join(timeout=10.0)
         if node is not None:
+            node.shutdown()  # joins the worker and the semantics threads, context still valid
             node.destroy_node()
         rclpy.try_shutdown()
         for signum, handler in previous.items():
