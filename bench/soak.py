@@ -147,6 +147,7 @@ class Driver:
 
     def close(self):
         self.executor.shutdown()
+        self.spinner.join(timeout=10.0)
         self.node.destroy_node()
         self.rclpy.try_shutdown()
 

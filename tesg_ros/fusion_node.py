@@ -923,7 +923,35 @@ def main(args=None):
         rclpy.try_shutdown()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        _wait_for_backend_calls()
     return 0
+
+
+# Longest wait at exit for a background model call that outlived its deactivate bound.
+EXIT_JOIN_S = 30.0
+
+
+def _wait_for_backend_calls(timeout=EXIT_JOIN_S):
+    """Join model calls still running in daemon threads before the interpreter exits.
+
+    Deactivate waits at most 5 s for a describer or CLIPSeg call (a lifecycle transition must
+    not hang on a slow model); one still running then is left behind. Native code (torch,
+    OpenCV) still running in a daemon thread while the interpreter finalises aborts the
+    process ("terminate called without an active exception"), so exit waits for those calls,
+    up to ``timeout`` s, and if one is truly hung ends the process with os._exit.
+    """
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.daemon and thread.name.endswith('-backend'):
+            thread.join(max(0.0, deadline - time.monotonic()))
+    hung = [t.name for t in threading.enumerate()
+            if t.daemon and t.name.endswith('-backend') and t.is_alive()]
+    if hung:
+        print(f'tesg_fusion: {", ".join(hung)} still running after {timeout:g} s; exiting '
+              'without interpreter finalisation', file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _spin(executor, stop):
