@@ -812,7 +812,11 @@ class FusionNode(LifecycleNode):
                     for key, value in sorted(values.items())])
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
-        publisher.publish(array)
+        try:
+            publisher.publish(array)
+        except Exception:  # noqa: BLE001 - shut down from another thread meanwhile
+            if self._diagnostics_pub is not None:
+                raise
 
 
 def overload_message(pairs, fused, min_share, fusion_ms, pair_rate_hz):

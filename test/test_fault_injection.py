@@ -129,9 +129,9 @@ class Graph:
         return self.node.diagnostics_snapshot()
 
     def close(self):
-        self.node.shutdown()
-        self.executor.shutdown()
+        self.executor.shutdown()  # first: no callback runs while the node tears down
         self.thread.join(timeout=10.0)
+        self.node.shutdown()
         self.node.destroy_node()
         self.driver.destroy_node()
         rclpy.shutdown(context=self.context)
