@@ -139,6 +139,44 @@ def resolve_device(requested, half):
     return device, dtype
 
 
+# Smallest frame side accepted: one cell of the network's coarsest grid (reduction 8). A 1x1
+# frame breaks OpenCV inside the colour stage, 0 pixels break everything; such frames are bad
+# input, rejected with the size, not a pipeline error.
+MIN_FRAME_SIDE = 8
+
+
+def check_frame_size(kind, shape):
+    """Raise ImageEncodingError for a frame with a side below :data:`MIN_FRAME_SIDE` pixels."""
+    if len(shape) < 2 or min(shape[:2]) < MIN_FRAME_SIDE:
+        size = 'x'.join(str(n) for n in shape[1::-1]) if len(shape) >= 2 else str(shape)
+        raise ImageEncodingError(f'{kind} image is {size} (width x height): degenerate, at '
+                                 f'least {MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} pixels needed')
+
+
+# Largest distortion vector OpenCV models (rational + thin prism + tilted: 14).
+MAX_DISTORTION_COEFFICIENTS = 14
+
+
+def camera_info_problem(info, width, height):
+    """Why a CameraInfo-like ``info`` is unfit to describe a ``width`` x ``height`` image, or ''.
+
+    Checked: the size, finite K, D, R, P, positive fx and fy, at most
+    :data:`MAX_DISTORTION_COEFFICIENTS` coefficients.
+    """
+    import math
+
+    if (info.width, info.height) != (width, height):
+        return f'size {info.width}x{info.height}, the image is {width}x{height}'
+    if len(info.d) > MAX_DISTORTION_COEFFICIENTS:
+        return f'{len(info.d)} distortion coefficients (at most {MAX_DISTORTION_COEFFICIENTS})'
+    for name in ('k', 'd', 'r', 'p'):
+        if not all(math.isfinite(v) for v in getattr(info, name)):
+            return f'{name.upper()} is not finite'
+    if not (info.k[0] > 0 and info.k[4] > 0):
+        return f'fx = {info.k[0]}, fy = {info.k[4]}: focal lengths must be positive'
+    return ''
+
+
 def fit_masks(masks, channels):
     """Per-phrase masks (P, H, W) -> the network's ``channels`` masks.
 
@@ -200,6 +238,7 @@ class FusionEngine:
             import cv2
             cv2.setNumThreads(settings.threads)
         self.fallbacks = 0
+        self.camera_info_error = ''
         self._staging = {}  # pinned host buffers by input index (_staged)
         self.weights_path = None
         if net is None:
@@ -324,6 +363,8 @@ class FusionEngine:
         if rgb_bgr.ndim != 3 or rgb_bgr.shape[2] != 3 or rgb_bgr.dtype != np.uint8:
             raise ImageEncodingError(f'rgb image must be (H, W, 3) uint8, got {rgb_bgr.shape} '
                                      f'{rgb_bgr.dtype}')
+        check_frame_size('rgb', rgb_bgr.shape)
+        check_frame_size('thermal', np.shape(thermal))
         timings = {}
         start = time.perf_counter()
         with self._lock:
@@ -517,7 +558,10 @@ class FusionEngine:
         """CameraInfo of the fused image: the RGB camera's, adjusted for the crop.
 
         Without RGB CameraInfo (or with an uncalibrated one) the message carries only the
-        size and a zero K, as uncalibrated cameras publish.
+        size and a zero K, as uncalibrated cameras publish. So does a CameraInfo that is
+        rejected (NaN/Inf, fx or fy not positive, another size than the images, a result
+        that would not be finite or not ``width`` x ``height``): the reason is kept in
+        :attr:`camera_info_error` (diagnostics), the output never carries NaN or a wrong size.
         """
         from tesg_ros.registration import CameraModel
 
@@ -525,9 +569,23 @@ class FusionEngine:
             try:
                 model = CameraModel.from_camera_info(rgb_info)
                 if model.is_calibrated and model.size == self.registration.rgb_size:
-                    return self.registration.crop_camera_info(model).to_camera_info(header)
-            except (CalibrationError, ConfigError):
-                pass
+                    info = self.registration.crop_camera_info(model).to_camera_info(header)
+                    problem = camera_info_problem(info, width, height)
+                    if not problem:
+                        self.camera_info_error = ''
+                        return info
+                    self.camera_info_error = f'rgb camera_info not used: {problem}'
+                elif model.is_calibrated:
+                    self.camera_info_error = (
+                        f'rgb camera_info not used: it is {model.width}x{model.height}, the '
+                        f'images are {self.registration.rgb_size[0]}x'
+                        f'{self.registration.rgb_size[1]}')
+                else:  # an all-zero K is how uncalibrated cameras say so: not an error
+                    self.camera_info_error = '' if not any(rgb_info.k) else (
+                        f'rgb camera_info not used: K {[float(v) for v in rgb_info.k]} is no '
+                        'calibration')
+            except (CalibrationError, ConfigError, ValueError) as error:
+                self.camera_info_error = f'rgb camera_info not used: {error}'
         from sensor_msgs.msg import CameraInfo
         return CameraInfo(header=header, width=width, height=height)
 
@@ -557,6 +615,8 @@ class FusionEngine:
                 'mode', 'overlap_fraction', 'roi', 'ok', 'warnings')}
         if self._registration_error:
             values['registration_error'] = self._registration_error
+        if self.camera_info_error:
+            values['camera_info_error'] = self.camera_info_error
         values.update(self._geometry_diagnostics())
         if self.sig is not None:
             current = self.sig.semantics()
@@ -703,10 +763,20 @@ class FusionEngine:
         except torch.cuda.OutOfMemoryError:
             return self._forward(ir, vis_y, masks, text), None  # _forward falls back to CPU
 
-    def close(self):
-        """Stop the semantics thread."""
+    def close(self, timeout=5.0):
+        """Stop and join the semantics threads and their backend calls (bounded by
+        ``timeout`` s each) and drop the pinned staging buffers.
+
+        Returns False when a background thread did not end in time (it is logged). The
+        models are freed when the engine itself is dropped.
+        """
+        stopped = True
         if self.sig is not None:
-            self.sig.stop(timeout=5.0)
+            stopped = self.sig.stop(timeout=timeout)
+            if not stopped:
+                self._logger.error(f'a semantics thread did not stop within {timeout:g} s')
+        self._staging.clear()
+        return stopped
 
 
 class _NoMasks:

@@ -18,8 +18,10 @@ Threads (while active):
 All ages and latencies use the node clock (sim-time aware); processing times are monotonic.
 """
 
+import gc
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -35,6 +37,7 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, qos_profile_sensor_data,
                        ReliabilityPolicy)
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.signals import SignalHandlerOptions
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -46,6 +49,7 @@ from tesg_ros.engine import (EngineSettings, FusionEngine, registration_config, 
 from tesg_ros.errors import CalibrationError, ConfigError, TesgError
 from tesg_ros.mailbox import LatestMailbox
 from tesg_ros.node_params import NODE_NAME, PARAMETERS, PARAMETERS_BY_NAME
+from tesg_ros.stamp_order import BACKWARD_JUMP, FUTURE, OUT_OF_ORDER, OutputOrder
 from tesg_ros.stats import RateMeter, RunningStats
 
 _PARAMETER_TYPES = {
@@ -193,6 +197,7 @@ class FusionNode(LifecycleNode):
         self._dropped_late_before = 0  # pairs that waited too long, earlier activations
         self._worker = None
         self._semantics_seen = None
+        self._init_robustness_state()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         if self.get_parameter('autostart').value:
             self.start()
@@ -267,6 +272,8 @@ class FusionNode(LifecycleNode):
             f'weights: {self.engine.weights_path}' + _backend_note(self.engine))
         result = super().on_activate(state)  # enables the lifecycle publishers
         self._semantics_seen = None
+        self._retire_mailbox()
+        self._begin_activation()
         self._mailbox = LatestMailbox()
         self._worker = threading.Thread(target=self._work, args=(self._mailbox,),
                                         name='tesg_fusion_worker', daemon=True)
@@ -358,18 +365,18 @@ class FusionNode(LifecycleNode):
             worker.join(timeout=30.0)
             if worker.is_alive():
                 self.get_logger().error('the fusion worker did not stop within 30 s')
-        self._dropped_busy_before += self._mailbox.overwritten
-        self._dropped_late_before += self._mailbox.expired
+        self._retire_mailbox()
         self._mailbox = LatestMailbox()
         self._mailbox.close()
         engine, self.engine = self.engine, None
         if engine is not None:
-            engine.close()  # joins the semantics thread
+            engine.close()  # joins the semantics threads (bounded), drops the models
             on_cuda = engine.device.type == 'cuda'
             del engine
             if on_cuda:
                 import torch
                 torch.cuda.empty_cache()
+            _release_memory()
 
     def _destroy_outputs(self):
         self._destroy_extra_outputs()
@@ -473,9 +480,11 @@ class FusionNode(LifecycleNode):
 
     def _on_thermal_info(self, msg):
         self._thermal_info = msg
+        self._info_seen['thermal'] = time.monotonic()
 
     def _on_rgb_info(self, msg):
         self._rgb_info = msg
+        self._info_seen['rgb'] = time.monotonic()
 
     def _on_prompt(self, msg):
         engine = self.engine
@@ -513,13 +522,15 @@ class FusionNode(LifecycleNode):
                 self._count_drop('dropped_bad_input')
                 self._record_error(type(error).__name__, str(error))
             except Exception as error:  # noqa: BLE001 - the worker must survive anything
+                if mailbox.closed or not self.context.ok():
+                    self._count_drop('dropped_shutdown')  # the pair in hand when stopped
+                    continue
                 self._count_drop('dropped_error')
                 self._record_error(type(error).__name__, f'fusion failed: {error!r}')
 
     def _process(self, engine, thermal_msg, rgb_msg, paired_monotonic, taken_monotonic):
         stamp = _stamp_ns(rgb_msg.header)
-        if self._last_published_stamp is not None and stamp <= self._last_published_stamp:
-            self._count_drop('dropped_out_of_order')
+        if not self._check_order(stamp, paired_monotonic):
             return
         max_age = self._params['worker.max_pair_age']
         if max_age > 0.0:
@@ -555,7 +566,7 @@ class FusionNode(LifecycleNode):
         self._fused_pub.publish(image)
         self._fused_info_pub.publish(info)
         self._publish_extra_outputs(result, rgb_msg.header)
-        self._last_published_stamp = stamp
+        self._on_published(stamp)
         finished = time.monotonic()
         stage_ms = dict(result.timings_ms, wait=(taken_monotonic - paired_monotonic) * 1e3,
                         decode=(decoded - start) * 1e3, message=(built - fused) * 1e3,
@@ -596,6 +607,137 @@ class FusionNode(LifecycleNode):
         if key not in self._warned:
             self._warned.add(key)
             self.get_logger().warning(message)
+
+    # ------------------------------------------------------------------ time jumps, silence
+    def _init_robustness_state(self):
+        """State of the output-ordering policy and the no-output / missing-image reports."""
+        with self._lock:
+            self._counters.update({key: 0 for key in (
+                'dropped_future', 'dropped_shutdown', 'time_jumps_backward',
+                'time_jumps_forward')})
+        self._order = OutputOrder(_seconds_ns(self._params['worker.time_jump']))
+        self._order_jump_s = self._params['worker.time_jump']
+        self._order_clock = 0  # node clock (ns) when the pair in hand was formed
+        self._order_logged = {}  # event kind -> monotonic time of its last log line
+        self._dropped_shutdown_before = 0  # pairs discarded or refused by closed mailboxes
+        self._active_since = None
+        self._drops_at_publish = {}
+        self._info_seen = {}
+
+    def _begin_activation(self):
+        """A new activation starts a new output ordering and a fresh pairing policy, so a
+        stale reference (a future stamp, a clock that went back meanwhile) never blocks it."""
+        if self._synchronizer is not None:
+            self._build_synchronizer()
+        jump_s = self._params['worker.time_jump']
+        if jump_s != self._order_jump_s:
+            self._order = OutputOrder(_seconds_ns(jump_s))
+            self._order_jump_s = jump_s
+        self._order.reset()
+        self._last_published_stamp = None
+        self._active_since = time.monotonic()
+        self._drops_at_publish = self._drop_totals()
+
+    def _retire_mailbox(self):
+        """Add a mailbox's drop counts to the totals of earlier activations (once per mailbox)."""
+        mailbox = self._mailbox
+        self._dropped_busy_before += mailbox.overwritten
+        self._dropped_late_before += mailbox.expired
+        self._dropped_shutdown_before += mailbox.discarded + mailbox.rejected
+        mailbox.overwritten = mailbox.expired = mailbox.discarded = mailbox.rejected = 0
+
+    def _check_order(self, stamp, paired_monotonic):
+        """Apply the output-ordering policy (tesg_ros/stamp_order.py); False drops the pair."""
+        jump_s = self._params['worker.time_jump']
+        if jump_s != self._order_jump_s:  # changed at runtime: takes effect at once
+            self._order = OutputOrder(_seconds_ns(jump_s))
+            self._order_jump_s = jump_s
+        last = self._order.last_stamp_ns
+        # The node clock when the pair was formed, not now: the time a pair waited for a busy
+        # worker would otherwise make the next, fresher pair look as if it came from the future.
+        waited_ns = int((time.monotonic() - paired_monotonic) * 1e9)
+        self._order_clock = self.get_clock().now().nanoseconds - waited_ns
+        verdict, jump = self._order.check(stamp, self._order_clock)
+        if verdict == OUT_OF_ORDER:
+            self._count_drop('dropped_out_of_order')
+            return False
+        if verdict == FUTURE:
+            self._count_drop('dropped_future')
+            self._log_order_event(
+                'future', f'pair stamped {(stamp - last) / 1e9:.3f} s after the last published '
+                'one, far ahead of the node clock: dropped as an outlier (dropped_future); a '
+                'second such pair in a row would be taken as a forward time jump')
+            return False
+        if jump is not None:
+            key = 'time_jumps_backward' if jump == BACKWARD_JUMP else 'time_jumps_forward'
+            self._count_drop(key)
+            direction = 'behind' if jump == BACKWARD_JUMP else 'ahead of'
+            self._log_order_event(
+                jump, f'time jump: pair stamped {abs(stamp - last) / 1e9:.3f} s {direction} the '
+                f'last published one (bound worker.time_jump = {jump_s:g} s): output ordering '
+                f'reset ({key} counts these)')
+        return True
+
+    def _log_order_event(self, kind, message):
+        # One WARN per event, at most one per second per kind: the counters carry the rest.
+        now = time.monotonic()
+        if now - self._order_logged.get(kind, -1e9) >= 1.0:
+            self._order_logged[kind] = now
+            self.get_logger().warning(message)
+
+    def _on_published(self, stamp):
+        self._last_published_stamp = stamp
+        self._order.published(stamp, self._order_clock)
+        self._drops_at_publish = self._drop_totals()
+
+    def _drop_totals(self):
+        with self._lock:
+            totals = {key: value for key, value in self._counters.items()
+                      if key.startswith('dropped_')}
+        totals['dropped_busy'] = self._dropped_busy_before + self._mailbox.overwritten
+        totals['dropped_late'] = self._dropped_late_before + self._mailbox.expired
+        return totals
+
+    def _add_robustness_values(self, values):
+        mailbox = self._mailbox
+        values['dropped_shutdown'] += (self._dropped_shutdown_before + mailbox.discarded
+                                       + mailbox.rejected)
+        values['time_jump_bound_s'] = self._order_jump_s
+
+    def _output_problems(self, values):
+        """[(level, message)] for /diagnostics: pairs arrive but nothing is published; camera
+        info arrives but its images do not (e.g. frames too large for the transport)."""
+        if self._lifecycle_state != 'active' or self._active_since is None:
+            return []
+        problems = []
+        now = time.monotonic()
+        timeout = self._params['diagnostics.stall_timeout']
+        last_pair = self._rates['pairs'].last
+        last_output = max(self._rates['published'].last or 0.0, self._active_since)
+        silent = now - last_output
+        if last_pair is not None and last_pair > last_output and silent > timeout:
+            totals = self._drop_totals()
+            since = {key[len('dropped_'):]: value - self._drops_at_publish.get(key, 0)
+                     for key, value in totals.items()}
+            reasons = ', '.join(f'{key} {count}' for key, count in sorted(
+                since.items(), key=lambda item: -item[1]) if count > 0) or 'none counted'
+            level = DiagnosticStatus.ERROR if silent > 5 * timeout else DiagnosticStatus.WARN
+            problems.append((level, f'pairs arrive but nothing was published for '
+                                    f'{silent:.1f} s (dropped since: {reasons})'))
+        for kind, info in (('rgb', self._rgb_info), ('thermal', self._thermal_info)):
+            seen = self._info_seen.get(kind)
+            last_image = max(self._rates[kind].last or 0.0, self._active_since)
+            if info is None or seen is None or now - seen > timeout:
+                continue
+            if now - last_image > timeout:
+                size_mb = info.width * info.height * (3 if kind == 'rgb' else 2) / 1e6
+                values[f'{kind}_images_missing_s'] = round(now - last_image, 1)
+                problems.append((DiagnosticStatus.WARN, (
+                    f'{kind}/camera_info arrives ({info.width}x{info.height}, about '
+                    f'{size_mb:.1f} MB a frame) but no {kind} image for {now - last_image:.0f} s: '
+                    'frames too large for the transport are lost without a trace (docs/node.md, '
+                    '"Large frames")')))
+        return problems
 
     # ------------------------------------------------------------------ extra outputs, geometry
     def _create_extra_outputs(self, output_qos, overrides):
@@ -732,6 +874,7 @@ class FusionNode(LifecycleNode):
                               for stage, stats in self._stage_ms.items()}
         values['dropped_busy'] = self._dropped_busy_before + self._mailbox.overwritten
         values['dropped_late'] = self._dropped_late_before + self._mailbox.expired
+        self._add_robustness_values(values)
         values['sync_backend'] = self._sync_backend
         pairing_counters = getattr(self._synchronizer, 'counters', None)
         if callable(pairing_counters):  # the builtin policy counts what message_filters cannot
@@ -779,6 +922,11 @@ class FusionNode(LifecycleNode):
         if values.get('backend_fallback'):
             level = max(level, DiagnosticStatus.WARN)
             message += f'; {values["backend_fallback"]}'
+        for problem_level, problem in self._output_problems(values):
+            if problem_level > level:
+                level, message = problem_level, problem
+            elif problem_level == level and level != DiagnosticStatus.OK:
+                message += f'; {problem}'
         if values['last_error']:
             message += f'; last error: {values["last_error"]}'
         level, message = self._registration_status(values, level, message)
@@ -789,7 +937,11 @@ class FusionNode(LifecycleNode):
                     for key, value in sorted(values.items())])
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
-        publisher.publish(array)
+        try:
+            publisher.publish(array)
+        except Exception:  # noqa: BLE001 - shut down from another thread meanwhile
+            if self._diagnostics_pub is not None:
+                raise
 
 
 class _GeometryState:
@@ -889,6 +1041,41 @@ def _check_engine_settings(params, device=True):
             raise ConfigError(f'registration.homography: {error}') from None
 
 
+def _seconds_ns(seconds):
+    return int(round(seconds * 1e9))
+
+
+def _release_memory():
+    """Return freed memory to the OS after a model is dropped (deactivate, shutdown).
+
+    Without it glibc keeps the freed arenas of each activation's model and threads, and the
+    resident size grows with every deactivate/activate cycle.
+    """
+    gc.collect()
+    try:
+        import ctypes
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _limit_malloc_arenas(arenas=2):
+    """Cap glibc's malloc arenas (unless MALLOC_ARENA_MAX is set) before threads start.
+
+    Every activation starts new threads (worker, semantics, backend calls); glibc gives
+    threads their own arenas (up to 8 per core) and memory freed in them is kept, so the
+    resident size grew with each deactivate/activate cycle (docs/benchmarks.md, "Soak and
+    lifecycle churn"). These threads allocate little: two arenas are enough.
+    """
+    if 'MALLOC_ARENA_MAX' in os.environ:
+        return
+    try:
+        import ctypes
+        ctypes.CDLL('libc.so.6').mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _check_plane_settings(params, registration):
     """ConfigError for a plane configuration that cannot work, before any image arrives."""
     if registration['mode'] != 'plane':
@@ -928,13 +1115,25 @@ def main(args=None):
     With ``autostart`` true (default) the node activates itself; with false it waits,
     unconfigured, for a lifecycle manager (``ros2 lifecycle set``, launch_ros, nav2's).
     """
-    rclpy.init(args=args if args is not None else sys.argv)
-    node = None
+    # SIGINT/SIGTERM only set an event here: rclpy's own handlers would shut the context down
+    # at once, under a worker that is still publishing (RCLError, a dropped frame) and with
+    # threads still in native code at exit. The node is shut down first, then the context.
+    _limit_malloc_arenas()
+    rclpy.init(args=args if args is not None else sys.argv,
+               signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, lambda *_: stop.set())
+    node = executor = spinner = None
     try:
         node = FusionNode()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        spinner = threading.Thread(target=_spin, args=(executor, stop), name='tesg_executor')
+        spinner.start()
+        while not stop.wait(0.5):
+            pass
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (TesgError, ParameterException) as error:
@@ -942,11 +1141,56 @@ def main(args=None):
         print(f'tesg_fusion: {error}', file=sys.stderr)
         return 2
     finally:
+        # The executor stops first: no timer or service callback may run while the node
+        # tears down its publishers from this thread.
+        if executor is not None:
+            executor.shutdown(timeout_sec=10.0)
+        if spinner is not None:
+            spinner.join(timeout=10.0)
         if node is not None:
-            node.shutdown()
+            node.shutdown()  # joins the worker and the semantics threads, context still valid
             node.destroy_node()
         rclpy.try_shutdown()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _wait_for_backend_calls()
     return 0
+
+
+# Longest wait at exit for a background model call that outlived its deactivate bound.
+EXIT_JOIN_S = 30.0
+
+
+def _wait_for_backend_calls(timeout=EXIT_JOIN_S):
+    """Join model calls still running in daemon threads before the interpreter exits.
+
+    Deactivate waits at most 5 s for a describer or CLIPSeg call (a lifecycle transition must
+    not hang on a slow model); one still running then is left behind. Native code (torch,
+    OpenCV) still running in a daemon thread while the interpreter finalises aborts the
+    process ("terminate called without an active exception"), so exit waits for those calls,
+    up to ``timeout`` s, and if one is truly hung ends the process with os._exit.
+    """
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.daemon and thread.name.endswith('-backend'):
+            thread.join(max(0.0, deadline - time.monotonic()))
+    hung = [t.name for t in threading.enumerate()
+            if t.daemon and t.name.endswith('-backend') and t.is_alive()]
+    if hung:
+        print(f'tesg_fusion: {", ".join(hung)} still running after {timeout:g} s; exiting '
+              'without interpreter finalisation', file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def _spin(executor, stop):
+    try:
+        executor.spin()
+    except ExternalShutdownException:
+        pass
+    finally:
+        stop.set()
 
 
 if __name__ == '__main__':

@@ -37,11 +37,14 @@ class LatestMailbox:
         self.delivered = 0
         self.overwritten = 0
         self.expired = 0
+        self.discarded = 0  # an untaken item dropped by close()
+        self.rejected = 0  # items put after close()
 
     def put(self, item):
         """Store ``item``; return True if it replaced one the consumer had not taken."""
         with self._condition:
             if self._closed:
+                self.rejected += 1
                 return False
             replaced = self._has_item
             if replaced:
@@ -82,9 +85,15 @@ class LatestMailbox:
                 return item
 
     def close(self):
-        """Wake the consumer for shutdown; later puts are ignored."""
+        """Wake the consumer for shutdown; later puts are ignored.
+
+        An item not taken yet is dropped and counted in :attr:`discarded`, so every put item
+        is delivered, overwritten, expired or discarded.
+        """
         with self._condition:
             self._closed = True
+            if self._has_item:
+                self.discarded += 1
             self._item, self._has_item = None, False
             self._condition.notify_all()
 

@@ -263,6 +263,16 @@ PARAMETERS = (
               'one instead (latency first), seconds; 0 (default) fuses the newest pair the '
               'worker finds (rate first: the worker never idles while a pair waits).',
               minimum=0.0, maximum=10.0),
+    ParamSpec('worker.time_jump', 'double', 1.0,
+              'A pair stamped this many seconds before the last published one, or after it by '
+              'this much more than the node clock advanced (twice in a row), is a time jump: '
+              'output ordering is reset (WARN, counted); a single pair that far ahead is '
+              'dropped as dropped_future.', minimum=0.01, maximum=86400.0),
+    ParamSpec('diagnostics.stall_timeout', 'double', 2.0,
+              'Seconds of pairs arriving with nothing published before diagnostics go WARN '
+              '(ERROR after 5 times this); also how long camera_info may arrive without images '
+              'before the node reports missing (e.g. oversized) frames.',
+              minimum=0.1, maximum=3600.0),
     ParamSpec('diagnostics.period', 'double', 1.0, 'Seconds between /diagnostics messages.',
               read_only=True, minimum=0.1, maximum=60.0),
     ParamSpec('diagnostics.min_fused_share', 'double', 0.8,

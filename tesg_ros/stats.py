@@ -15,10 +15,12 @@ class RateMeter:
         self._window = window
         self._times = deque()
         self._lock = threading.Lock()
+        self.last = None  # time of the latest event (kept past the window)
 
     def tick(self, now):
         with self._lock:
             self._times.append(now)
+            self.last = now
             self._expire(now)
 
     def rate(self, now):

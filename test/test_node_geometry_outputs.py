@@ -239,8 +239,12 @@ def test_lazy_outputs_cost_nothing_unsubscribed_and_match_fused_image(graph_fact
                    and node._compressed_pub.get_subscription_count() > 0, 'subscriptions')
     graph.fused.clear()
 
+    # Stamps keep increasing: the jump from ~100 to 200 s is a forward time jump, confirmed
+    # by the second pair (the first is dropped as dropped_future, docs/node.md).
+    next_stamp = iter(range(200, 10**6))
+
     def all_outputs():
-        _publish_pairs(graph, ir, vi_bgr, 200 + len(graph.fused), 1, period=0.3)
+        _publish_pairs(graph, ir, vi_bgr, next(next_stamp), 1, period=0.3)
         stamps = {(m.header.stamp.sec, m.header.stamp.nanosec) for m in graph.fused}
         return all(any((m.header.stamp.sec, m.header.stamp.nanosec) in stamps for m in got)
                    for got in received.values())

@@ -132,8 +132,11 @@ def test_hanging_backend_times_out_without_blocking_readers():
     assert len(logger.warnings) == 2
     assert 'no description within 0.2 s' in logger.warnings[0]
     assert 'still running' in logger.warnings[1]
-    assert refresher.stop(timeout=5.0) is True and not refresher.running
+    # stop() joins the worker at once, waits for the hung call within its bound, says False.
+    assert refresher.stop(timeout=0.5) is False and not refresher.running
+    assert 'still running after' in logger.warnings[-1]
     release.set()
+    assert refresher.stop(timeout=5.0) is True  # the call returned: nothing is left behind
 
 
 @pytest.mark.timeout(30)

@@ -179,19 +179,33 @@ class BackgroundRefresher:
         self._thread.start()
 
     def stop(self, timeout=None):
-        """Stop the worker and join it; returns True when it ended within ``timeout``.
+        """Stop the worker and join it and a running backend call; True when both ended.
 
-        The worker waits at most ``timeout_s`` for a running backend call, so
-        ``timeout=None`` returns within about that long. A hung backend thread is a daemon
-        and is left behind.
+        Both joins share ``timeout`` (s; None: the worker returns at once on stop, the
+        backend call is waited for up to ``timeout_s``). A backend call still running then is
+        hung: it is left behind in its daemon thread, logged, and stop returns False. Native
+        code running in a thread at interpreter exit can abort the process, so the caller
+        should know.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._stop.set()
         self._wake.set()
         self._job_event.set()
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        stopped = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+            stopped = not self._thread.is_alive()
+        pending = self._pending
+        if pending is not None:
+            limit = self.timeout_s if deadline is None else max(0.0, deadline - time.monotonic())
+            pending.thread.join(limit)
+            if pending.thread.is_alive():
+                stopped = False
+                self.logger.warning(f'{self.name}: a backend call is still running after '
+                                    f'{limit:.1f} s; left behind (hung?)')
+            else:
+                self._pending = None
+        return stopped
 
     @property
     def running(self):
