@@ -61,7 +61,7 @@ _PARAMETER_TYPES = {
 }
 
 # Parameters whose change needs the pairing policy rebuilt (it has no setters).
-_SYNC_PARAMETERS = {'sync.queue_size', 'sync.slop', 'thermal.time_offset'}
+_SYNC_PARAMETERS = {'sync.queue_size', 'sync.slop', 'sync.reorder_window', 'thermal.time_offset'}
 
 # Per-frame stages timed by the worker, in order (ms): wait in the mailbox, decode of both
 # messages, the engine's own stages, building the output messages, publishing them.
@@ -91,11 +91,11 @@ def _stamp_ns(header):
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
-def resolve_sync_backend(requested, thermal_time_offset):
+def resolve_sync_backend(requested, thermal_time_offset, reorder_window=0.0):
     """Pick the pairing implementation: 'message_filters' or 'builtin'.
 
     'auto' prefers message_filters when importable, except with a non-zero thermal time
-    offset, which only the builtin policy supports.
+    offset or reorder window, which only the builtin policy supports.
     """
     if requested == 'builtin':
         return 'builtin'
@@ -110,6 +110,11 @@ def resolve_sync_backend(requested, thermal_time_offset):
         if requested == 'message_filters':
             raise ConfigError('thermal.time_offset needs sync.backend builtin or auto: '
                               'message_filters has no per-input offset')
+        return 'builtin'
+    if reorder_window != 0.0:
+        if requested == 'message_filters':
+            raise ConfigError('sync.reorder_window needs sync.backend builtin or auto: '
+                              'message_filters has no reorder window')
         return 'builtin'
     return 'message_filters'
 
@@ -133,7 +138,7 @@ def resolve_torch_threads(requested, available=None):
     return max(1, available - 1)
 
 
-def make_synchronizer(backend, queue_size, slop, thermal_time_offset):
+def make_synchronizer(backend, queue_size, slop, thermal_time_offset, reorder_window=0.0):
     """Return ``(thermal_input, rgb_input, synchronizer)`` for a resolved backend.
 
     The inputs are filters the subscription callbacks feed with ``signalMessage(msg)``.
@@ -146,7 +151,8 @@ def make_synchronizer(backend, queue_size, slop, thermal_time_offset):
         from tesg_ros.pairing import ApproximateTimeSynchronizer, InputFilter
         inputs = [InputFilter(), InputFilter()]
         synchronizer = ApproximateTimeSynchronizer(inputs, queue_size, slop,
-                                                   thermal_time_offset=thermal_time_offset)
+                                                   thermal_time_offset=thermal_time_offset,
+                                                   reorder_window=reorder_window)
     return inputs[0], inputs[1], synchronizer
 
 
@@ -227,7 +233,8 @@ class FusionNode(LifecycleNode):
             if problem:
                 raise ConfigError(problem)
             _check_engine_settings(params)
-            resolve_sync_backend(params['sync.backend'], params['thermal.time_offset'])
+            resolve_sync_backend(params['sync.backend'], params['thermal.time_offset'],
+                                 params['sync.reorder_window'])
         except TesgError as error:
             return self._transition_failed('configure', error)
         except Exception as error:  # noqa: BLE001 - rclpy would swallow it without a word
@@ -421,7 +428,8 @@ class FusionNode(LifecycleNode):
             return SetParametersResult(successful=False, reason=problem)
         try:
             if _SYNC_PARAMETERS & updates.keys():
-                resolve_sync_backend(merged['sync.backend'], merged['thermal.time_offset'])
+                resolve_sync_backend(merged['sync.backend'], merged['thermal.time_offset'],
+                                     merged['sync.reorder_window'])
             engine = self.engine
             if engine is not None:
                 engine.update_settings(merged)
@@ -437,9 +445,10 @@ class FusionNode(LifecycleNode):
     def _build_synchronizer(self):
         """(Re)build the pairing policy atomically; pending unpaired frames are discarded."""
         offset = self._params['thermal.time_offset']
-        backend = resolve_sync_backend(self._params['sync.backend'], offset)
+        window = self._params['sync.reorder_window']
+        backend = resolve_sync_backend(self._params['sync.backend'], offset, window)
         thermal_input, rgb_input, synchronizer = make_synchronizer(
-            backend, self._params['sync.queue_size'], self._params['sync.slop'], offset)
+            backend, self._params['sync.queue_size'], self._params['sync.slop'], offset, window)
         synchronizer.registerCallback(self._on_pair)
         with self._sync_lock:
             self._thermal_input, self._rgb_input = thermal_input, rgb_input

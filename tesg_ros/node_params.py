@@ -97,6 +97,10 @@ PARAMETERS = (
     ParamSpec('sync.slop', 'double', 0.05,
               'Largest |thermal stamp + offset - RGB stamp| accepted as a pair, seconds.',
               minimum=0.0, maximum=0.5),
+    ParamSpec('sync.reorder_window', 'double', 0.0,
+              'Seconds the builtin policy waits for late, out-of-order frames of one topic '
+              'before pairing (docs/pairing.md); > 0 selects the builtin policy under auto.',
+              minimum=0.0, maximum=0.5),
     ParamSpec('thermal.time_offset', 'double', 0.0,
               'Seconds added to thermal stamps before pairing (drivers that stamp on receipt).',
               minimum=-0.5, maximum=0.5),

@@ -75,3 +75,30 @@ def test_auto_torch_threads_leave_one_cpu_for_ros():
     assert PARAMETERS_BY_NAME['model.threads'].default == 0
     assert PARAMETERS_BY_NAME['autostart'].default is True
     assert PARAMETERS_BY_NAME['autostart'].read_only
+
+
+def test_reorder_window_reaches_the_builtin_policy_and_auto_selects_it():
+    pytest.importorskip('rclpy')
+    from tesg_ros.fusion_node import make_synchronizer, resolve_sync_backend
+
+    assert PARAMETERS_BY_NAME['sync.reorder_window'].default == 0.0
+    assert resolve_sync_backend('auto', 0.0, 0.08) == 'builtin'
+    with pytest.raises(ConfigError):
+        resolve_sync_backend('message_filters', 0.0, 0.08)
+    thermal_in, rgb_in, synchronizer = make_synchronizer('builtin', 13, 0.033, 0.0, 0.08)
+    assert synchronizer.policy.reorder_window == pytest.approx(0.08)
+
+    class Stamped:
+        def __init__(self, ms):
+            self.header = type('H', (), {})()
+            self.header.stamp = type('S', (), {'sec': 0, 'nanosec': ms * 1_000_000})()
+
+    pairs = []
+    synchronizer.registerCallback(lambda thermal, rgb: pairs.append(
+        (thermal.header.stamp.nanosec // 1_000_000, rgb.header.stamp.nanosec // 1_000_000)))
+    # RGB 30 arrives before RGB 10 (reordered by 20 ms): within the window both still pair
+    # with their own thermal frame instead of RGB 10 being rejected as late.
+    for kind, ms in (('t', 10), ('t', 30), ('r', 30), ('r', 10), ('t', 150), ('r', 150),
+                     ('t', 300), ('r', 300)):
+        (thermal_in if kind == 't' else rgb_in).signalMessage(Stamped(ms))
+    assert (10, 10) in pairs and (30, 30) in pairs
