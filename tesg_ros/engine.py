@@ -393,17 +393,21 @@ class FusionEngine:
             return
         try:
             description = str(record['description'])
-            phrases = tuple(str(p) for p in record['phrases'])
+            tuple(str(p) for p in record['phrases'])  # required in a record, read only
         except (KeyError, TypeError) as error:
             raise ConfigError(f'recorded semantics lack a field: {error}') from None
-        text = np.asarray(self.sig.encoder.encode([description])[0], np.float32)
-        self._recorded = (phrases, text)
+        from tesg_ros.sig import parse_request, request_embedding
+        # The same contract as live: the request's classes select the masks, its canonical
+        # sentence is the text.
+        request = parse_request(description)
+        self._recorded = (request.mask_phrases, request_embedding(request, self.sig.encoder))
 
     def semantics_snapshot(self):
         """The current semantics as a JSON-ready dict (same object until it changes)."""
         if self.sig is None or self._semantics_mode != 'live':
             return None
-        current = self.sig.semantics()
+        # The semantics the last processed frame used (the describer may have moved on).
+        current = self.sig.applied or self.sig.semantics()
         if self._snapshot_of is current:
             return self._snapshot
         self._snapshot_of = current
@@ -411,6 +415,8 @@ class FusionEngine:
             'description': current.description, 'phrases': list(current.phrases),
             'source': current.source, 'model_id': current.model_id,
             'age_s': round(current.age(), 3), 'error': current.error}
+        if current.request is not None:
+            self._snapshot['request'] = current.request.as_dict()
         return self._snapshot
 
     def output_camera_info(self, rgb_info, header, width, height):

@@ -45,9 +45,12 @@ def synthetic_thermal():
 
 def test_phrase_classes_match_whole_words():
     assert phrase_classes('two pedestrians on the left') == {'person'}
-    assert phrase_classes('one warm person-shaped object') == {'person', 'warm'}
-    assert phrase_classes('a warm Car') == {'vehicle', 'warm'}
+    # Beside an object class, warm words are adjectives; alone they name every warm object.
+    assert phrase_classes('one warm person-shaped object') == {'person'}
+    assert phrase_classes('a warm Car') == {'vehicle'}
+    assert phrase_classes('small hot spots') == {'warm'}
     assert phrase_classes('a carpet in a night scene') == set()
+    assert phrase_classes('no cars') == set()
 
 
 def test_to_unit_thermal_accepts_uint8_and_unit_float_only():

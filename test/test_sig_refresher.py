@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tesg_ros.errors import ConfigError
-from tesg_ros.sig.refresher import make_semantics, SemanticsRefresher
+from tesg_ros.sig.refresher import make_semantics, request_embedding, SemanticsRefresher
+from tesg_ros.sig.request import parse_request
 
 FRAME = (np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8))
 
@@ -68,8 +69,11 @@ def test_success_publishes_an_immutable_snapshot():
     semantics = refresher.latest()
     assert semantics.description == 'a car, two people'
     assert semantics.phrases == ('a car', 'two people')
+    # The embedding is the request's canonical sentence's, not the description's.
+    assert semantics.request.classes == ('person', 'vehicle')
+    assert semantics.mask_phrases == ('people', 'vehicles')
     np.testing.assert_array_equal(semantics.text_embedding,
-                                  HashEncoder().encode(['a car, two people'])[0])
+                                  HashEncoder().encode(['highlight people and vehicles'])[0])
     assert semantics.error is None and semantics.source == 'describer'
     assert semantics.model_id == 'function' and 0 <= semantics.age() < 5
     with pytest.raises(ValueError):
@@ -140,8 +144,10 @@ def test_hanging_backend_times_out_without_blocking_readers():
 def test_swaps_during_reads_are_always_consistent():
     counter = iter(range(10 ** 9))
     encoder = HashEncoder()
-    refresher, _ = make_refresher(lambda vis, ir: f'scene number {next(counter)}',
-                                  period_s=0.001)
+    words = ('a car', 'two people', 'a dog', 'a hot spot', 'it is dark', 'a street')
+    refresher, _ = make_refresher(
+        lambda vis, ir: f'{words[next(counter) % len(words)]} number {next(counter)}',
+        period_s=0.001)
     refresher.submit_frame(*FRAME)
     refresher.start()
     seen = set()
@@ -150,8 +156,9 @@ def test_swaps_during_reads_are_always_consistent():
         snapshot = refresher.latest()
         # Description, phrases and embedding of one snapshot always belong together.
         assert snapshot.phrases == (snapshot.description,)
+        assert snapshot.request == parse_request(snapshot.description)
         np.testing.assert_array_equal(snapshot.text_embedding,
-                                      encoder.encode([snapshot.description])[0])
+                                      request_embedding(snapshot.request, encoder))
         seen.add(snapshot.description)
         refresher.submit_frame(*FRAME)
     assert refresher.stop(timeout=5.0)

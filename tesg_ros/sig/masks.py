@@ -21,42 +21,34 @@ Backends:
 """
 
 from dataclasses import dataclass, field
-import re
 
 import cv2
 import numpy as np
 
 from tesg_ros.errors import ConfigError, ImageEncodingError
 
-PERSON_WORDS = frozenset({
-    'person', 'persons', 'people', 'pedestrian', 'pedestrians', 'man', 'men', 'woman',
-    'women', 'child', 'children', 'human', 'humans', 'figure', 'figures', 'walker'})
-VEHICLE_WORDS = frozenset({
-    'vehicle', 'vehicles', 'car', 'cars', 'truck', 'trucks', 'bus', 'buses', 'van', 'vans',
-    'jeep', 'motorbike', 'motorcycle', 'motorcycles', 'tank'})
-WARM_WORDS = frozenset({'warm', 'hot', 'heat', 'thermal', 'fire', 'fires', 'flame', 'flames'})
+from tesg_ros.sig.request import (  # noqa: F401 (the vocabulary, re-exported)
+    ANIMAL, PERSON_WORDS, text_classes, VEHICLE_WORDS, WARM_WORDS)
 
 PERSON = 'person'
 VEHICLE = 'vehicle'
 WARM = 'warm'
 HOT_AREA = 'hot area'
 HOT_SPOT = 'hot spot'
+# Warm-object shape labels each named class selects. Animals: a thermal frame has no range and
+# no animal detector here, so only the small non-person blobs (shape guess, docs/semantics.md).
+CLASS_LABELS = {PERSON: (PERSON,), VEHICLE: (VEHICLE,), ANIMAL: (HOT_SPOT,)}
 
 
 def phrase_classes(phrase):
-    """Return the object classes a phrase names: a subset of {'person', 'vehicle', 'warm'}.
+    """Return the object classes a phrase names: a subset of {'person', 'vehicle', 'animal',
+    'warm'} (:func:`tesg_ros.sig.request.text_classes`: synonyms, plurals, negation).
 
     Words are matched whole ("person-sized" names a person, "carpet" does not name a car).
+    A phrase naming an object class uses warm words as adjectives ("warm person-shaped
+    object" is a person); one with warm words only ("small hot spot") names 'warm'.
     """
-    words = set(re.findall(r'[a-z]+', phrase.lower()))
-    classes = set()
-    if words & PERSON_WORDS:
-        classes.add(PERSON)
-    if words & VEHICLE_WORDS:
-        classes.add(VEHICLE)
-    if words & WARM_WORDS:
-        classes.add(WARM)
-    return frozenset(classes)
+    return text_classes(phrase)
 
 
 def to_unit_thermal(thermal):
@@ -697,8 +689,10 @@ class ThermalMaskBackend:
         masks = np.zeros((len(phrases), height, width), np.float32)
         for index, phrase in enumerate(phrases):
             classes = phrase_classes(phrase)
-            wanted = classes & {PERSON, VEHICLE}
-            if wanted:
+            wanted = {label for name in classes - {WARM} for label in CLASS_LABELS[name]}
+            if WARM in classes:
+                chosen = list(segmentation.objects)
+            elif wanted:
                 chosen = [obj for obj in segmentation.objects if obj.label in wanted]
             elif WARM in classes:
                 chosen = list(segmentation.objects)
