@@ -229,11 +229,15 @@ class FusionEngine:
         else:
             fallback = OfflineDescriber()
             source = 'describer'
-        self._describer = _OperatorAwareDescriber(fallback, semantics.get('prompt', ''))
-        return SemanticInformationGenerator(
+        prompt = (semantics.get('prompt') or '').strip()
+        self._describer = _OperatorAwareDescriber(fallback, prompt)
+        sig = SemanticInformationGenerator(
             encoder, mask_backend=mask_backend, describer=self._describer,
             period_s=semantics.get('period', 5.0), timeout_s=semantics.get('timeout', 30.0),
             source=source, logger=self._logger)
+        if prompt:  # the prompt parameter applies from the first frame, as the topic does
+            sig.refresher.publish_description(prompt)
+        return sig
 
     def warm_up(self, height=480, width=640):
         """One forward pass so the first real frame does not pay allocation/autotuning."""
@@ -385,7 +389,11 @@ class FusionEngine:
         text = text.strip()
         if text != self._describer.prompt:
             self._describer.prompt = text
-            self.sig.refresher.request_refresh()
+            if text:
+                # Applies from the next frame: no wait for the describer's worker.
+                self.sig.refresher.publish_description(text)
+            else:
+                self.sig.refresher.request_refresh()
 
     def set_recorded_semantics(self, record):
         """Replay mode: use recorded semantics (the JSON of :meth:`semantics_snapshot`)."""
@@ -410,7 +418,11 @@ class FusionEngine:
         current = self.sig.applied or self.sig.semantics()
         if self._snapshot_of is current:
             return self._snapshot
-        self._snapshot_of = current
+        previous, self._snapshot_of = self._snapshot_of, current
+        if previous is not None and (previous.description, previous.request,
+                                     previous.error) == (current.description, current.request,
+                                                         current.error):
+            return self._snapshot  # re-described the same: still in force since its stamp
         self._snapshot = {
             'description': current.description, 'phrases': list(current.phrases),
             'source': current.source, 'model_id': current.model_id,

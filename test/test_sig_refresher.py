@@ -217,3 +217,26 @@ def test_backend_calls_run_at_a_lower_cpu_priority():
     # The caller's own priority is untouched (only the backend's thread is lowered).
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller
     assert lower_thread_priority(0) is False
+
+
+def test_a_published_description_applies_at_once_and_drops_the_older_call():
+    release = threading.Event()
+
+    def slow(vis, ir):
+        release.wait(5.0)
+        return 'a car'
+
+    refresher, _ = make_refresher(slow, timeout_s=10.0)
+    refresher.submit_frame(*FRAME)
+    results = []
+    worker = threading.Thread(target=lambda: results.append(refresher.refresh_once()))
+    worker.start()
+    time.sleep(0.05)                      # the describer call is running
+    snapshot = refresher.publish_description('two people')
+    assert refresher.latest() is snapshot and snapshot.source == 'prompt'
+    assert snapshot.request.classes == ('person',)
+    release.set()
+    worker.join(5.0)
+    # The call started before the prompt: its 'a car' must not replace the prompt.
+    assert results == [False] and refresher.latest() is snapshot
+    assert refresher.refresh_once() is True and refresher.latest().description == 'a car'

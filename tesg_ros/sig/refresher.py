@@ -165,6 +165,8 @@ class BackgroundRefresher:
         self.niceness = int(niceness)
         self._latest = initial
         self._last_good = initial
+        self._generation = 0   # bumped by publish(): results of calls started before it drop
+        self._publish_lock = threading.Lock()
         self._job = None
         self._job_lock = threading.Lock()
         self._job_event = threading.Event()
@@ -189,6 +191,14 @@ class BackgroundRefresher:
     def request_refresh(self):
         """Start the next call now instead of waiting for the period."""
         self._wake.set()
+
+    def publish(self, snapshot):
+        """Serve ``snapshot`` from now on (the caller built it); a backend call already
+        running when this happens is older and its result is dropped."""
+        with self._publish_lock:
+            self._generation += 1
+            self._last_good = snapshot
+            self._latest = snapshot
 
     def start(self):
         """Start the worker thread (idempotent)."""
@@ -230,6 +240,7 @@ class BackgroundRefresher:
             self._fail('busy', 'the previous backend call is still running (hung?)')
             return False
         limit = self.timeout_s if timeout_s is None else float(timeout_s)
+        generation = self._generation
         call = _Call(self.backend, job, self.name, self.niceness)
         self._pending = call
         if not self._wait(call.done, limit):
@@ -247,8 +258,11 @@ class BackgroundRefresher:
             self._fail(f'{self.convert_failure}:{type(error).__name__}',
                        f'{self.convert_failure} failed: {error!r}')
             return False
-        self._last_good = snapshot
-        self._latest = snapshot
+        with self._publish_lock:
+            if generation != self._generation:
+                return False  # publish() replaced what this call was asked for
+            self._last_good = snapshot
+            self._latest = snapshot
         self.successes += 1
         if self._logged_kinds:
             self.logger.info(f'{self.name} recovered: {self._recovered(snapshot)}')
@@ -322,6 +336,13 @@ class SemanticsRefresher(BackgroundRefresher):
     def submit_frame(self, visible, thermal):
         """Offer the newest frame pair; only the latest is kept (older ones are dropped)."""
         self.submit(visible, thermal)
+
+    def publish_description(self, description, source='prompt', model_id='operator'):
+        """Serve ``description`` (e.g. an operator prompt) from the next frame on, without
+        waiting for the worker; returns the new :class:`Semantics`."""
+        snapshot = make_semantics(description, self.encoder, source, model_id)
+        self.publish(snapshot)
+        return snapshot
 
     def _snapshot(self, result, job):
         return make_semantics(result, self.encoder, self.source, self.model_id)
