@@ -18,6 +18,7 @@ describer-hog joined.
 import argparse
 import collections
 import csv
+from dataclasses import replace
 from pathlib import Path
 import sys
 import time
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from tesg_ros.sig.masks import (  # noqa: E402
     boxes_soft_mask, HogMaskBackend, HogPeopleDetector, PERSON, segment_warm_objects,
-    ThermalMaskBackend)
+    ThermalMaskBackend, ThermalSegmentationParams)
 
 COUNTS = ROOT / 'test' / 'data' / 'person_counts.csv'
 SETS = {'llvip32_night': '.jpg', 'tno25': '.png'}
@@ -66,12 +67,12 @@ def false_boxes(boxes, points):
                if not any(x <= px < x + w and y <= py < y + h for px, py in points))
 
 
-def person_masks(backend, visible, thermal):
+def person_masks(backend, visible, thermal, params=ThermalSegmentationParams()):
     """(mask H x W, boxes) of one backend for one pair."""
     if backend == 'thermal':
-        segmentation = segment_warm_objects(thermal)
+        segmentation = segment_warm_objects(thermal, params)
         people = [obj for obj in segmentation.objects if obj.label == PERSON]
-        mask = ThermalMaskBackend()(visible, thermal, ['people'])[0]
+        mask = ThermalMaskBackend(params)(visible, thermal, ['people'])[0]
         return mask, [obj.box for obj in people]
     if backend in ('hog', 'hog-visible'):
         images = ('visible', 'thermal') if backend == 'hog' else ('visible',)
@@ -82,7 +83,7 @@ def person_masks(backend, visible, thermal):
         boxes = [box for box, _ in detector.detect(visible, scale=920 / visible.shape[0])]
         return boxes_soft_mask(boxes, thermal.shape), boxes
     if backend == 'thermal+hog':
-        thermal_mask, thermal_boxes = person_masks('thermal', visible, thermal)
+        thermal_mask, thermal_boxes = person_masks('thermal', visible, thermal, params)
         hog_mask, hog_boxes = person_masks('describer-hog', visible, thermal)
         return np.maximum(thermal_mask, hog_mask), thermal_boxes + hog_boxes
     raise ValueError(f'unknown backend {backend!r}')
@@ -95,7 +96,12 @@ def main(argv=None):
     parser.add_argument('--radius', type=float, default=0.02)
     parser.add_argument('--sets', nargs='+', default=list(SETS))
     parser.add_argument('--misses', action='store_true', help='list missed persons')
+    parser.add_argument('--person-aspect', type=float, default=None,
+                        help='thermal: ThermalSegmentationParams.person_aspect (default 1.4)')
     args = parser.parse_args(argv)
+    params = ThermalSegmentationParams()
+    if args.person_aspect is not None:
+        params = replace(params, person_aspect=args.person_aspect)
     counts = read_counts()
     print('| set | backend | persons present | found | recall | false persons | s/frame |')
     print('|---|---|---|---|---|---|---|')
@@ -112,7 +118,7 @@ def main(argv=None):
                                      cv2.IMREAD_COLOR)
                 points = counts[(name, frame)]
                 start = time.perf_counter()
-                mask, boxes = person_masks(backend, visible, thermal)
+                mask, boxes = person_masks(backend, visible, thermal, params)
                 seconds += time.perf_counter() - start
                 radius = max(1, round(args.radius * thermal.shape[0]))
                 flags = found(mask, points, radius)
