@@ -22,6 +22,11 @@ from tesg_ros.paths import share_path
 
 DEFAULT_WEIGHTS = ('model', 'tesg_fusion.safetensors')
 SEMANTICS_MODES = ('live', 'replay', 'disabled')
+# Version of the JSON on the semantics topic (docs/node.md, "The semantics message"): the
+# major number changes when a field is removed or changes meaning, the minor when one is added.
+SEMANTICS_SCHEMA = 'tesg_ros/semantics/1.1'
+SEMANTICS_FIELDS = ('schema', 'description', 'phrases', 'source', 'model_id', 'age_s', 'error',
+                    'request', 'stamp')
 BACKENDS = ('torch', 'onnxruntime')
 
 # node parameter -> ThermalNormalizer.from_config key
@@ -50,11 +55,21 @@ def registration_config(params):
     config = {'mode': params['registration.mode'],
               'crop_to_overlap': params['registration.crop_to_overlap']}
     if config['mode'] == 'identity':
+        # Same aspect ratio: scaled, with a warning. Another aspect ratio is a stretch, refused
+        # unless registration.allow_stretch (registration.py).
         config['allow_resize'] = True
+        config['allow_stretch'] = bool(params.get('registration.allow_stretch', False))
     if params['registration.file']:
         config['homography_file'] = params['registration.file']
     elif config['mode'] == 'homography':
         config['homography'] = list(params['registration.homography'])
+    if config['mode'] == 'plane':
+        # The parameter extrinsics; the node replaces them by TF's (FusionEngine.set_extrinsics).
+        config['extrinsics'] = {
+            'translation': list(params['registration.extrinsics.translation']),
+            'rpy': list(params['registration.extrinsics.rpy'])}
+        config['plane'] = {'normal': list(params['registration.plane.normal']),
+                           'distance': params['registration.plane.distance']}
     return config
 
 
@@ -88,13 +103,22 @@ class EngineSettings:
 
 @dataclass
 class FusedFrame:
-    """One fused frame: ``bgr`` (H, W, 3) uint8 in the RGB camera's (cropped) grid."""
+    """One fused frame: ``bgr`` (H, W, 3) uint8 in the RGB camera's (cropped) grid.
+
+    ``masks`` (M, H, W) are the network's mask input; ``phrase_masks`` (P, H, W) the mask of
+    each phrase before they were fitted to M channels, ``phrases`` the phrases when known
+    (same order). ``weights`` (H, W) float32 in [0, 1] is the network's infrared share
+    (fused luma = vis + w (ir - vis) + detail), computed only when ``process`` was asked for it.
+    """
 
     bgr: np.ndarray
     roi: tuple
     timings_ms: dict
     thermal_registered: np.ndarray = None
     masks: np.ndarray = None
+    weights: np.ndarray = None
+    phrase_masks: np.ndarray = None
+    phrases: tuple = ()
 
 
 def resolve_device(requested, half):
@@ -160,6 +184,7 @@ class FusionEngine:
         self.normalizer = ThermalNormalizer.from_config(settings.thermal)
         self.registration = None
         self._registration_error = ''
+        self._init_geometry()
         if settings.backend not in BACKENDS:
             raise ConfigError(f'model.backend must be one of {", ".join(BACKENDS)}, got '
                               f'{settings.backend!r}')
@@ -271,10 +296,17 @@ class FusionEngine:
 
     # ------------------------------------------------------------------ per frame
     def _registration_for(self, thermal_shape, rgb_shape):
-        from tesg_ros.registration import Registration
-
         thermal_size = (thermal_shape[1], thermal_shape[0])
         rgb_size = (rgb_shape[1], rgb_shape[0])
+        if self.settings.registration.get('mode') == 'plane':
+            return self._plane_registration(thermal_size, rgb_size)
+        builds = 0 if self.registration is None else self.registration.build_count
+        self._registration_built(self._simple_registration(thermal_size, rgb_size), builds)
+        return self.registration
+
+    def _simple_registration(self, thermal_size, rgb_size):
+        from tesg_ros.registration import Registration
+
         if self.registration is None:
             self.registration = Registration.from_config(
                 self.settings.registration, thermal_size, rgb_size)
@@ -282,13 +314,14 @@ class FusionEngine:
             self.registration.update(thermal_size=thermal_size, rgb_size=rgb_size)
         return self.registration
 
-    def process(self, thermal, rgb_bgr, thermal_valid=None):
+    def process(self, thermal, rgb_bgr, thermal_valid=None, want_weights=False):
         """Fuse one pair.
 
         thermal: (Ht, Wt) uint8/uint16/float32 raw thermal; thermal_valid: optional bool mask.
         rgb_bgr: (H, W, 3) uint8. Returns a :class:`FusedFrame` in the RGB grid, cropped to
         the overlap when ``registration.crop_to_overlap`` is set; ``timings_ms`` holds the
         stages normalise, register, semantics, network (luma + forward), colour and total.
+        ``want_weights``: also return the network's infrared-share map (FusedFrame.weights).
         """
         from tesg_ros.network.colour import luma_from_bgr_uint8, restore_colour_uint8
 
@@ -308,6 +341,7 @@ class FusionEngine:
         except CalibrationError as error:
             self._registration_error = str(error)
             raise
+        self._registration_error = ''
         ir_grid, visible, _ = registration.register(ir, rgb_bgr)
         visible = np.ascontiguousarray(visible)
         ir_grid = np.ascontiguousarray(ir_grid, dtype=np.float32)
@@ -324,14 +358,27 @@ class FusionEngine:
         mark = time.perf_counter()
         # Y of full-range BT.601 YCbCr in [0, 1], as network.colour computes it for training.
         vis_y = luma_from_bgr_uint8(visible)
+        weights = None
         if work_visible is visible:
-            fused_y = self._forward(ir_grid, vis_y, masks, text)
+            if want_weights:
+                fused_y, weights = self._forward_with_weights(ir_grid, vis_y, masks, text)
+            else:
+                fused_y = self._forward(ir_grid, vis_y, masks, text)
         else:
             work_y = luma_from_bgr_uint8(work_visible)
-            fused_work = self._forward(work_ir, work_y, masks, text)
+            if want_weights:
+                fused_work, weights = self._forward_with_weights(work_ir, work_y, masks, text)
+            else:
+                fused_work = self._forward(work_ir, work_y, masks, text)
             upsample = time.perf_counter()
             fused_y = guided_upsample(fused_work, (work_ir, work_y), (ir_grid, vis_y))
             masks = _grow(masks, visible.shape[:2])
+            # The debug outputs in the fused image's grid too.
+            if weights is not None:
+                weights = _grow(weights[None], visible.shape[:2])[0]
+            phrase_masks, phrases = self._phrase_masks
+            if phrase_masks is not None:
+                self._phrase_masks = (_grow(phrase_masks, visible.shape[:2]), phrases)
             timings['upsample'] = _lap(upsample)
         timings['network'] = _lap(mark)
 
@@ -339,11 +386,14 @@ class FusionEngine:
         bgr = restore_colour_uint8(fused_y, vis_y, visible)
         timings['colour'] = _lap(mark)
         timings['total'] = _lap(start)
+        phrase_masks, phrases = self._phrase_masks
         return FusedFrame(bgr=bgr, roi=tuple(registration.roi), timings_ms=timings,
-                          thermal_registered=ir_grid, masks=masks)
+                          thermal_registered=ir_grid, masks=masks, weights=weights,
+                          phrase_masks=phrase_masks, phrases=phrases)
 
     def _semantics(self, visible, thermal):
         height, width = thermal.shape
+        self._phrase_masks = (None, ())
         if self.sig is None:
             return np.zeros((self.mask_channels, height, width), np.float32), self._zero_text
         if self._semantics_mode == 'replay':
@@ -355,7 +405,11 @@ class FusionEngine:
             masks = self.sig.mask_backend(visible, thermal, phrases)
         else:
             masks, text = self.sig(visible, thermal)
-        return fit_masks(np.asarray(masks, np.float32), self.mask_channels), text
+            # One mask per class the snapshot this frame used names.
+            phrases = tuple(self.sig.applied.mask_phrases)
+        masks = np.asarray(masks, np.float32)
+        self._phrase_masks = (masks, phrases if len(phrases) == masks.shape[0] else ())
+        return fit_masks(masks, self.mask_channels), text
 
     def _forward(self, ir, vis_y, masks, text):
         """(H, W) ir and vis_y, (C, H, W) masks, (D,) text, float32 -> (H, W) float32 in [0, 1].
@@ -420,6 +474,7 @@ class FusionEngine:
         if self.sig is not None:
             self.sig.refresher.period_s = float(params['semantics.period'])
             self.set_operator_prompt(params['semantics.prompt'])
+        self._update_plane(params)
 
     def set_operator_prompt(self, text):
         """Steer the fusion with an operator's text; empty returns to the describer."""
@@ -438,6 +493,12 @@ class FusionEngine:
         """Replay mode: use recorded semantics (the JSON of :meth:`semantics_snapshot`)."""
         if self.sig is None:
             return
+        schema = record.get('schema', SEMANTICS_SCHEMA) if isinstance(record, dict) \
+            else SEMANTICS_SCHEMA
+        if not isinstance(schema, str) or schema.rpartition('.')[0] != \
+                SEMANTICS_SCHEMA.rpartition('.')[0]:
+            raise ConfigError(f'recorded semantics have schema {schema!r}; this node reads '
+                              f'{SEMANTICS_SCHEMA} (and records without a schema field)')
         try:
             description = str(record['description'])
             tuple(str(p) for p in record['phrases'])  # required in a record, read only
@@ -454,20 +515,22 @@ class FusionEngine:
         if self.sig is None or self._semantics_mode != 'live':
             return None
         # The semantics the last processed frame used (the describer may have moved on).
-        current = self.sig.applied or self.sig.semantics()
+        current = getattr(self.sig, 'applied', None) or self.sig.semantics()
         if self._snapshot_of is current:
             return self._snapshot
         previous, self._snapshot_of = self._snapshot_of, current
-        if previous is not None and (previous.description, previous.request,
-                                     previous.error) == (current.description, current.request,
+        request = getattr(current, 'request', None)
+        if previous is not None and (previous.description, getattr(previous, 'request', None),
+                                     previous.error) == (current.description, request,
                                                          current.error):
             return self._snapshot  # re-described the same: still in force since its stamp
         self._snapshot = {
-            'description': current.description, 'phrases': list(current.phrases),
+            'schema': SEMANTICS_SCHEMA, 'description': current.description,
+            'phrases': list(current.phrases),
             'source': current.source, 'model_id': current.model_id,
-            'age_s': round(current.age(), 3), 'error': current.error}
-        if current.request is not None:
-            self._snapshot['request'] = current.request.as_dict()
+            'age_s': round(current.age(), 3), 'error': current.error,
+            'request': None if request is None else request.as_dict(),
+            'stamp': None}   # the node sets the stamp of the first frame they applied to
         return self._snapshot
 
     def output_camera_info(self, rgb_info, header, width, height):
@@ -514,6 +577,7 @@ class FusionEngine:
                 'mode', 'overlap_fraction', 'roi', 'ok', 'warnings')}
         if self._registration_error:
             values['registration_error'] = self._registration_error
+        values.update(self._geometry_diagnostics())
         if self.sig is not None:
             current = self.sig.semantics()
             values['semantics_age_s'] = round(current.age(), 2)
@@ -529,6 +593,136 @@ class FusionEngine:
     def dtype_name(self):
         return str(self.dtype).replace('torch.', '')
 
+    # ------------------------------------------------------------------ camera geometry
+    def _init_geometry(self):
+        self._camera_models = (None, None)  # (thermal, rgb) CameraModel from CameraInfo
+        self._extrinsics = None  # (R, t) from TF; None: the configuration's (parameters)
+        self._extrinsics_wait = ''  # why plane registration waits for extrinsics, '' if not
+        self._plane_key = None  # inputs of the current plane registration
+        self._plane_failed = (None, '')  # inputs that failed, and why (not rebuilt per frame)
+        self._phrase_masks = (None, ())
+
+    def set_camera_info(self, thermal_info=None, rgb_info=None):
+        """Calibration for plane registration from ``sensor_msgs/CameraInfo`` messages
+        (duck-typed; None keeps the current one). A changed calibration rebuilds the
+        registration at the next frame; an unchanged one costs a comparison. Raises
+        CalibrationError for a message that is not a usable camera model."""
+        from tesg_ros.registration import CameraModel
+
+        thermal_model, rgb_model = self._camera_models
+        if thermal_info is not None:
+            thermal_model = _same_or_new(thermal_model, CameraModel.from_camera_info(thermal_info))
+        if rgb_info is not None:
+            rgb_model = _same_or_new(rgb_model, CameraModel.from_camera_info(rgb_info))
+        self._camera_models = (thermal_model, rgb_model)  # one assignment: the worker reads it
+
+    def set_extrinsics(self, rotation=None, translation=None, waiting=''):
+        """Thermal -> RGB extrinsics for plane registration (``X_rgb = R X_thermal + t``), e.g.
+        from TF. ``waiting`` (with no extrinsics): plane registration refuses to build until
+        extrinsics are given, with this text as the reason."""
+        if rotation is None:
+            self._extrinsics, self._extrinsics_wait = None, waiting
+            return
+        self._extrinsics = (np.array(rotation, np.float64).reshape(3, 3),
+                            np.array(translation, np.float64).reshape(3))
+        self._extrinsics_wait = ''
+
+    def _update_plane(self, params):
+        if self.settings.registration.get('mode') != 'plane' or 'registration.plane.distance' \
+                not in params:
+            return
+        plane = {'normal': list(params['registration.plane.normal']),
+                 'distance': params['registration.plane.distance']}
+        if plane != self.settings.registration['plane']:
+            # A new dict in one assignment: the worker sees the old or the new plane.
+            self.settings.registration = dict(self.settings.registration, plane=plane)
+
+    def _plane_registration(self, thermal_size, rgb_size):
+        """Plane-induced registration from the CameraInfo models, the extrinsics and the
+        configured plane; rebuilt only when one of them (or an image size) changes."""
+        from tesg_ros.registration import Registration
+
+        thermal_model, rgb_model = self._camera_models
+        missing = [f'{name}/camera_info' for name, model
+                   in (('thermal', thermal_model), ('rgb', rgb_model)) if model is None]
+        if missing:
+            raise CalibrationError('plane registration waits for a calibrated CameraInfo on '
+                                   + ' and '.join(missing))
+        config = dict(self.settings.registration)
+        extrinsics = self._extrinsics
+        if extrinsics is None and self._extrinsics_wait:
+            raise CalibrationError(f'plane registration waits for the thermal -> RGB '
+                                   f'extrinsics: {self._extrinsics_wait}')
+        if extrinsics is not None:
+            config['extrinsics'] = {'translation': extrinsics[1].tolist(),
+                                    'rotation': extrinsics[0].ravel().tolist()}
+        key = (thermal_size, rgb_size, thermal_model.fingerprint(), rgb_model.fingerprint(),
+               repr(config['extrinsics']), repr(config['plane']))
+        if key == self._plane_key and self.registration is not None:
+            return self.registration
+        if key == self._plane_failed[0]:
+            raise CalibrationError(self._plane_failed[1])
+        try:
+            registration = Registration.from_config(config, thermal_size, rgb_size,
+                                                    thermal_model, rgb_model)
+        except (CalibrationError, ConfigError) as error:
+            self._plane_failed = (key, f'plane registration: {error}')
+            raise CalibrationError(self._plane_failed[1]) from None
+        self.registration, self._plane_key = registration, key
+        self._registration_built(registration, 0)
+        return registration
+
+    def _registration_built(self, registration, builds_before):
+        """Log the warnings of a new build once (e.g. an identity resize), not per frame."""
+        if registration.build_count != builds_before:
+            for message in registration.warnings:
+                self._logger.warning(f'registration: {message}')
+
+    def _geometry_diagnostics(self):
+        values = {}
+        if self.settings.registration.get('mode') == 'plane':
+            plane = self.settings.registration['plane']
+            values['registration_plane'] = {
+                'distance_m': plane['distance'], 'normal': plane['normal'],
+                'extrinsics': 'tf' if self._extrinsics is not None else (
+                    'waiting: ' + self._extrinsics_wait if self._extrinsics_wait
+                    else 'parameters'),
+                'camera_info': [name for name, model
+                                in zip(('thermal', 'rgb'), self._camera_models)
+                                if model is not None]}
+            if self.registration is not None:
+                values['registration_plane']['homography'] = [
+                    round(float(v), 6) for v in self.registration.homography.ravel()]
+        return values
+
+    def _forward_with_weights(self, ir, vis_y, masks, text):
+        """:meth:`_forward` that also returns the network's infrared share ``weight`` (H, W).
+
+        Same network, same weights; its intermediates path computes attention explicitly
+        instead of with the fused kernel, so the fused luma differs by float rounding only.
+        """
+        if getattr(self, 'ort', None) is not None:  # ONNX Runtime: the graph's output only
+            return self._forward(ir, vis_y, masks, text), None
+        import torch
+
+        arrays = (ir[None, None], vis_y[None, None], masks[None],
+                  np.asarray(text, np.float32)[None])
+        try:
+            with torch.inference_mode():
+                if self.device.type == 'cpu' and self.dtype == torch.float32:
+                    tensors = [torch.from_numpy(_writable_float32(a)) for a in arrays]
+                else:
+                    tensors = [self._staged(index, a).to(self.device, non_blocking=True)
+                               .to(self.dtype) for index, a in enumerate(arrays)]
+                fused, info = self.net(*tensors, return_intermediates=True)
+                return (fused[0, 0].float().clamp_(0.0, 1.0).cpu().numpy(),
+                        info['weight'][0, 0].float().cpu().numpy())
+        except (TypeError, KeyError, ValueError):
+            # A backend without intermediates (an exported graph): fused frame, no weights.
+            return self._forward(ir, vis_y, masks, text), None
+        except torch.cuda.OutOfMemoryError:
+            return self._forward(ir, vis_y, masks, text), None  # _forward falls back to CPU
+
     def close(self):
         """Stop the semantics thread."""
         if self.sig is not None:
@@ -542,6 +736,13 @@ class _NoMasks:
 
     def __call__(self, visible, thermal, phrases):
         return np.zeros((len(phrases), *thermal.shape[:2]), np.float32)
+
+
+def _same_or_new(current, model):
+    """Keep the current model object when the values are equal (cheap change detection)."""
+    if current is not None and current.fingerprint() == model.fingerprint():
+        return current
+    return model
 
 
 def working_size(shape, max_pixels):

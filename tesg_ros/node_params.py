@@ -135,9 +135,15 @@ PARAMETERS = (
     ParamSpec('thermal.clahe', 'bool', False, 'Apply CLAHE after normalisation.'),
     # Registration
     ParamSpec('registration.mode', 'string', 'identity',
-              'Thermal to RGB geometry: identity or homography (9 numbers or a file; a '
-              'plane-induced H from both calibrations comes from tesg-compute-homography '
-              'plane).', read_only=True, choices=('identity', 'homography')),
+              'Thermal to RGB geometry: identity (same pixel grid; a size difference of the '
+              'same aspect ratio is scaled), homography (9 numbers or a file from '
+              'tesg-compute-homography) or plane (from both CameraInfo topics, the extrinsics '
+              'and registration.plane.*).', read_only=True,
+              choices=('identity', 'homography', 'plane')),
+    ParamSpec('registration.allow_stretch', 'bool', False,
+              'identity: accept thermal and RGB images of different aspect ratios by '
+              'stretching the thermal image (distorts the scene); false refuses to fuse them.',
+              read_only=True),
     ParamSpec('registration.homography', 'double_array', list(_IDENTITY_H),
               'Row-major 3x3 homography mapping thermal pixels to RGB pixels.', read_only=True,
               length=9),
@@ -147,6 +153,24 @@ PARAMETERS = (
     ParamSpec('registration.crop_to_overlap', 'bool', True,
               'Crop the output to the region both cameras see; camera_info is adjusted.',
               read_only=True),
+    ParamSpec('registration.plane.distance', 'double', 10.0,
+              'plane: distance of the thermal camera to the scene plane the registration is '
+              'exact for, metres.', minimum=0.1, maximum=100000.0),
+    ParamSpec('registration.plane.normal', 'double_array', [0.0, 0.0, -1.0],
+              'plane: unit normal of the plane in the thermal optical frame, pointing towards '
+              'the camera ([0, 0, -1]: a wall straight ahead; [0, -1, 0]: level ground).',
+              length=3),
+    ParamSpec('registration.extrinsics.source', 'string', 'auto',
+              'plane: thermal to RGB extrinsics from tf (the CameraInfo frame_ids), '
+              'parameters (registration.extrinsics.*), or auto: tf when tf2_ros is '
+              'importable, else parameters.', read_only=True,
+              choices=('auto', 'tf', 'parameters')),
+    ParamSpec('registration.extrinsics.translation', 'double_array', [0.0, 0.0, 0.0],
+              'plane, parameters: position of the thermal camera in the RGB optical frame '
+              '(X_rgb = R X_thermal + t), metres.', read_only=True, length=3),
+    ParamSpec('registration.extrinsics.rpy', 'double_array', [0.0, 0.0, 0.0],
+              'plane, parameters: rotation thermal to RGB optical frame, roll pitch yaw in '
+              'radians about fixed x, y, z (R = Rz Ry Rx, as tf2).', read_only=True, length=3),
     # Model
     ParamSpec('model.weights', 'string', '',
               'safetensors weights; empty = the weights shipped in share/tesg_ros/model.',
@@ -224,6 +248,9 @@ PARAMETERS = (
     # Output, QoS, diagnostics
     ParamSpec('output.encoding', 'string', 'bgr8', 'Encoding of fused/image.',
               choices=('bgr8', 'rgb8')),
+    ParamSpec('output.jpeg_quality', 'int', 90,
+              'JPEG quality of fused/image/compressed (encoded only while it has a '
+              'subscriber).', minimum=1, maximum=100),
     ParamSpec('qos.input_depth', 'int', 5, 'History depth of the sensor-data subscriptions.',
               read_only=True, minimum=1, maximum=100),
     ParamSpec('qos.output_depth', 'int', 2, 'History depth of the reliable publishers.',

@@ -1015,6 +1015,7 @@ class _Replay:
         self._warm_frames = 0
         self._pending_semantics = None
         self._last_fused_wall = None
+        self._fused_infos = 0  # fused/camera_info messages recorded
         self._last_clock_wall = -math.inf
         self.published = defaultdict(int)
         self.publish_lag_ms = []
@@ -1054,6 +1055,14 @@ class _Replay:
             if not self.recording or _stamp_ns(msg.header.stamp) in self._warmup_stamps:
                 return
         self._record('fused/camera_info', bags.CAMERA_INFO, msg, wall)
+        self._fused_infos += 1
+
+    def _outputs_complete(self):
+        """Each recorded fused image has its camera_info (published right after it) here too,
+        when the bag feeds the node an RGB CameraInfo."""
+        if not self.published.get('rgb_info'):
+            return True
+        return self._fused_infos >= self.tracker.fused_count
 
     def _on_semantics(self, msg):
         wall = time.monotonic()
@@ -1230,12 +1239,13 @@ class _Replay:
         end = time.monotonic()
         while True:
             now = time.monotonic()
-            if self.tracker.all_matched():
+            complete = self._outputs_complete()
+            if complete and self.tracker.all_matched():
                 break
             last = max(end, self._last_fused_wall or end)
             if now - last > quiet:
                 break
-            if (self.graph.fusion_node is not None and now - end > 0.2
+            if (complete and self.graph.fusion_node is not None and now - end > 0.2
                     and self._node_settled(self.tracker.fused_count, self.baseline)):
                 break
             self.graph.publish_clock(self.clock.bag_time(now))

@@ -233,7 +233,7 @@ def test_a_published_description_applies_at_once_and_drops_the_older_call():
     worker.start()
     time.sleep(0.05)                      # the describer call is running
     snapshot = refresher.publish_description('two people')
-    assert refresher.latest() is snapshot and snapshot.source == 'prompt'
+    assert refresher.latest() is snapshot and snapshot.source == 'operator'
     assert snapshot.request.classes == ('person',)
     release.set()
     worker.join(5.0)

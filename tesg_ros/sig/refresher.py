@@ -337,7 +337,7 @@ class SemanticsRefresher(BackgroundRefresher):
         """Offer the newest frame pair; only the latest is kept (older ones are dropped)."""
         self.submit(visible, thermal)
 
-    def publish_description(self, description, source='prompt', model_id='operator'):
+    def publish_description(self, description, source='operator', model_id='prompt'):
         """Serve ``description`` (e.g. an operator prompt) from the next frame on, without
         waiting for the worker; returns the new :class:`Semantics`."""
         snapshot = make_semantics(description, self.encoder, source, model_id)
