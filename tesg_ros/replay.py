@@ -390,6 +390,31 @@ class PairTracker:
             'expected_pairing': counters,
         }
 
+    def fused_share_over_time(self, max_windows=100, min_window_s=1.0):
+        """Share of the input pairs that came back fused, per window of RGB stamp time.
+
+        Windows are ``min_window_s`` long, or longer so that there are at most
+        ``max_windows``; time counts from the first input pair's RGB stamp. Returns
+        ``{'window_s', 't_s', 'input_pairs', 'fused', 'share'}`` (lists per window; share
+        None for a window without pairs), or None before any pair.
+        """
+        with self._lock:
+            stamps = sorted(self._ready)
+            received = {stamp for stamp, _ in self._fused}
+        if not stamps:
+            return None
+        span_s = (stamps[-1] - stamps[0]) / NS_PER_S
+        window_s = max(min_window_s, span_s / max_windows)
+        count = int(span_s // window_s) + 1
+        pairs, fused = [0] * count, [0] * count
+        for stamp in stamps:
+            slot = min(count - 1, int((stamp - stamps[0]) / NS_PER_S // window_s))
+            pairs[slot] += 1
+            fused[slot] += int(stamp in received)
+        return {'window_s': window_s, 't_s': [slot * window_s for slot in range(count)],
+                'input_pairs': pairs, 'fused': fused,
+                'share': [f / p if p else None for f, p in zip(fused, pairs)]}
+
     def latencies_ms(self):
         """Latency (ms) of every matched fused frame, in arrival order."""
         with self._lock:
@@ -420,13 +445,47 @@ def _summary_row(name, summary):
             f'{_fmt(summary.get("p99"))} | {_fmt(summary.get("max"))} |')
 
 
+def replay_verdict(result, node, planned_wall_seconds, rate, min_share=0.8):
+    """The report's first line: did the node keep up with the frame period?
+
+    It keeps up when it fused at least ``min_share`` of the input pairs and its fusion time
+    (the node's processing p50, else the end-to-end latency p50) is within the frame period
+    (planned wall time per input pair at this ``rate``).
+    """
+    pairs = result.get('input_pairs') or 0
+    fused = result.get('fused_matched') or 0
+    if not pairs:
+        return 'Verdict: none, no input pair was published.'
+    period_ms = planned_wall_seconds / pairs * 1e3
+    processing = ((node or {}).get('processing_ms') or {}).get('p50')
+    latency = result.get('latency_ms') or {}
+    if processing is not None:
+        cost, what = processing, 'node fusion time p50'
+    elif latency.get('count'):
+        cost, what = latency['p50'], 'latency p50'
+    else:
+        cost, what = None, 'fusion time unknown'
+    share = fused / pairs
+    keeps_up = share >= min_share and (cost is None or cost <= period_ms)
+    timing = f'{what} {cost:.0f} ms' if cost is not None else what
+    if latency.get('count'):
+        timing += f', latency p90 {latency["p90"]:.0f} ms'
+    return (f'Verdict: {"keeps up" if keeps_up else "falls behind"}: fused {fused} of {pairs} '
+            f'input pairs ({share:.0%}; at least {min_share:.0%} wanted); {timing} against '
+            f'a frame period of {period_ms:.0f} ms at rate x{rate:g}.')
+
+
 def format_markdown(report):
-    """The report as Markdown (what ``replay_report.md`` holds)."""
+    """The report as Markdown (what ``replay_report.md`` holds): the verdict first."""
     result = report['result']
     drop = result['drop_rate']
     lines = [
         f'# tesg-replay: {report["bag"]}',
         '',
+    ]
+    if report.get('verdict'):
+        lines += [f'**{report["verdict"]}**', '']
+    lines += [
         f'- command: `{report["command"]}`',
         f'- mode: {report["mode"]}; rate x{report["rate"]:g}; loops {report["loops"]}; '
         f'storage of the output: {report["storage"]}',
@@ -466,6 +525,8 @@ def format_markdown(report):
     if cpu:
         lines += ['', f'CPU of the process ({cpu.get("covers")}): {cpu.get("seconds")} s over '
                   f'{cpu.get("wall_seconds")} s wall = {cpu.get("cores")} cores']
+    if report.get('fused_share_plot'):
+        lines += ['', f'![fused share over time]({Path(report["fused_share_plot"]).name})']
     if report.get('latency_plot'):
         lines += ['', f'![latency histogram and CDF]({Path(report["latency_plot"]).name})']
     if report.get('warnings'):
@@ -569,8 +630,10 @@ def process_cpu_seconds():
     return times.user + times.system
 
 
-def write_latency_plot(latencies_ms, path, title=''):
-    """Histogram and CDF of the latencies (ms) as a PNG; returns the path or None."""
+def write_latency_plot(latencies_ms, path, title='', period_ms=None):
+    """Histogram and CDF of the latencies (ms) as a PNG, with p50 / p90 / p99 and the frame
+    period ``period_ms`` (when given) marked and a legend on each; returns the path or
+    None."""
     if not latencies_ms:
         return None
     import matplotlib
@@ -583,16 +646,51 @@ def write_latency_plot(latencies_ms, path, title=''):
     if high - low < 1e-3:  # all equal: numpy cannot split a zero range into bins
         low, high = low - 0.5, high + 0.5
     histogram.hist(values, bins=min(50, max(5, values.size // 4)), range=(low, high),
-                   color='tab:blue')
+                   color='tab:blue', label='fused frames per bin')
     histogram.set_xlabel('latency (ms)')
     histogram.set_ylabel('fused frames')
-    cdf.plot(values, np.arange(1, values.size + 1) / values.size, color='tab:orange')
-    for q in (50, 90, 99):
-        cdf.axvline(np.percentile(values, q), color='grey', lw=0.8, ls='--')
+    cdf.plot(values, np.arange(1, values.size + 1) / values.size, color='tab:orange',
+             label='CDF')
+    for q, style in ((50, '--'), (90, '-.'), (99, ':')):
+        cdf.axvline(np.percentile(values, q), color='grey', lw=0.9, ls=style, label=f'p{q}')
+    if period_ms:
+        for axis in (histogram, cdf):
+            axis.axvline(period_ms, color='tab:red', lw=1.2, label='frame period')
     cdf.set_xlabel('latency (ms)')
     cdf.set_ylabel('share of fused frames')
     cdf.set_ylim(0, 1.01)
+    histogram.legend(fontsize=8)
+    cdf.legend(fontsize=8, loc='lower right')
     figure.suptitle(title or 'input published -> fused received')
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return str(path)
+
+
+def write_fused_share_plot(series, path, min_share=None, title=''):
+    """The share of input pairs fused per window (:meth:`PairTracker.fused_share_over_time`)
+    as a PNG with a legend, the ``min_share`` threshold marked; returns the path or None."""
+    if not series:
+        return None
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    times = [t for t, s in zip(series['t_s'], series['share']) if s is not None]
+    shares = [s for s in series['share'] if s is not None]
+    figure, axis = plt.subplots(figsize=(10, 3.2))
+    axis.bar(times, shares, width=series['window_s'] * 0.9, align='edge', color='tab:blue',
+             label=f'fused share per {series["window_s"]:g} s window')
+    if min_share:
+        axis.axhline(min_share, color='tab:red', lw=1.0, ls='--',
+                     label=f'diagnostics.min_fused_share {min_share:g}')
+    axis.set_ylim(-0.02, 1.05)
+    axis.set_xlabel('RGB stamp time from the first input pair (s)')
+    axis.set_ylabel('share of input pairs fused')
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc='lower left')
+    figure.suptitle(title or 'fused share over time')
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
@@ -1400,12 +1498,19 @@ def replay(options, ros_args=(), command=''):
     report.update(command=command, bag=str(options.bag), output_bag=str(out / OUTPUT_BAG),
                   storage=options.storage,
                   recorded={topic: count for topic, count in sorted(out_bag.counts.items())})
+    name = Path(str(options.bag)).name
     try:
         report['latency_plot'] = write_latency_plot(
             runner.tracker.latencies_ms(), out / 'latency.png',
-            f'{Path(str(options.bag)).name}: input published -> fused received')
+            f'{name}: input published -> fused received', report.get('frame_period_ms'))
     except Exception as error:  # noqa: BLE001 - a missing plot must not lose the report
         report['warnings'].append(f'latency plot not written: {error}')
+    try:
+        report['fused_share_plot'] = write_fused_share_plot(
+            report.get('fused_share_over_time'), out / 'fused_share.png',
+            report.get('min_fused_share'), f'{name}: share of input pairs fused')
+    except Exception as error:  # noqa: BLE001 - a missing plot must not lose the report
+        report['warnings'].append(f'fused share plot not written: {error}')
     json_path, markdown_path = write_report(report, out)
     report['report_files'] = [str(json_path), str(markdown_path)]
     status = EXIT_OK
@@ -1465,11 +1570,17 @@ def _run(options, bag, topics, graph, runner, warnings):
     node = node_report(snapshot, baseline) if snapshot else None
     result = runner.tracker.summary()
     wall = runner.wall_end - runner.wall_start
-    overload = overload_warning(result, node, bag_seconds / options.rate,
-                                _min_fused_share(options))
+    min_share = _min_fused_share(options)
+    overload = overload_warning(result, node, bag_seconds / options.rate, min_share)
     if overload:
         warnings.append(overload)
+    pairs = result['input_pairs']
     return {
+        'verdict': replay_verdict(result, node, bag_seconds / options.rate, options.rate,
+                                  min_share),
+        'frame_period_ms': bag_seconds / options.rate / pairs * 1e3 if pairs else None,
+        'min_fused_share': min_share,
+        'fused_share_over_time': runner.tracker.fused_share_over_time(),
         'platform': platform_info(node),
         'process_cpu': None if options.external else {
             'covers': 'the in-process node and the replay publisher', 'seconds':

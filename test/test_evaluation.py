@@ -7,6 +7,7 @@ fused with a seeded random TesgFusionNet (trained weights are not needed to chec
 plumbing). Semantics are off except in the replay test, so no text encoder is loaded twice.
 """
 
+import ast
 import base64
 import csv
 import json
@@ -23,8 +24,11 @@ from tesg_ros.engine import FusionEngine
 from tesg_ros.errors import ConfigError
 from tesg_ros.evaluation import (cli, evaluate_bag, FUSED_INFO_TOPIC, FUSED_TOPIC, METHODS,
                                  REGISTERED_TOPIC)
-from tesg_ros.evaluation.evaluate import (_FrameSampler, baseline_images, FrameLabels,
-                                          recorded_semantics_record, resolve_params)
+from tesg_ros.evaluation import report
+from tesg_ros.evaluation.evaluate import (_FrameSampler, baseline_images, EvaluationOptions,
+                                          EvaluationResult, FrameLabels, FrameRecord,
+                                          recorded_semantics_record, resolve_params,
+                                          summarise_metrics)
 from tesg_ros.image_codec import image_to_numpy
 
 STAMP0 = 1_700_000_000_000_000_000
@@ -279,6 +283,149 @@ def test_html_report_is_self_contained(evaluated):
     assert all((result.out_dir / name).is_file() for name in linked)
 
 
+def test_report_opens_with_its_verdict_and_names_frames_by_time(evaluated):
+    root, stamps, result = evaluated
+    markdown = result.files['report_md'].read_text()
+    lines = [line for line in markdown.splitlines() if line]
+    assert lines[1] == f'**{report.verdict(result)}**'
+    assert lines[1].startswith('**Verdict over 4 scored frames: the TeSG model beats the IR '
+                               'copy on ')
+    page = result.files['report_html'].read_text()
+    assert page.index('Verdict over 4') < page.index('Status:')
+    # Times count from the bag's first message (the thermal image, 1 us before the RGB one).
+    with bags.open_bag(root / 'bag') as bag:
+        start = bag.start_ns
+    assert result.bag_start_ns == start
+    for frame, stamp in zip(result.frames, stamps):
+        assert frame.time_s == pytest.approx((stamp + 2000 - start) / 1e9)
+    rows = _read_csv(result.files['metrics_csv'])
+    assert [float(r['time_s']) for r in rows if r['method'] == 'model'] == pytest.approx(
+        [f.time_s for f in result.frames], abs=1e-6)
+    # The montages are named by index and time, never by the raw stamp.
+    assert 'frame 3 (0.30 s)' in markdown
+    assert ' ns)' not in markdown
+    summary = json.loads(result.files['summary_json'].read_text())
+    assert summary['verdict'] == report.verdict(result)
+    assert set(summary['verdict_counts']) == {'ir', 'visible', 'average'}
+
+
+def test_detector_boxes_are_drawn_on_the_sampled_frames(evaluated):
+    _, _, result = evaluated
+    assert result.montage
+    for index, tiles in result.montage:
+        assert set(tiles['boxes']) == set(METHODS)
+        assert tiles['masks'] is None  # semantics off: no mask tile
+        height, width = tiles['fused'].shape[:2]
+        for found in tiles['boxes'].values():
+            for box in found:
+                x0, y0, x1, y1 = box.box_xyxy
+                assert 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height
+    assert 'Boxes: hog' in result.files['report_md'].read_text()
+
+
+def _constructed_result(tmp_path, rows, descriptions=None, scene_changes=()):
+    """An EvaluationResult of frames with the given ``{method: {metric: value}}`` rows."""
+    result = EvaluationResult(tmp_path / 'bag', tmp_path, EvaluationOptions())
+    for index, row in enumerate(rows):
+        result.frames.append(FrameRecord(
+            index=index, rgb_stamp_ns=STAMP0 + index * PERIOD_NS, thermal_stamp_ns=STAMP0,
+            pair_dt_ns=0, metrics=row, timings_ms={}, time_s=0.5 * index,
+            description=None if descriptions is None else descriptions[index],
+            scene_change=index in scene_changes))
+    result.summary = summarise_metrics(result.frames)
+    return result
+
+
+def test_verdict_counts_wins_with_lower_is_better_metrics(tmp_path):
+    names = metrics.METRIC_NAMES
+    lower = [name for name in names if name in report.LOWER_IS_BETTER]
+    assert {'Nabf', 'Blotch'} <= set(lower)
+    # IR above the model everywhere: the model wins only where lower is better. Visible at 0
+    # everywhere but undefined for SCD: the model wins every other higher-is-better metric.
+    # The average equals the model: no win.
+    row = {'model': dict.fromkeys(names, 1.0), 'ir': dict.fromkeys(names, 2.0),
+           'visible': {**dict.fromkeys(names, 0.0), 'SCD': float('nan')},
+           'average': dict.fromkeys(names, 1.0)}
+    result = _constructed_result(tmp_path, [row, row])
+    counts = report.verdict_counts(result.summary)
+    assert counts == {'ir': (len(lower), len(names)),
+                      'visible': (len(names) - len(lower) - 1, len(names) - 1),
+                      'average': (0, len(names))}
+    text = report.verdict(result)
+    assert text.startswith(f'Verdict over 2 scored frames: the TeSG model beats the IR copy '
+                           f'on {len(lower)} of {len(names)} metrics, the visible copy on '
+                           f'{len(names) - len(lower) - 1} of {len(names) - 1} metrics and '
+                           f'the pixel average on 0 of {len(names)} metrics')
+    assert report.beats(1.0, 2.0, 'Nabf') is True and report.beats(1.0, 2.0, 'EN') is False
+    assert report.beats(float('nan'), 2.0, 'EN') is None
+    empty = EvaluationResult(tmp_path / 'bag', tmp_path, EvaluationOptions())
+    assert report.verdict(empty) == 'Verdict: none, no frame was scored.'
+
+
+def test_scene_notes_flag_a_description_that_spans_a_scene_change(tmp_path):
+    names = metrics.METRIC_NAMES
+    row = {method: dict.fromkeys(names, 1.0) for method in METHODS}
+    texts = ['a', 'a', 'a', 'b', 'b']
+    result = _constructed_result(tmp_path, [row] * 5, texts, scene_changes={2, 3})
+    result.semantics = {'mode': 'live', 'schedule': 'every 3 pairs', 'descriptions': [
+        {'first_frame': 0, 'description': 'a', 'source': 'initial'},
+        {'first_frame': 3, 'description': 'b', 'source': 'describer'}]}
+    notes = report.scene_notes(result)
+    # Frame 3 starts a new scene and a new description: only frame 2 is fused with 'a' from
+    # the earlier scene.
+    assert len(notes) == 1
+    assert notes[0].startswith('The description "a" (in force from frame 0) spans a scene '
+                               'change at frame 2 (1.00 s)')
+    assert '(every 3 pairs)' in notes[0]
+    result.semantics['descriptions'] = []
+    assert report.scene_notes(result) == []
+
+
+def test_montage_draws_masks_in_colour_and_boxes(tmp_path):
+    tiles = {'ir': np.full((40, 50), 100, np.uint8),
+             'visible': np.full((40, 50, 3), 100, np.uint8)}
+    tiles['fused'] = tiles['average'] = tiles['visible']
+    plain = report.montage(tiles)
+    masks = np.zeros((2, 40, 50), np.uint8)
+    masks[0, :10, :10] = 255
+    masks[1, 30:, 40:] = 255
+    boxes = {m: [detection.Detection((5.0, 5.0, 20.0, 30.0), 0.9, 'person')]
+             for m in METHODS}
+    drawn = report.montage({**tiles, 'masks': masks, 'phrases': ['a person', 'a car'],
+                            'boxes': boxes})
+    # A fifth tile and a two-line legend; tiles enlarged to stay legible.
+    assert drawn.shape[1] > plain.shape[1] * 5 / 4 * 0.99
+    assert drawn.shape[0] > plain.shape[0]
+    overlay = report.mask_overlay(tiles['visible'], masks)
+    red, green = report.MASK_COLOURS[:2]
+    assert tuple(overlay[0, 0]) == tuple(round((100 + c) / 2) for c in red)
+    assert tuple(overlay[39, 49]) == tuple(round((100 + c) / 2) for c in green)
+    assert tuple(overlay[20, 20]) == (100, 100, 100)
+    boxed = report.draw_boxes(tiles['visible'], boxes['model'])
+    assert tuple(boxed[20, 5]) == (255, 255, 0) and tuple(boxed[20, 12]) == (100, 100, 100)
+
+
+def _imports(path):
+    """Absolute module names imported anywhere in ``path`` (functions included)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f'{node.module}.{alias.name}' for alias in node.names)
+    return names
+
+
+def test_the_report_does_not_import_the_evaluation_run():
+    package = Path(report.__file__).parent
+    imported = _imports(package / 'report.py') | _imports(package / 'common.py')
+    assert not {'tesg_ros.evaluation.evaluate', 'tesg_ros.evaluation.cli'} & imported
+    # The package itself imports the run: the report may only import submodules below it.
+    assert 'tesg_ros.evaluation' not in {n for n in imported if n.count('.') == 1}
+    assert 'tesg_ros.evaluation.common' in _imports(package / 'evaluate.py')
+
+
 def test_two_runs_give_identical_pixels_and_metrics(evaluated, tmp_path, weights):
     root, _, first = evaluated
     second = evaluate_bag(root / 'bag', tmp_path / 'again', weights=str(weights),
@@ -364,9 +511,22 @@ def test_live_semantics_are_described_synchronously(tmp_path, frames, weights):
 
     write_bag(tmp_path / 'bag', frames[:3])
     result = evaluate_bag(tmp_path / 'bag', tmp_path / 'out', weights=str(weights),
-                          semantics_every=2, montage_frames=0)
+                          semantics_every=2, montage_frames=3)
     assert result.status == 'complete', result.problems
     assert result.semantics['mode'] == 'live'
+    # Three different TNO scenes: the description made from frame 0 (used from frame 1) is
+    # still in force at frame 2, a new scene; the report says so.
+    assert [f.scene_change for f in result.frames] == [False, True, True]
+    markdown = result.files['report_md'].read_text()
+    assert 'spans a scene change at frame 2 (0.20 s)' in markdown
+    # Sampled frames carry the masks in force and the report shows them with the description.
+    assert [index for index, _ in result.montage] == [0, 1, 2]
+    for _, tiles in result.montage:
+        masks = tiles['masks']
+        assert masks.dtype == np.uint8 and masks.shape[1:] == tiles['fused'].shape[:2]
+        assert masks.any()
+    assert '| semantic masks' in markdown
+    assert 'frame 1 (0.10 s); description in force: "' in markdown
     descriptions = result.semantics['descriptions']
     # Frame 0 is described after it is fused (used from frame 1); frame 2 is the next one.
     assert [d['first_frame'] for d in descriptions][:2] == [0, 1]

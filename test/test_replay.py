@@ -182,6 +182,52 @@ def test_pair_tracker_counts_drops_and_latency_from_the_later_input():
     assert tracker.all_matched()
 
 
+def test_fused_share_over_time_counts_pairs_per_window():
+    tracker = replay.PairTracker(queue_size=10, slop=0.01, thermal_time_offset=0.0)
+    ms = 1_000_000
+    assert tracker.fused_share_over_time() is None
+    # Six pairs 500 ms apart, 0 .. 2.5 s (thermal published after its RGB: all certain).
+    for index in range(6):
+        stamp = START_NS + index * 500 * ms
+        tracker.published('rgb', stamp, float(index))
+        tracker.published('thermal', stamp, index + 0.1)
+    for index in (0, 1, 2):
+        tracker.fused(START_NS + index * 500 * ms, index + 0.2)
+    series = tracker.fused_share_over_time()
+    assert series['window_s'] == 1.0 and series['t_s'] == [0.0, 1.0, 2.0]
+    assert series['input_pairs'] == [2, 2, 2] and series['fused'] == [2, 1, 0]
+    assert series['share'] == [1.0, 0.5, 0.0]
+    # At most max_windows windows: a longer window when the run is long.
+    assert tracker.fused_share_over_time(max_windows=1)['window_s'] == pytest.approx(2.5)
+
+
+def test_replay_verdict_against_the_frame_period(tmp_path):
+    latency = {'count': 10, 'p50': 40.0, 'p90': 60.0}
+    result = {'input_pairs': 10, 'fused_matched': 10, 'latency_ms': latency}
+    # 1 s of bag at rate 1 over 10 pairs: a 100 ms frame period.
+    text = replay.replay_verdict(result, {'processing_ms': {'p50': 30.0}}, 1.0, 1.0)
+    assert text == ('Verdict: keeps up: fused 10 of 10 input pairs (100%; at least 80% '
+                    'wanted); node fusion time p50 30 ms, latency p90 60 ms against a frame '
+                    'period of 100 ms at rate x1.')
+    # Without the node's numbers the latency judges; rate 4 shortens the period to 25 ms.
+    slow = replay.replay_verdict(result, None, 0.25, 4.0)
+    assert slow.startswith('Verdict: falls behind:') and 'latency p50 40 ms' in slow
+    assert '25 ms at rate x4' in slow
+    dropped = replay.replay_verdict({**result, 'fused_matched': 5}, None, 1.0, 1.0)
+    assert dropped.startswith('Verdict: falls behind: fused 5 of 10 input pairs (50%')
+    assert replay.replay_verdict({'input_pairs': 0}, None, 1.0, 1.0).startswith(
+        'Verdict: none')
+    series = {'window_s': 1.0, 't_s': [0.0, 1.0], 'input_pairs': [2, 0], 'fused': [2, 0],
+              'share': [1.0, None]}
+    path = replay.write_fused_share_plot(series, tmp_path / 'share.png', 0.8)
+    image = cv2.imread(path)
+    assert image is not None and image.shape[0] > 100
+    assert replay.write_fused_share_plot(None, tmp_path / 'none.png') is None
+    plot = replay.write_latency_plot([30.0, 40.0, 50.0], tmp_path / 'latency.png',
+                                     period_ms=100.0)
+    assert cv2.imread(plot) is not None
+
+
 def test_bag_cdr_is_published_as_rclpy_images(frames):
     from rclpy.serialization import serialize_message
     from rosbags.typesys import get_typestore
@@ -353,6 +399,14 @@ def test_in_process_report_numbers_are_consistent(in_process_run):
     # Pacing never runs ahead of the bag (a lower bound only: the CPU is shared).
     assert report['publish_wall_seconds'] >= report['planned_wall_seconds']
     markdown = (out / replay.REPORT_MARKDOWN).read_text()
+    # The verdict comes first, against the frame period of this run (1.501 s / 2 / 15).
+    assert markdown.splitlines()[2] == f'**{report["verdict"]}**'
+    assert report['frame_period_ms'] == pytest.approx(1501 / 2 / 15)
+    assert f'frame period of {report["frame_period_ms"]:.0f} ms at rate x2' in markdown
+    share = report['fused_share_over_time']
+    assert sum(share['input_pairs']) == result['input_pairs']
+    assert sum(share['fused']) == result['fused_matched']
+    assert (out / 'fused_share.png').is_file() and '(fused_share.png)' in markdown
     assert f'input pairs {result["input_pairs"]}' in markdown
     assert f'fused frames received {result["fused_received"]}' in markdown
 

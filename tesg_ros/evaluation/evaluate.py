@@ -43,6 +43,8 @@ import numpy as np
 
 from tesg_ros import bags, metrics, node_params
 from tesg_ros.errors import ConfigError, TesgError
+from tesg_ros.evaluation.common import (  # noqa: F401 - re-exported by the package
+    BASELINES, LOWER_IS_BETTER, METHOD_TITLES, METHODS, SCENE_CHANGE_LEVELS, STAGES)
 from tesg_ros.pairing import (ApproximateTimePairingPolicy, message_stamp_ns, RGB,
                               seconds_to_ns, THERMAL)
 
@@ -52,13 +54,6 @@ REGISTERED_TOPIC = '/fused/thermal_registered'
 SEMANTICS_MODES = ('replay', 'live', 'off')
 # The node parameter spells 'off' as 'disabled' (a bare off is a boolean in YAML).
 SEMANTICS_ALIASES = {'disabled': 'off'}
-BASELINES = ('ir', 'visible', 'average')
-METHODS = ('model',) + BASELINES
-METHOD_TITLES = {'model': 'TeSG model', 'ir': 'IR copy', 'visible': 'visible copy',
-                 'average': 'pixel average'}
-STAGES = ('normalise', 'register', 'semantics', 'network', 'colour', 'total')
-# Metrics where a smaller value is better (the report marks the best value per row).
-LOWER_IS_BETTER = frozenset({'CE', 'RMSE', 'Qcv'})
 _VERSIONED_PACKAGES = ('torch', 'numpy', 'opencv-python-headless', 'scipy', 'rosbags',
                        'transformers', 'matplotlib', 'safetensors')
 # Longest side of a montage tile kept for the report (memory stays bounded on long bags).
@@ -161,7 +156,10 @@ class EvaluationOptions:
 class FrameRecord:
     """One fused pair: stamps (int ns), ``metrics[method][name]`` (float, NaN if unscorable;
     ``metrics`` is None for a frame skipped by ``score_every``), stage ``timings_ms`` of the
-    engine, the semantics description used (None when off)."""
+    engine, the semantics description used (None when off); ``time_s``: receive time of the
+    pair's later message from the bag start; ``scene_diff``: mean absolute grey-level
+    difference to the previous frame's visible image (64 x 64 thumbnails; None for the
+    first), ``scene_change`` when it exceeds :data:`SCENE_CHANGE_LEVELS`."""
 
     index: int
     rgb_stamp_ns: int
@@ -170,6 +168,9 @@ class FrameRecord:
     metrics: dict
     timings_ms: dict
     description: str = None
+    time_s: float = None
+    scene_diff: float = None
+    scene_change: bool = False
 
 
 @dataclass
@@ -183,7 +184,11 @@ class EvaluationResult:
     ``{stage: {'p50', 'p90', 'max', 'mean'}}`` in ms. pairing: the policy's counters plus
     the evaluator's own drops. problems: sentences on what went wrong (status 'partial');
     error: why nothing was evaluated (status 'failed'); notes: information for the report.
-    montage: ``[(frame index, {'ir', 'visible', 'fused', 'average'}: RGB uint8 thumbnails)]``.
+    montage: ``[(frame index, {'ir', 'visible', 'fused', 'average'}: RGB uint8 thumbnails,
+    'masks': (C, h, w) uint8 semantic masks on the thumbnail grid or None, 'phrases': the
+    phrases of the description in force, 'boxes': with a detector ``{method:
+    [Detection]}`` in thumbnail pixels, else None})]``. bag_start_ns: receive time of the
+    bag's first message (frame times count from it).
     detection: with a detector, ``{'detector', 'labels', 'labelled_frames', 'table'}`` where
     table is :func:`tesg_ros.detection.score_variants` over :data:`METHODS` (per-frame rows
     left out).
@@ -196,6 +201,7 @@ class EvaluationResult:
     topics: dict = field(default_factory=dict)
     image_topics: dict = field(default_factory=dict)
     bag_storage: str = None
+    bag_start_ns: int = None
     semantics: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     weights: dict = field(default_factory=dict)
@@ -402,6 +408,26 @@ def _thumbnail(image):
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
+def _mask_thumbnails(masks, size):
+    """(C, H, W) float masks in [0, 1] -> (C, h, w) uint8 on the thumbnail grid; None when
+    there are none or all are zero (semantics off)."""
+    import cv2
+
+    if masks is None or len(masks) == 0 or not np.any(masks):
+        return None
+    height, width = size
+    return np.stack([to_uint8(cv2.resize(np.asarray(mask, np.float32), (width, height),
+                                         interpolation=cv2.INTER_AREA) * 255.0)
+                     for mask in masks])
+
+
+def _scaled(found, scale):
+    """A Detection with its box scaled (thumbnail pixels)."""
+    from dataclasses import replace
+
+    return replace(found, box_xyxy=tuple(float(v) * scale for v in found.box_xyxy))
+
+
 def _nearest_gap_s(thermal_stamps, rgb_stamps, offset_ns):
     """Smallest |thermal + offset - rgb| over all stamps, seconds (None if a list is empty)."""
     if not thermal_stamps or not rgb_stamps:
@@ -501,6 +527,8 @@ class _Evaluation:
         self.mode = None
         self.semantics_topic = None
         self.current_description = None
+        self.current_phrases = []
+        self.previous_thumbnail = None  # grey 64 x 64 of the last visible frame (scenes)
         self.descriptions = []  # (first frame index, description, source)
         self.last_refresh = None  # (frame index, rgb stamp ns) of the last live description
         self.sampler = _FrameSampler(options.montage_frames)
@@ -536,6 +564,7 @@ class _Evaluation:
     def _run_bag(self, bag):
         result, options = self.result, self.options
         result.bag_storage = bag.storage
+        result.bag_start_ns = bag.start_ns
         result.topics = {name: {'type': info.msgtype, 'count': info.count}
                          for name, info in bag.topics.items()}
         if bag.damage:
@@ -733,6 +762,7 @@ class _Evaluation:
     def _apply_semantics(self, engine, record, frame_index, source):
         engine.set_recorded_semantics(record)
         self.current_description = record['description']
+        self.current_phrases = list(record['phrases'])
         self.descriptions.append((frame_index, record['description'], source))
 
     def _on_recorded_semantics(self, msg):
@@ -814,6 +844,8 @@ class _Evaluation:
 
         visible_rgb = np.ascontiguousarray(visible_bgr[:, :, ::-1])
         fused_rgb = np.ascontiguousarray(fused.bgr[:, :, ::-1])
+        scene_diff = self._scene_difference(visible_bgr)
+        start_ns = result.bag_start_ns if result.bag_start_ns is not None else receive_ns
         scores = None
         if frame_index % self.options.score_every == 0:
             try:
@@ -827,15 +859,35 @@ class _Evaluation:
         result.frames.append(FrameRecord(
             index=frame_index, rgb_stamp_ns=pair.rgb_stamp_ns,
             thermal_stamp_ns=pair.thermal_stamp_ns, pair_dt_ns=pair.dt_ns, metrics=scores,
-            timings_ms=timings, description=description))
+            timings_ms=timings, description=description,
+            time_s=(receive_ns - start_ns) / bags.NS_PER_S, scene_diff=scene_diff,
+            scene_change=scene_diff is not None and scene_diff > SCENE_CHANGE_LEVELS))
+        boxes = None
         if self.detector is not None:
-            self._detect(frame_index, ir8, visible_bgr, fused.bgr)
+            boxes = self._detect(frame_index, ir8, visible_bgr, fused.bgr)
         if self.sampler.wants(frame_index):
             baselines = baseline_images(ir8, visible_rgb)
-            self.sampler.add(frame_index, {
-                'ir': _thumbnail(ir8), 'visible': _thumbnail(visible_rgb),
-                'fused': _thumbnail(fused_rgb), 'average': _thumbnail(baselines['average'])})
+            tiles = {'ir': _thumbnail(ir8), 'visible': _thumbnail(visible_rgb),
+                     'fused': _thumbnail(fused_rgb),
+                     'average': _thumbnail(baselines['average'])}
+            scale = tiles['fused'].shape[1] / fused_rgb.shape[1]
+            tiles['masks'] = _mask_thumbnails(fused.masks, tiles['fused'].shape[:2])
+            tiles['phrases'] = list(self.current_phrases) if self.mode != 'off' else []
+            tiles['boxes'] = None if boxes is None else {
+                method: [_scaled(d, scale) for d in found] for method, found in boxes.items()}
+            self.sampler.add(frame_index, tiles)
         self.progress.update(1)
+
+    def _scene_difference(self, visible_bgr):
+        """Mean absolute grey difference to the previous frame (None for the first)."""
+        import cv2
+
+        grey = cv2.cvtColor(visible_bgr, cv2.COLOR_BGR2GRAY)
+        thumbnail = cv2.resize(grey, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32)
+        previous, self.previous_thumbnail = self.previous_thumbnail, thumbnail
+        if previous is None:
+            return None
+        return float(np.abs(thumbnail - previous).mean())
 
     def _write_frame(self, header, fused_bgr, ir8, receive_ns):
         from tesg_ros.image_codec import numpy_to_image
@@ -886,14 +938,16 @@ class _Evaluation:
         images = {'model': fused_bgr, 'ir': cv2.cvtColor(ir8, cv2.COLOR_GRAY2BGR),
                   'visible': visible_bgr, 'average': average}
         try:
-            for method in METHODS:
-                self.detections[method].append(self.detector.detect(images[method]))
+            found = {method: self.detector.detect(images[method]) for method in METHODS}
         except TesgError as error:
             self.result.problems.append(f'the detector failed on frame {frame_index} and was '
                                         f'switched off: {error}')
             self.detector = None
-            return
+            return None
+        for method in METHODS:
+            self.detections[method].append(found[method])
         self.frame_shapes.append(fused_bgr.shape[:2])
+        return found
 
     def _score_detections(self):
         from tesg_ros import detection
