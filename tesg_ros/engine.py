@@ -24,8 +24,9 @@ DEFAULT_WEIGHTS = ('model', 'tesg_fusion.safetensors')
 SEMANTICS_MODES = ('live', 'replay', 'disabled')
 # Version of the JSON on the semantics topic (docs/node.md, "The semantics message"): the
 # major number changes when a field is removed or changes meaning, the minor when one is added.
-SEMANTICS_SCHEMA = 'tesg_ros/semantics/1.0'
-SEMANTICS_FIELDS = ('schema', 'description', 'phrases', 'source', 'model_id', 'age_s', 'error')
+SEMANTICS_SCHEMA = 'tesg_ros/semantics/1.1'
+SEMANTICS_FIELDS = ('schema', 'description', 'phrases', 'source', 'model_id', 'age_s', 'error',
+                    'request', 'stamp')
 BACKENDS = ('torch', 'onnxruntime')
 
 # node parameter -> ThermalNormalizer.from_config key
@@ -317,11 +318,15 @@ class FusionEngine:
         else:
             fallback = OfflineDescriber(hog_height=semantics.get('offline.hog_height', 920))
             source = 'describer'
-        self._describer = _OperatorAwareDescriber(fallback, semantics.get('prompt', ''))
-        return SemanticInformationGenerator(
+        prompt = (semantics.get('prompt') or '').strip()
+        self._describer = _OperatorAwareDescriber(fallback, prompt)
+        sig = SemanticInformationGenerator(
             encoder, mask_backend=mask_backend, describer=self._describer,
             period_s=semantics.get('period', 5.0), timeout_s=semantics.get('timeout', 30.0),
             source=source, logger=self._logger)
+        if prompt:  # the prompt parameter applies from the first frame, as the topic does
+            sig.refresher.publish_description(prompt)
+        return sig
 
     def warm_up(self, height=480, width=640):
         """One forward pass so the first real frame does not pay allocation/autotuning."""
@@ -441,8 +446,8 @@ class FusionEngine:
             masks = self.sig.mask_backend(visible, thermal, phrases)
         else:
             masks, text = self.sig(visible, thermal)
-            # The snapshot the masks were made from, unless the refresher replaced it since.
-            phrases = tuple(self.sig.semantics().phrases)
+            # One mask per class the snapshot this frame used names.
+            phrases = tuple(self.sig.applied.mask_phrases)
         masks = np.asarray(masks, np.float32)
         self._phrase_masks = (masks, phrases if len(phrases) == masks.shape[0] else ())
         return fit_masks(masks, self.mask_channels), text
@@ -519,7 +524,11 @@ class FusionEngine:
         text = text.strip()
         if text != self._describer.prompt:
             self._describer.prompt = text
-            self.sig.refresher.request_refresh()
+            if text:
+                # Applies from the next frame: no wait for the describer's worker.
+                self.sig.refresher.publish_description(text)
+            else:
+                self.sig.refresher.request_refresh()
 
     def set_recorded_semantics(self, record):
         """Replay mode: use recorded semantics (the JSON of :meth:`semantics_snapshot`)."""
@@ -533,25 +542,36 @@ class FusionEngine:
                               f'{SEMANTICS_SCHEMA} (and records without a schema field)')
         try:
             description = str(record['description'])
-            phrases = tuple(str(p) for p in record['phrases'])
+            tuple(str(p) for p in record['phrases'])  # required in a record, read only
         except (KeyError, TypeError) as error:
             raise ConfigError(f'recorded semantics lack a field: {error}') from None
-        text = np.asarray(self.sig.encoder.encode([description])[0], np.float32)
-        self._recorded = (phrases, text)
+        from tesg_ros.sig import parse_request, request_embedding
+        # The same contract as live: the request's classes select the masks, its canonical
+        # sentence is the text.
+        request = parse_request(description)
+        self._recorded = (request.mask_phrases, request_embedding(request, self.sig.encoder))
 
     def semantics_snapshot(self):
         """The current semantics as a JSON-ready dict (same object until it changes)."""
         if self.sig is None or self._semantics_mode != 'live':
             return None
-        current = self.sig.semantics()
+        # The semantics the last processed frame used (the describer may have moved on).
+        current = getattr(self.sig, 'applied', None) or self.sig.semantics()
         if self._snapshot_of is current:
             return self._snapshot
-        self._snapshot_of = current
+        previous, self._snapshot_of = self._snapshot_of, current
+        request = getattr(current, 'request', None)
+        if previous is not None and (previous.description, getattr(previous, 'request', None),
+                                     previous.error) == (current.description, request,
+                                                         current.error):
+            return self._snapshot  # re-described the same: still in force since its stamp
         self._snapshot = {
             'schema': SEMANTICS_SCHEMA, 'description': current.description,
             'phrases': list(current.phrases),
             'source': current.source, 'model_id': current.model_id,
-            'age_s': round(current.age(), 3), 'error': current.error}
+            'age_s': round(current.age(), 3), 'error': current.error,
+            'request': None if request is None else request.as_dict(),
+            'stamp': None}   # the node sets the stamp of the first frame they applied to
         return self._snapshot
 
     def output_camera_info(self, rgb_info, header, width, height):

@@ -589,16 +589,19 @@ class FusionNode(LifecycleNode):
         self._rates['published'].tick(finished)
         with self._lock:
             self._counters['published'] += 1
-        self._publish_semantics_if_new(engine)
+        self._publish_semantics_if_new(engine, rgb_msg.header.stamp)
 
-    def _publish_semantics_if_new(self, engine):
+    def _publish_semantics_if_new(self, engine, stamp=None):
         if self._semantics_pub is None:
             return
         snapshot = engine.semantics_snapshot()
         if snapshot is None or snapshot is self._semantics_seen:
             return
         self._semantics_seen = snapshot
-        self._semantics_pub.publish(String(data=json.dumps(snapshot)))
+        record = dict(snapshot)
+        if stamp is not None:  # the first fused frame these semantics applied to
+            record['stamp'] = {'sec': stamp.sec, 'nanosec': stamp.nanosec}
+        self._semantics_pub.publish(String(data=json.dumps(record)))
 
     def _count_drop(self, key):
         with self._lock:

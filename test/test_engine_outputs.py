@@ -215,7 +215,7 @@ def test_semantics_record_carries_its_schema_version_and_docs_list_every_field()
     engine._snapshot_of = engine._snapshot = None
     record = engine.semantics_snapshot()
     assert tuple(record) == SEMANTICS_FIELDS
-    assert record['schema'] == SEMANTICS_SCHEMA == 'tesg_ros/semantics/1.0'
+    assert record['schema'] == SEMANTICS_SCHEMA == 'tesg_ros/semantics/1.1'
     assert record['age_s'] == 1.235
     text = (DOCS / 'node.md').read_text(encoding='utf-8')
     section = text[text.index('## The semantics message'):]
@@ -235,6 +235,6 @@ def test_recorded_semantics_of_another_major_version_are_rejected():
     record = {'description': 'a car', 'phrases': ['car']}
     engine.set_recorded_semantics(record)  # recordings from before the schema field
     engine.set_recorded_semantics(dict(record, schema='tesg_ros/semantics/1.4'))
-    assert engine._recorded[0] == ('car',) and len(encoded) == 2
+    assert engine._recorded[0] == ('vehicles',) and len(encoded) == 2  # the request's class
     with pytest.raises(ConfigError, match='schema'):
         engine.set_recorded_semantics(dict(record, schema='tesg_ros/semantics/2.0'))

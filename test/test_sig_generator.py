@@ -38,18 +38,20 @@ def test_masks_and_text_for_tno_19(encoder, describer, pair_19):
     visible, thermal = pair_19
     masks, text = sig(visible, thermal)  # before any description: the initial semantics
     assert sig.semantics().source == 'initial'
-    assert masks.shape == (len(sig.semantics().phrases),) + thermal.shape
+    assert masks.shape == (len(sig.semantics().mask_phrases),) + thermal.shape
     semantics = sig.describe_now(visible, thermal)
     assert semantics.source == 'offline' and semantics.error is None
     assert 'warm person-shaped object on the right' in semantics.description
     masks, text = sig(visible, thermal)
-    assert masks.dtype == np.float32 and masks.shape == (len(semantics.phrases),) + thermal.shape
+    # One mask per class the description names; the text is its canonical sentence's.
+    assert semantics.mask_phrases == ('people', 'vehicles')
+    assert masks.dtype == np.float32 and masks.shape == (2,) + thermal.shape
     assert text.shape == (384,) and text.dtype == np.float32
-    np.testing.assert_allclose(text, encoder.encode([semantics.description])[0], atol=1e-5)
-    person_index = next(i for i, p in enumerate(semantics.phrases) if 'person' in p)
+    np.testing.assert_allclose(text, encoder.encode(['highlight people and vehicles'])[0],
+                               atol=1e-5)
     x, y, w, h = PERSON_19
-    assert masks[person_index, y:y + h, x:x + w].mean() > 0.7
-    assert not masks[0].any()  # the lighting phrase grounds nothing in the thermal frame
+    assert masks[0, y:y + h, x:x + w].mean() > 0.7
+    assert not masks[1, y:y + h, x:x + w].any()  # the person is not a vehicle
 
 
 def test_text_embedding_is_cached_per_description(encoder, describer, pair_19):
@@ -60,7 +62,7 @@ def test_text_embedding_is_cached_per_description(encoder, describer, pair_19):
         masks, text = sig(*pair_19)
     assert sig.encoder.misses == misses  # per-frame calls never re-encode
     assert masks.shape == (5,) + pair_19[1].shape  # padded with zero masks
-    assert not masks[len(sig.semantics().phrases):].any()
+    assert not masks[len(sig.semantics().mask_phrases):].any()
     sig.describe_now(*pair_19)              # the same description again: a cache hit
     assert sig.encoder.misses == misses
     one = SemanticInformationGenerator(encoder, describer=describer, num_masks=1)

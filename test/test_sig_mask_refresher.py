@@ -187,11 +187,12 @@ def test_tiny_clipseg_at_its_own_rate_through_the_sig(clipseg_dir, test_data):
     sig.start()
     try:
         assert refresher.running and sig.refresher.running
-        phrases = ('a person on the right', 'a car')
+        phrases = ('people', 'vehicles')  # the classes the description names
 
         def masks_for_the_description():
             sig(visible, thermal)  # frames keep flowing; each call returns at once
-            return sig.semantics().phrases == phrases and refresher.latest().phrases == phrases
+            return sig.semantics().mask_phrases == phrases \
+                and refresher.latest().phrases == phrases
 
         wait_for(masks_for_the_description, 30)
         masks, _ = sig(visible, thermal)

@@ -45,9 +45,12 @@ def synthetic_thermal():
 
 def test_phrase_classes_match_whole_words():
     assert phrase_classes('two pedestrians on the left') == {'person'}
-    assert phrase_classes('one warm person-shaped object') == {'person', 'warm'}
-    assert phrase_classes('a warm Car') == {'vehicle', 'warm'}
+    # Beside an object class, warm words are adjectives; alone they name every warm object.
+    assert phrase_classes('one warm person-shaped object') == {'person'}
+    assert phrase_classes('a warm Car') == {'vehicle'}
+    assert phrase_classes('small hot spots') == {'warm'}
     assert phrase_classes('a carpet in a night scene') == set()
+    assert phrase_classes('no cars') == set()
 
 
 def test_to_unit_thermal_accepts_uint8_and_unit_float_only():
@@ -334,6 +337,21 @@ def test_hog_finds_the_person_of_tno_19_when_large_enough(test_data):
     assert not masks[1].any()
     # Nothing person-like in an empty frame.
     assert detector.detect(np.full((256, 256), 90, np.uint8)) == []
+
+
+def test_hog_backend_finds_a_person_on_the_thermal_frame_when_the_visible_is_dark(test_data):
+    _, thermal = load_pair(test_data, '19')
+    crop = cv2.resize(thermal[100:200, 230:300], None, fx=4, fy=4,
+                      interpolation=cv2.INTER_CUBIC)
+    dark = np.full(crop.shape + (3,), 3, np.uint8)     # a night visible frame: nothing in it
+    detector = HogPeopleDetector(scale=1.0)
+    person = ((PERSON_19[0] - 230) * 4, (PERSON_19[1] - 100) * 4, PERSON_19[2] * 4,
+              PERSON_19[3] * 4)
+    both = HogMaskBackend(detector)(dark, crop, ['people'])
+    assert box_mean(both[0], person) > 0.8
+    assert not HogMaskBackend(detector, images=('visible',))(dark, crop, ['people']).any()
+    with pytest.raises(ConfigError, match='semantics.hog.images'):
+        HogMaskBackend(images=('radar',))
 
 
 def test_hog_backend_skips_detection_without_person_phrases():

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tesg_ros.errors import ConfigError
-from tesg_ros.sig.refresher import make_semantics, SemanticsRefresher
+from tesg_ros.sig.refresher import make_semantics, request_embedding, SemanticsRefresher
+from tesg_ros.sig.request import parse_request
 
 FRAME = (np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8))
 
@@ -68,8 +69,11 @@ def test_success_publishes_an_immutable_snapshot():
     semantics = refresher.latest()
     assert semantics.description == 'a car, two people'
     assert semantics.phrases == ('a car', 'two people')
+    # The embedding is the request's canonical sentence's, not the description's.
+    assert semantics.request.classes == ('person', 'vehicle')
+    assert semantics.mask_phrases == ('people', 'vehicles')
     np.testing.assert_array_equal(semantics.text_embedding,
-                                  HashEncoder().encode(['a car, two people'])[0])
+                                  HashEncoder().encode(['highlight people and vehicles'])[0])
     assert semantics.error is None and semantics.source == 'describer'
     assert semantics.model_id == 'function' and 0 <= semantics.age() < 5
     with pytest.raises(ValueError):
@@ -143,8 +147,10 @@ def test_hanging_backend_times_out_without_blocking_readers():
 def test_swaps_during_reads_are_always_consistent():
     counter = iter(range(10 ** 9))
     encoder = HashEncoder()
-    refresher, _ = make_refresher(lambda vis, ir: f'scene number {next(counter)}',
-                                  period_s=0.001)
+    words = ('a car', 'two people', 'a dog', 'a hot spot', 'it is dark', 'a street')
+    refresher, _ = make_refresher(
+        lambda vis, ir: f'{words[next(counter) % len(words)]} number {next(counter)}',
+        period_s=0.001)
     refresher.submit_frame(*FRAME)
     refresher.start()
     seen = set()
@@ -153,8 +159,9 @@ def test_swaps_during_reads_are_always_consistent():
         snapshot = refresher.latest()
         # Description, phrases and embedding of one snapshot always belong together.
         assert snapshot.phrases == (snapshot.description,)
+        assert snapshot.request == parse_request(snapshot.description)
         np.testing.assert_array_equal(snapshot.text_embedding,
-                                      encoder.encode([snapshot.description])[0])
+                                      request_embedding(snapshot.request, encoder))
         seen.add(snapshot.description)
         refresher.submit_frame(*FRAME)
     assert refresher.stop(timeout=5.0)
@@ -213,3 +220,26 @@ def test_backend_calls_run_at_a_lower_cpu_priority():
     # The caller's own priority is untouched (only the backend's thread is lowered).
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller
     assert lower_thread_priority(0) is False
+
+
+def test_a_published_description_applies_at_once_and_drops_the_older_call():
+    release = threading.Event()
+
+    def slow(vis, ir):
+        release.wait(5.0)
+        return 'a car'
+
+    refresher, _ = make_refresher(slow, timeout_s=10.0)
+    refresher.submit_frame(*FRAME)
+    results = []
+    worker = threading.Thread(target=lambda: results.append(refresher.refresh_once()))
+    worker.start()
+    time.sleep(0.05)                      # the describer call is running
+    snapshot = refresher.publish_description('two people')
+    assert refresher.latest() is snapshot and snapshot.source == 'operator'
+    assert snapshot.request.classes == ('person',)
+    release.set()
+    worker.join(5.0)
+    # The call started before the prompt: its 'a car' must not replace the prompt.
+    assert results == [False] and refresher.latest() is snapshot
+    assert refresher.refresh_once() is True and refresher.latest().description == 'a car'

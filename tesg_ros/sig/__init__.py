@@ -26,15 +26,18 @@ from tesg_ros.sig.mask_refresher import MaskRefresher, MaskSnapshot
 from tesg_ros.sig.masks import (
     ClipSegMaskBackend, HogMaskBackend, phrase_classes, segment_warm_objects,
     ThermalMaskBackend)
-from tesg_ros.sig.refresher import make_semantics, Semantics, SemanticsRefresher
+from tesg_ros.sig.refresher import (
+    make_semantics, request_embedding, Semantics, SemanticsRefresher)
+from tesg_ros.sig.request import canonical_sentence, make_request, parse_request, Request
 from tesg_ros.sig.text_encoder import (
     CachedTextEncoder, check_dim, ClipTextEncoder, make_text_encoder, MiniLmTextEncoder)
 
 __all__ = [
     'CachedTextEncoder', 'check_dim', 'ClipSegMaskBackend', 'ClipTextEncoder',
-    'HogMaskBackend', 'make_text_encoder', 'MaskRefresher', 'MaskSnapshot',
-    'MiniLmTextEncoder', 'OfflineDescriber',
-    'phrase_classes', 'SceneDescription', 'segment_warm_objects', 'Semantics',
+    'HogMaskBackend', 'make_request', 'make_text_encoder', 'MaskRefresher', 'MaskSnapshot',
+    'MiniLmTextEncoder', 'OfflineDescriber', 'canonical_sentence', 'parse_request',
+    'phrase_classes', 'Request', 'request_embedding', 'SceneDescription',
+    'segment_warm_objects', 'Semantics',
     'SemanticInformationGenerator', 'SemanticsRefresher', 'split_phrases',
     'ThermalMaskBackend']
 
@@ -71,6 +74,7 @@ class SemanticInformationGenerator:
         self.refresher = SemanticsRefresher(
             self.describer, self.encoder, initial, period_s=period_s, timeout_s=timeout_s,
             source=source, logger=logger)
+        self.applied = None  # the Semantics the last frame used
 
     @property
     def dim(self):
@@ -117,12 +121,15 @@ class SemanticInformationGenerator:
     def __call__(self, visible, thermal):
         """Per frame: hand the pair to the describer, return (masks, text_embedding).
 
-        masks: (M, H, W) float32 in [0, 1], one per phrase of the current description (M =
-        ``num_masks`` when set); text_embedding: (D,) float32, unit norm, read-only.
+        masks: (M, H, W) float32 in [0, 1], one per class the current description or prompt
+        names (its request's ``mask_phrases``; M = ``num_masks`` when set); text_embedding:
+        (D,) float32, the canonical sentence's (unit norm) or zeros when neutral, read-only.
+        :attr:`applied` is then the :class:`Semantics` this frame used.
         """
         self.refresher.submit_frame(visible, thermal)
         current = self.refresher.latest()
-        masks = self.mask_backend(visible, thermal, current.phrases)
+        masks = self.mask_backend(visible, thermal, current.mask_phrases)
+        self.applied = current
         return self._fit(np.asarray(masks, np.float32)), current.text_embedding
 
     def describe_now(self, visible, thermal):

@@ -21,42 +21,34 @@ Backends:
 """
 
 from dataclasses import dataclass, field
-import re
 
 import cv2
 import numpy as np
 
 from tesg_ros.errors import ConfigError, ImageEncodingError
 
-PERSON_WORDS = frozenset({
-    'person', 'persons', 'people', 'pedestrian', 'pedestrians', 'man', 'men', 'woman',
-    'women', 'child', 'children', 'human', 'humans', 'figure', 'figures', 'walker'})
-VEHICLE_WORDS = frozenset({
-    'vehicle', 'vehicles', 'car', 'cars', 'truck', 'trucks', 'bus', 'buses', 'van', 'vans',
-    'jeep', 'motorbike', 'motorcycle', 'motorcycles', 'tank'})
-WARM_WORDS = frozenset({'warm', 'hot', 'heat', 'thermal', 'fire', 'fires', 'flame', 'flames'})
+from tesg_ros.sig.request import (  # noqa: F401 (the vocabulary, re-exported)
+    ANIMAL, PERSON_WORDS, text_classes, VEHICLE_WORDS, WARM_WORDS)
 
 PERSON = 'person'
 VEHICLE = 'vehicle'
 WARM = 'warm'
 HOT_AREA = 'hot area'
 HOT_SPOT = 'hot spot'
+# Warm-object shape labels each named class selects. Animals: a thermal frame has no range and
+# no animal detector here, so only the small non-person blobs (shape guess, docs/semantics.md).
+CLASS_LABELS = {PERSON: (PERSON,), VEHICLE: (VEHICLE,), ANIMAL: (HOT_SPOT,)}
 
 
 def phrase_classes(phrase):
-    """Return the object classes a phrase names: a subset of {'person', 'vehicle', 'warm'}.
+    """Return the object classes a phrase names: a subset of {'person', 'vehicle', 'animal',
+    'warm'} (:func:`tesg_ros.sig.request.text_classes`: synonyms, plurals, negation).
 
     Words are matched whole ("person-sized" names a person, "carpet" does not name a car).
+    A phrase naming an object class uses warm words as adjectives ("warm person-shaped
+    object" is a person); one with warm words only ("small hot spot") names 'warm'.
     """
-    words = set(re.findall(r'[a-z]+', phrase.lower()))
-    classes = set()
-    if words & PERSON_WORDS:
-        classes.add(PERSON)
-    if words & VEHICLE_WORDS:
-        classes.add(VEHICLE)
-    if words & WARM_WORDS:
-        classes.add(WARM)
-    return frozenset(classes)
+    return text_classes(phrase)
 
 
 def to_unit_thermal(thermal):
@@ -697,8 +689,10 @@ class ThermalMaskBackend:
         masks = np.zeros((len(phrases), height, width), np.float32)
         for index, phrase in enumerate(phrases):
             classes = phrase_classes(phrase)
-            wanted = classes & {PERSON, VEHICLE}
-            if wanted:
+            wanted = {label for name in classes - {WARM} for label in CLASS_LABELS[name]}
+            if WARM in classes:
+                chosen = list(segmentation.objects)
+            elif wanted:
                 chosen = [obj for obj in segmentation.objects if obj.label in wanted]
             elif WARM in classes:
                 chosen = list(segmentation.objects)
@@ -786,15 +780,34 @@ def boxes_soft_mask(boxes, shape, edge_fraction=0.15):
 class HogMaskBackend:
     """Person boxes from :class:`HogPeopleDetector` as soft masks for phrases naming people.
 
-    HOG is the costly cue: even with ``scale=0.5`` (the default) a 640 x 480 frame took about
-    26 ms on a shared 2-core VM, and it then only finds people taller than about 256 pixels.
-    Detection runs only when a phrase names people.
+    ``images``: which frames HOG runs on, ``('visible', 'thermal')`` by default, and the boxes
+    of both are joined: at night the visible frame shows few people (LLVIP night frames: 15 of
+    127 persons found on the visible frame, 72 on the thermal one, see docs/semantics.md);
+    HOG's gradient features find a warm person on a cooler background as well. A thermal frame
+    of None is skipped. HOG is the costly cue: even with ``scale=0.5`` (the default) a
+    640 x 480 frame took about 26 ms per image on a shared 2-core VM, and it then only finds
+    people taller than about 256 pixels. Detection runs only when a phrase names people.
     """
 
     name = 'hog'
 
-    def __init__(self, detector=None):
+    def __init__(self, detector=None, images=('visible', 'thermal')):
         self.detector = detector if detector is not None else HogPeopleDetector(scale=0.5)
+        images = tuple(images)
+        if not images or set(images) - {'visible', 'thermal'}:
+            raise ConfigError(f'semantics.hog.images must name visible and/or thermal, got '
+                              f'{images!r}')
+        self.images = images
+
+    def boxes(self, visible, thermal):
+        """Person boxes (x, y, w, h) found on the configured frames."""
+        boxes = []
+        if 'visible' in self.images:
+            boxes += [box for box, _ in self.detector.detect(to_bgr(visible))]
+        if 'thermal' in self.images and thermal is not None:
+            grey = np.round(to_unit_thermal(thermal) * 255.0).astype(np.uint8)
+            boxes += [box for box, _ in self.detector.detect(grey)]
+        return boxes
 
     def __call__(self, visible, thermal, phrases):
         """Return (M, H, W) float32 masks in [0, 1] at the visible frame's size."""
@@ -805,7 +818,7 @@ class HogMaskBackend:
         wants_people = [PERSON in phrase_classes(p) for p in phrases]
         if not any(wants_people):
             return masks
-        person_mask = boxes_soft_mask([box for box, _ in self.detector.detect(bgr)], shape)
+        person_mask = boxes_soft_mask(self.boxes(bgr, thermal), shape)
         for index, wanted in enumerate(wants_people):
             if wanted:
                 masks[index] = person_mask

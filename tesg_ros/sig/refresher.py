@@ -33,6 +33,7 @@ import numpy as np
 
 from tesg_ros.errors import ConfigError
 from tesg_ros.sig.describer import description_phrases, description_text
+from tesg_ros.sig.request import parse_request, Request
 
 _LOG = logging.getLogger(__name__)
 
@@ -41,10 +42,13 @@ _LOG = logging.getLogger(__name__)
 class Semantics:
     """One immutable snapshot of the scene semantics.
 
-    description: the sentence; phrases: tuple of clauses (mask prompts);
-    text_embedding: (D,) float32 unit-norm, read-only; source: which backend produced it
-    ('initial', 'offline', 'vlm', ...); model_id: the backend's model; stamp:
-    ``time.monotonic()`` when it was produced; error: None, or the last failure since then.
+    description: the sentence; phrases: tuple of its clauses;
+    request: the :class:`~tesg_ros.sig.request.Request` it makes (classes, intent); its
+    ``mask_phrases`` are the mask prompts and ``text_embedding`` is the embedding of its
+    canonical sentence, (D,) float32 unit-norm, or zeros for a neutral request; read-only;
+    source: which backend produced it ('initial', 'offline', 'vlm', ...); model_id: the
+    backend's model; stamp: ``time.monotonic()`` when it was produced; error: None, or the
+    last failure since then.
     """
 
     description: str
@@ -54,6 +58,12 @@ class Semantics:
     model_id: str
     stamp: float
     error: str = None
+    request: Request = None
+
+    @property
+    def mask_phrases(self):
+        """The phrases the mask backends get: one per class the request names."""
+        return self.phrases if self.request is None else self.request.mask_phrases
 
     def age(self, now=None):
         """Seconds since this semantics was produced (``time.monotonic()`` clock)."""
@@ -61,14 +71,24 @@ class Semantics:
 
 
 def make_semantics(description, encoder, source, model_id, stamp=None):
-    """Build a :class:`Semantics` from a description (str or SceneDescription)."""
+    """Build a :class:`Semantics` from a description (str or SceneDescription): the request
+    it makes and the embedding of the request's canonical sentence (zeros when neutral)."""
     text = description_text(description)
     phrases = tuple(description_phrases(description))
-    embedding = np.array(encoder.encode([text])[0], dtype=np.float32)
+    request = parse_request(text)
+    embedding = request_embedding(request, encoder)
     embedding.setflags(write=False)
     return Semantics(description=text, phrases=phrases, text_embedding=embedding,
                      source=source, model_id=str(model_id),
-                     stamp=time.monotonic() if stamp is None else stamp)
+                     stamp=time.monotonic() if stamp is None else stamp, request=request)
+
+
+def request_embedding(request, encoder):
+    """(D,) float32: the embedding of ``request.canonical``, or zeros for a neutral request
+    (the network's "no semantics"); a new writable array."""
+    if request.neutral:
+        return np.zeros(encoder.dim, np.float32)
+    return np.array(encoder.encode([request.canonical])[0], dtype=np.float32)
 
 
 def lower_thread_priority(niceness):
@@ -145,6 +165,8 @@ class BackgroundRefresher:
         self.niceness = int(niceness)
         self._latest = initial
         self._last_good = initial
+        self._generation = 0   # bumped by publish(): results of calls started before it drop
+        self._publish_lock = threading.Lock()
         self._job = None
         self._job_lock = threading.Lock()
         self._job_event = threading.Event()
@@ -169,6 +191,14 @@ class BackgroundRefresher:
     def request_refresh(self):
         """Start the next call now instead of waiting for the period."""
         self._wake.set()
+
+    def publish(self, snapshot):
+        """Serve ``snapshot`` from now on (the caller built it); a backend call already
+        running when this happens is older and its result is dropped."""
+        with self._publish_lock:
+            self._generation += 1
+            self._last_good = snapshot
+            self._latest = snapshot
 
     def start(self):
         """Start the worker thread (idempotent)."""
@@ -224,6 +254,7 @@ class BackgroundRefresher:
             self._fail('busy', 'the previous backend call is still running (hung?)')
             return False
         limit = self.timeout_s if timeout_s is None else float(timeout_s)
+        generation = self._generation
         call = _Call(self.backend, job, self.name, self.niceness)
         self._pending = call
         if not self._wait(call.done, limit):
@@ -241,8 +272,11 @@ class BackgroundRefresher:
             self._fail(f'{self.convert_failure}:{type(error).__name__}',
                        f'{self.convert_failure} failed: {error!r}')
             return False
-        self._last_good = snapshot
-        self._latest = snapshot
+        with self._publish_lock:
+            if generation != self._generation:
+                return False  # publish() replaced what this call was asked for
+            self._last_good = snapshot
+            self._latest = snapshot
         self.successes += 1
         if self._logged_kinds:
             self.logger.info(f'{self.name} recovered: {self._recovered(snapshot)}')
@@ -316,6 +350,13 @@ class SemanticsRefresher(BackgroundRefresher):
     def submit_frame(self, visible, thermal):
         """Offer the newest frame pair; only the latest is kept (older ones are dropped)."""
         self.submit(visible, thermal)
+
+    def publish_description(self, description, source='operator', model_id='prompt'):
+        """Serve ``description`` (e.g. an operator prompt) from the next frame on, without
+        waiting for the worker; returns the new :class:`Semantics`."""
+        snapshot = make_semantics(description, self.encoder, source, model_id)
+        self.publish(snapshot)
+        return snapshot
 
     def _snapshot(self, result, job):
         return make_semantics(result, self.encoder, self.source, self.model_id)
