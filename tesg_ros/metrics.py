@@ -69,7 +69,9 @@ VIFB_COLUMNS = {'EN': 'Entropy', 'SD': 'Variance', 'SF': 'Spatial_frequency',
                 'RMSE': 'Rmse', 'Qcb': 'Qcb', 'Qcv': 'Qcv'}
 
 METRIC_NAMES = ('EN', 'SD', 'SF', 'AG', 'EI', 'MI', 'CE', 'Qabf', 'SSIM', 'PSNR', 'RMSE',
-                'Qcb', 'Qcv', 'SCD', 'CC', 'VIF')
+                'Qcb', 'Qcv', 'SCD', 'CC', 'VIF', 'Nabf', 'Blotch')
+# Artefact measures: lower is better (0 for a copy of a source).
+ARTEFACT_NAMES = ('Nabf', 'Blotch')
 
 
 def metric_units(convention='vifb'):
@@ -97,6 +99,11 @@ def metric_units(convention='vifb'):
         'SCD': 'unitless, corr(f - vi, ir) + corr(f - ir, vi), -2..2',
         'CC': 'unitless, mean of corr(f, ir) and corr(f, vi), -1..1',
         'VIF': 'unitless, VIFp(ir -> f) + VIFp(vi -> f), pixel-domain multiscale',
+        'Nabf': ("unitless, 0..1, lower is better (Kumar's modified fusion-artefact measure "
+                 'on 0..255 grey levels)'),
+        'Blotch': ('grey levels, lower is better (RMS of the fused band-pass structure at '
+                   '1/80..1/10 of the image size that no local linear mix of the sources '
+                   'explains)'),
     }
 
 
@@ -708,6 +715,232 @@ def qcv(ir, vi, fused):
     return _mean_over_channels(_qcv_single, ir, vi, fused)
 
 
+# ------------------------------------------------------------- artefact measures (Nabf, Blotch)
+
+# Kumar's objective_fusion_perform_fn.m (2011; in VIFB's methods/CBF): Petrovic's model with
+# these constants, Sobel / 8 with a mirrored border, weights g^1.5 above a threshold of 2.
+_NABF_TD, _NABF_WT_MIN, _NABF_LG = 2.0, 0.001, 1.5
+_NABF_NRG, _NABF_KG, _NABF_SIGMA_G = 0.9999, 19.0, 0.5
+_NABF_NRA, _NABF_KA, _NABF_SIGMA_A = 0.9995, 22.0, 0.5
+
+
+def _kumar_sobel(plane):
+    """Kumar's ``sobel_fn``: Sobel / 8 after ``per_extn_im_fn`` (the border mirrored without
+    repeating the edge pixel, OpenCV's BORDER_REFLECT_101) -> (strength, angle).
+
+    Computed as differences first, so a derivative that the mirrored border makes zero is
+    exactly zero (as in MATLAB on integer grey levels): Nabf compares strengths with '>', and
+    a rounding residue at such a pixel would flip it.
+    """
+    ext = cv2.copyMakeBorder(plane, 1, 1, 1, 1, cv2.BORDER_REFLECT_101)
+    across = ext[:, 2:] - ext[:, :-2]
+    down = ext[2:, :] - ext[:-2, :]
+    g_v = (across[:-2] + 2.0 * across[1:-1] + across[2:]) / 8.0   # Kumar's vtemp response
+    g_h = (down[:, :-2] + 2.0 * down[:, 1:-1] + down[:, 2:]) / 8.0  # Kumar's htemp response
+    strength = np.sqrt(g_h * g_h + g_v * g_v)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        # MATLAB atan(gv / gh): +-pi/2 where gh = 0; 0 where both are 0 (Kumar's rule).
+        angle = np.arctan(g_v / g_h)
+    angle[(g_v == 0) & (g_h == 0)] = 0.0
+    return strength, angle
+
+
+def _kumar_preservation(strength_src, angle_src, strength_f, angle_f):
+    with np.errstate(divide='ignore', invalid='ignore'):
+        relative = np.where(strength_src > strength_f, strength_f / strength_src,
+                            strength_src / strength_f)
+    relative[(strength_src == 0) | (strength_f == 0)] = 0.0
+    orientation = np.abs(np.abs(angle_src - angle_f) - np.pi / 2) * 2 / np.pi
+    q_strength = _NABF_NRG / (1.0 + np.exp(-_NABF_KG * (relative - _NABF_SIGMA_G)))
+    q_angle = _NABF_NRA / (1.0 + np.exp(-_NABF_KA * (orientation - _NABF_SIGMA_A)))
+    return np.sqrt(q_strength * q_angle)
+
+
+def _kumar_weight(strength):
+    weight = np.full(strength.shape, _NABF_WT_MIN)
+    strong = strength >= _NABF_TD
+    weight[strong] = strength[strong] ** _NABF_LG
+    return weight
+
+
+def nabf_pair(vi, ir, fused):
+    """Kumar's modified Nabf of grey (H, W) planes in the scale given (0..255 expected).
+
+    Argument order as Kumar's code (sources A = ``vi``, B = ``ir``; the value is symmetric).
+    """
+    (g_a, a_a), (g_b, a_b), (g_f, a_f) = [
+        _kumar_sobel(np.asarray(x, dtype=np.float64)) for x in (vi, ir, fused)]
+    q_af = _kumar_preservation(g_a, a_a, g_f, a_f)
+    q_bf = _kumar_preservation(g_b, a_b, g_f, a_f)
+    w_a, w_b = _kumar_weight(g_a), _kumar_weight(g_b)
+    artefact = (g_f > g_a) & (g_f > g_b)
+    return float(np.sum(artefact * ((1 - q_af) * w_a + (1 - q_bf) * w_b))
+                 / np.sum(w_a + w_b))
+
+
+def nabf(ir, vi, fused, unit_range=False):
+    """N^{AB/F}, Kumar's modified fusion-artefact measure; 0..1, LOWER is better.
+
+    B. K. Shreyamsha Kumar, SIViP 2013 (``objective_fusion_perform_fn.m``): at pixels where
+    the fused edge is stronger than both sources' edges, the edge-information loss
+    (1 - Q^{AF}) w^A + (1 - Q^{BF}) w^B, summed and divided by sum(w^A + w^B). Grey levels
+    0..255 (Kumar's own use). 0 for a copy of either source. ``unit_range=True`` divides all
+    images by 255 first, as evaluation scripts that pass ``im2double`` images do (their
+    threshold Td = 2 then never fires: every weight is 0.001, a different, unweighted measure).
+    Colour per channel as the other metrics (VIFB split).
+    """
+    ir, vi, fused = _check_triple(ir, vi, fused)
+    divisor = 255.0 if unit_range else 1.0
+
+    def single(i, v, f):
+        return nabf_pair(_vifb_grey(v, False) / divisor, _vifb_grey(i, False) / divisor,
+                         _vifb_grey(f, False) / divisor)
+
+    return _mean_over_channels(single, ir, vi, fused)
+
+
+# Blotch measure: images are block-averaged so the longer side is about BLOTCH_WORK_SIDE pixels
+# (the measure is relative to the image size); bands are difference-of-Gaussians (sigma,
+# 2 sigma) at these sigmas there (about 1/80 to 1/10 of the longer side: blotch and block
+# sizes; finer detail is Nabf's domain).
+BLOTCH_WORK_SIDE = 320
+BLOTCH_SIGMAS = (4.0, 8.0, 16.0)
+# A tiny ridge keeps the 2 x 2 solve defined where a source band is empty (grey levels^2).
+BLOTCH_EPS = 0.01
+# Share of the sources' own band energy a fused band may leave unexplained without counting:
+# room for a legitimately non-linear mix (per-pixel weights, pyramid selection) at sources'
+# structure. 0.15 keeps those at <= 0.06 grey levels on the constructed cases of the tests.
+BLOTCH_KAPPA = 0.15
+
+
+def _reduce_for_blotch(plane, factor):
+    """Mean over factor x factor blocks (OpenCV INTER_AREA at an integer factor)."""
+    if factor == 1:
+        return plane
+    rows = plane.shape[0] // factor * factor
+    cols = plane.shape[1] // factor * factor
+    return plane[:rows, :cols].reshape(rows // factor, factor, cols // factor, factor).mean(
+        axis=(1, 3))
+
+
+def blotch_factor(shape):
+    """Integer reduction factor the blotch measure uses for an image of ``shape`` (H, W)."""
+    return max(1, int(round(max(shape[:2]) / BLOTCH_WORK_SIDE)))
+
+
+def _dog_band(plane, sigma):
+    """Difference-of-Gaussians band (sigma, 2 sigma) of ``plane``, mirrored border."""
+    return (cv2.GaussianBlur(plane, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
+            - cv2.GaussianBlur(plane, (0, 0), 2 * sigma, borderType=cv2.BORDER_REFLECT_101))
+
+
+def blotch_map(ir, vi, fused):
+    """Per-pixel unexplained fused band energy (grey levels^2) of grey (H, W) planes.
+
+    Every plane is block-averaged by :func:`blotch_factor`. For each difference-of-Gaussians
+    band (sigma, 2 sigma), sigma in :data:`BLOTCH_SIGMAS` (pixels at the reduced size), the
+    fused band is fitted locally (Gaussian window of 2 sigma) as a ir + b vi of the source
+    bands by least squares (ridge BLOTCH_EPS); the energy the fit leaves, less BLOTCH_KAPPA
+    times the sources' own band energy there (room for a legitimately non-linear mix where the
+    sources have structure) and less BLOTCH_EPS (the ridge's own shrinkage), is the excess.
+    The map is the mean over the bands. Returned at the reduced size.
+    """
+    factor = blotch_factor(np.shape(fused))
+    planes = [_reduce_for_blotch(np.asarray(x, dtype=np.float64), factor)
+              for x in (ir, vi, fused)]
+    total = np.zeros(planes[2].shape)
+    for sigma in BLOTCH_SIGMAS:
+        i, v, f = [_dog_band(p, sigma) for p in planes]
+
+        def local(x, sigma=sigma):
+            return cv2.GaussianBlur(x, (0, 0), 2 * sigma, borderType=cv2.BORDER_REFLECT_101)
+
+        e_ii, e_vv, e_ff = local(i * i), local(v * v), local(f * f)
+        e_iv, e_if, e_vf = local(i * v), local(i * f), local(v * f)
+        s_ii, s_vv = e_ii + BLOTCH_EPS, e_vv + BLOTCH_EPS
+        determinant = s_ii * s_vv - e_iv * e_iv
+        a = (s_vv * e_if - e_iv * e_vf) / determinant
+        b = (s_ii * e_vf - e_iv * e_if) / determinant
+        residual = (e_ff - 2 * (a * e_if + b * e_vf)
+                    + a * a * e_ii + 2 * a * b * e_iv + b * b * e_vv)
+        total += np.maximum(residual - BLOTCH_KAPPA * (e_ii + e_vv) - BLOTCH_EPS, 0.0)
+    return total / len(BLOTCH_SIGMAS)
+
+
+def blotch(ir, vi, fused):
+    """Blotch measure in grey levels: sqrt of the mean of :func:`blotch_map`; LOWER is better.
+
+    The band-pass structure of the fused image at 1/80 to 1/10 of the image size (blotches,
+    block edges of a coarse weight map, rims) that no local linear mix of the sources' bands
+    explains, beyond 15 % of the sources' own band energy there. 0 for a copy of a source and for
+    any fixed weighted average; about 0 for per-pixel weights and pyramid fusion. Not a
+    published metric: defined and tested here (docs/metrics.md). Colour per channel.
+    """
+    ir, vi, fused = _check_triple(ir, vi, fused)
+
+    def single(i, v, f):
+        return math.sqrt(float(np.mean(blotch_map(_vifb_grey(i, False), _vifb_grey(v, False),
+                                                  _vifb_grey(f, False)))))
+
+    return _mean_over_channels(single, ir, vi, fused)
+
+
+# ----------------------------------------------------- resolution and shift agreement checks
+
+
+def _agreement(a, b, margin=0):
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if margin:
+        a = a[margin:-margin, margin:-margin]
+        b = b[margin:-margin, margin:-margin]
+    difference = np.abs(a - b)
+    if difference.ndim == 3:
+        difference = difference.mean(axis=2)
+    mse = float(np.mean(difference ** 2))
+    # Mean absolute difference over 16 x 16 blocks: a local disagreement (one block of a coarse
+    # weight map) shows here even when the image-wide mean is small.
+    block = _block_reduce(difference, 16, np.mean) if min(difference.shape) >= 16 else difference
+    return {'mae': float(np.mean(difference)),
+            'psnr': 10.0 * math.log10(255.0 ** 2 / mse) if mse > 0 else float('inf'),
+            'p99': float(np.percentile(difference, 99)),
+            'max_block_mae': float(np.max(block))}
+
+
+def resolution_check(fuse, ir, vi, scale=0.5, margin=8):
+    """Does ``fuse`` give the same picture at full size and at ``scale`` times the size?
+
+    ``fuse(ir, vi) -> fused``: any fusion callable on arrays of one size (0..255 values, grey
+    or colour as the caller wants). The full-size result is reduced to the small size
+    (INTER_AREA) and compared with the fusion of the reduced inputs, so the unavoidable loss of
+    fine detail at the small size does not count; only a dependence of the fusion itself on
+    the resolution does. Returns {'mae', 'psnr', 'p99', 'max_block_mae'} (grey levels, dB;
+    ``margin`` pixels of border left out at the small size).
+    """
+    height, width = np.shape(ir)[:2]
+    small = (max(2, int(round(width * scale))), max(2, int(round(height * scale))))
+    full = np.asarray(fuse(ir, vi), dtype=np.float32)
+    reduced = [cv2.resize(np.asarray(x, dtype=np.float32), small, interpolation=cv2.INTER_AREA)
+               for x in (ir, vi)]
+    fused_small = np.asarray(fuse(*reduced), dtype=np.float64)
+    full_reduced = cv2.resize(full, small, interpolation=cv2.INTER_AREA)
+    return _agreement(full_reduced, fused_small, margin)
+
+
+def shift_check(fuse, ir, vi, shift=(5, 3), margin=16):
+    """Does ``fuse``'s output move with its input? (tiles, windows or a coarse grid would not.)
+
+    The inputs are cropped by ``shift`` = (rows, cols) pixels at the top left, fused, and
+    compared with the full fusion cropped the same way, leaving ``margin`` border pixels out.
+    Returns {'mae', 'psnr', 'p99', 'max_block_mae'} like :func:`resolution_check`.
+    """
+    rows, cols = shift
+    full = np.asarray(fuse(ir, vi), dtype=np.float64)
+    shifted = np.asarray(fuse(np.asarray(ir)[rows:, cols:], np.asarray(vi)[rows:, cols:]),
+                         dtype=np.float64)
+    return _agreement(full[rows:, cols:], shifted, margin)
+
+
 # --------------------------------------------------------------------------- evaluate
 
 
@@ -728,45 +961,62 @@ def _vifb_toolbox_values(ir, vi, fused, names=None):
         'Qcb': lambda: qcb(ir, vi, fused),
         'Qcv': lambda: qcv(ir, vi, fused),
     }
-    return {name: functions[name]() for name in (names or functions)}
+    return {name: functions[name]() for name in (functions if names is None else names)}
 
 
-def _evaluate_vifb(ir, vi, fused):
-    values = _vifb_toolbox_values(ir, vi, fused)
-    values['SCD'] = scd(ir, vi, fused)
-    values['CC'] = correlation_coefficient(ir, vi, fused)
-    values['VIF'] = vif(ir, vi, fused)
-    return {name: values[name] for name in METRIC_NAMES}
+def _evaluate_vifb(ir, vi, fused, names=METRIC_NAMES):
+    values = _vifb_toolbox_values(ir, vi, fused, names=[n for n in names if n in VIFB_COLUMNS])
+    others = {
+        'SCD': lambda: scd(ir, vi, fused),
+        'CC': lambda: correlation_coefficient(ir, vi, fused),
+        'VIF': lambda: vif(ir, vi, fused),
+        'Nabf': lambda: nabf(ir, vi, fused),
+        'Blotch': lambda: blotch(ir, vi, fused),
+    }
+    values.update({name: others[name]() for name in names if name in others})
+    return {name: values[name] for name in names}
 
 
-def _evaluate_common(ir, vi, fused):
+def _evaluate_common(ir, vi, fused, names=METRIC_NAMES):
     # An 8-bit grey image, as evaluators that read files with cv2.IMREAD_GRAYSCALE see it.
     ir, vi, fused = (_round_half_away(rgb2gray(x, round_uint8=False)).astype(np.uint8)
                      for x in (ir, vi, fused))
     shared = [name for name in VIFB_COLUMNS if name not in ('MI', 'SSIM', 'PSNR', 'RMSE')]
-    values = _vifb_toolbox_values(ir, vi, fused, names=shared)
-    values['MI'] = mutual_information(ir, vi, fused, bits=True)
-    values['SSIM'] = ssim(ir, vi, fused, reduction='mean')
-    values['PSNR'], values['RMSE'] = _common_psnr_rmse(ir, vi, fused)
-    values['SCD'] = scd(ir, vi, fused)
-    values['CC'] = correlation_coefficient(ir, vi, fused)
-    values['VIF'] = vif(ir, vi, fused)
-    return {name: values[name] for name in METRIC_NAMES}
+    values = _vifb_toolbox_values(ir, vi, fused, names=[n for n in names if n in shared])
+    others = {
+        'MI': lambda: mutual_information(ir, vi, fused, bits=True),
+        'SSIM': lambda: ssim(ir, vi, fused, reduction='mean'),
+        'PSNR': lambda: _common_psnr_rmse(ir, vi, fused)[0],
+        'RMSE': lambda: _common_psnr_rmse(ir, vi, fused)[1],
+        'SCD': lambda: scd(ir, vi, fused),
+        'CC': lambda: correlation_coefficient(ir, vi, fused),
+        'VIF': lambda: vif(ir, vi, fused),
+        'Nabf': lambda: nabf(ir, vi, fused),
+        'Blotch': lambda: blotch(ir, vi, fused),
+    }
+    values.update({name: others[name]() for name in names if name in others})
+    return {name: values[name] for name in names}
 
 
-def evaluate(ir, vi, fused, convention='vifb'):
+def evaluate(ir, vi, fused, convention='vifb', names=None):
     """All metrics of one ir / vi / fused triple as ``{name: float}`` (see :data:`METRIC_NAMES`).
 
     ``convention='vifb'`` reproduces the VIFB toolbox (MI in nats, SSIM summed, colour per
     channel); ``'common'`` scores grey versions with MI in bits and SSIM averaged. Units per
-    key: :func:`metric_units`. Raises ImageEncodingError for unusable arrays, ConfigError for an
-    unknown convention.
+    key: :func:`metric_units`. ``names``: compute only these metrics (default: all; the others
+    cost time on large images). Raises ImageEncodingError for unusable arrays, ConfigError for
+    an unknown convention or metric name.
     """
     _check_convention(convention)
+    if names is None:
+        names = METRIC_NAMES
+    unknown = sorted(set(names) - set(METRIC_NAMES))
+    if unknown:
+        raise ConfigError(f'unknown metric name(s) {unknown}; known: {METRIC_NAMES}')
     ir, vi, fused = _check_triple(ir, vi, fused)
     if convention == 'vifb':
-        return _evaluate_vifb(ir, vi, fused)
-    return _evaluate_common(ir, vi, fused)
+        return _evaluate_vifb(ir, vi, fused, tuple(names))
+    return _evaluate_common(ir, vi, fused, tuple(names))
 
 
 def load_image(path):

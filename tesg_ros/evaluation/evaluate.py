@@ -58,7 +58,7 @@ METHOD_TITLES = {'model': 'TeSG model', 'ir': 'IR copy', 'visible': 'visible cop
                  'average': 'pixel average'}
 STAGES = ('normalise', 'register', 'semantics', 'network', 'colour', 'total')
 # Metrics where a smaller value is better (the report marks the best value per row).
-LOWER_IS_BETTER = frozenset({'CE', 'RMSE', 'Qcv'})
+LOWER_IS_BETTER = frozenset({'CE', 'RMSE', 'Qcv', 'Nabf', 'Blotch'})
 _VERSIONED_PACKAGES = ('torch', 'numpy', 'opencv-python-headless', 'scipy', 'rosbags',
                        'transformers', 'matplotlib', 'safetensors')
 # Longest side of a montage tile kept for the report (memory stays bounded on long bags).
