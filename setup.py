@@ -42,6 +42,7 @@ setup(
             'tesg-eval = tesg_ros.evaluation.cli:main',
             'tesg-replay = tesg_ros.replay:main',
             'tesg-train = tesg_ros.training.cli:main',
+            'tesg-export = tesg_ros.tools.export_onnx:main',
         ],
     },
 )

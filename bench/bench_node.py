@@ -177,6 +177,9 @@ def main(argv=None):
     parser.add_argument('--max-wait', type=float, default=None,
                         help='worker.max_wait in s (default: the node parameter default; '
                              '0 = fuse every pair the worker takes, rate first)')
+    parser.add_argument('--set', dest='set_values', action='append', default=[],
+                        metavar='NAME=VALUE', help='any node parameter, e.g. '
+                        'model.backend=onnxruntime, model.max_pixels=230400 (repeatable)')
     parser.add_argument('--publisher-nice', type=int, default=0,
                         help='nice increment of the cameras/consumer process (e.g. 10)')
     parser.add_argument('--baseline-runs', type=int, default=20,
@@ -199,7 +202,10 @@ def main(argv=None):
         overrides['model.threads'] = args.threads
     if args.max_wait is not None:
         overrides['worker.max_wait'] = args.max_wait
+    from tesg_ros.replay import parse_set_values
+    overrides.update(parse_set_values(args.set_values))
     node = FusionNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+    max_wait_used = node.get_parameter('worker.max_wait').value
     baseline = engine_baseline(node.engine, args)
     executor = SingleThreadedExecutor()  # as fusion_node's main()
     executor.add_node(node)
@@ -249,7 +255,9 @@ def main(argv=None):
           f'threads {snapshot.get("torch_threads")}; device {snapshot.get("device")} '
           f'({snapshot.get("dtype")}); semantics {args.semantics} every '
           f'{args.semantics_period:g} s; cameras nice '
-          f'{args.publisher_nice}; weights {snapshot.get("weights")}')
+          f'{args.publisher_nice}; weights {snapshot.get("weights")}; backend '
+          f'{snapshot.get("backend", "torch")}; max_pixels {snapshot.get("max_pixels", 0)}; '
+          f'worker.max_wait {max_wait_used}')
     print(f'- GLIBC_TUNABLES={os.environ.get("GLIBC_TUNABLES", "(unset)")}')
     print(f'- command: python bench/bench_node.py {" ".join(sys.argv[1:])}')
     print()

@@ -7,11 +7,16 @@
 2. The shipped weights on the repository's TNO 19 pair (``test/data``, thermal masks, a fixed
    text vector) in float16 against float32 on the same device: the largest and mean difference
    of the fused luma in grey levels.
+3. ONNX Runtime (``model.backend: onnxruntime``): the network exported by ``tesg-export`` (or
+   ``--onnx FILE``) on every execution provider present (TensorRT with float16, CUDA, CPU),
+   timed beside torch at 640x480 and 1920x1080, with the largest difference to torch float32
+   on the TNO pair. Providers that are absent are reported as such, not skipped silently;
+   ``--skip-ort`` leaves this part out.
 
 Needs only torch, numpy, OpenCV and safetensors (no ROS, no ``../shared``), so it runs with a
 GPU machine's own python3 from the repository root::
 
-    PYTHONPATH=. python3 bench/device_check.py --device cuda
+    PYTHONPATH=. python3 bench/device_check.py --device cuda [--onnx tesg_fusion.onnx]
     . scripts/env.sh && python bench/device_check.py --device cpu   # a dry run here
 
 On a CPU the timings are float32 only and the float16 comparison uses torch's CPU kernels.
@@ -57,10 +62,97 @@ def float16_difference(device, weights=WEIGHTS, name='19'):
     return float(difference.max()), float(difference.mean())
 
 
+def ort_check(device, onnx_path='', runs=50, sizes=((640, 480), (1920, 1080))):
+    """Time ONNX Runtime per execution provider beside torch; print a Markdown table."""
+    import copy
+    import statistics
+    import time
+
+    import numpy as np
+    import torch
+
+    try:
+        import onnxruntime
+    except ImportError:
+        print('## ONNX Runtime: not installed (pip install onnxruntime-gpu==1.32.0 matching '
+              'your CUDA, see docs/benchmarks.md)', flush=True)
+        return
+    from tesg_ros.network.ort_backend import CPU, CUDA, OrtFusionNet, TENSORRT
+    from tesg_ros.network.weights import load_fusion_net
+    from tesg_ros.tools.export_onnx import ensure_onnx
+
+    available = onnxruntime.get_available_providers()
+    print(f'## ONNX Runtime {onnxruntime.__version__}: providers available '
+          f'{", ".join(available)}', flush=True)
+    path = ensure_onnx(str(WEIGHTS), onnx_path)
+    net = load_fusion_net(str(WEIGHTS), device='cpu').eval().to(device)
+    on_gpu = torch.device(device).type == 'cuda'
+    index = torch.device(device).index or 0
+    candidates = [('cpu', CPU)]
+    if on_gpu:
+        candidates = [(f'cuda:{index}', TENSORRT), (f'cuda:{index}', CUDA)] + candidates
+    print('| runtime | size | median ms | p90 ms | max diff vs torch float32 (grey levels) |')
+    print('|---|---|---|---|---|')
+    for width, height in sizes:
+        generator = np.random.default_rng(0)
+        arrays = (generator.random((height, width), np.float32),
+                  generator.random((height, width), np.float32),
+                  (generator.random((net.config.mask_channels, height, width)) > 0.8).astype(
+                      np.float32),
+                  generator.normal(size=net.config.text_dim).astype(np.float32) / 20)
+        with torch.inference_mode():
+            tensors = [torch.from_numpy(a).to(device) for a in (
+                arrays[0][None, None], arrays[1][None, None], arrays[2][None], arrays[3][None])]
+            reference = net(*tensors)[0, 0].float().cpu().numpy()
+            for label, model, inputs in (
+                    [('torch float32', net, tensors)]
+                    + ([('torch float16', copy.deepcopy(net).half(), [t.half() for t in tensors])]
+                       if on_gpu else [])):
+                times = []
+                for run in range(runs + 5):
+                    start = time.perf_counter()
+                    with torch.inference_mode():
+                        fused = model(*inputs)[0, 0].float().cpu().numpy()
+                    if run >= 5:
+                        times.append((time.perf_counter() - start) * 1e3)
+                times.sort()
+                print(f'| {label} | {width}x{height} | {statistics.median(times):.2f} | '
+                      f'{times[int(0.9 * (len(times) - 1))]:.2f} | '
+                      f'{np.abs(fused - reference).max() * 255:.2f} |', flush=True)
+        for provider_device, provider in candidates:
+            if provider not in available:
+                print(f'| {provider} | {width}x{height} | absent | | |', flush=True)
+                continue
+            try:
+                runner = OrtFusionNet(path, device=provider_device, half=True, only=provider)
+            except Exception as error:  # noqa: BLE001 - report, go on with the next one
+                print(f'| {provider} | {width}x{height} | failed: {error} | | |', flush=True)
+                continue
+            if runner.provider != provider:
+                print(f'| {provider} | {width}x{height} | not used (session on '
+                      f'{runner.provider}) | | |', flush=True)
+                continue
+            for _ in range(5 if provider != TENSORRT else 3):  # TensorRT builds its engine
+                runner(*arrays)
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                fused = runner(*arrays)
+                times.append((time.perf_counter() - start) * 1e3)
+            times.sort()
+            label = provider + (' fp16' if runner.half else '')
+            print(f'| {label} | {width}x{height} | {statistics.median(times):.2f} | '
+                  f'{times[int(0.9 * (len(times) - 1))]:.2f} | '
+                  f'{np.abs(fused - reference).max() * 255:.2f} |', flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--device', default='cuda', help='cuda[:N] or cpu (dry run)')
     parser.add_argument('--runs', type=int, default=200, help='timed runs per size')
+    parser.add_argument('--onnx', default='', help='tesg-export output (default: exported '
+                        'into the cache on first use, a minute or two)')
+    parser.add_argument('--skip-ort', action='store_true', help='leave out ONNX Runtime')
     args = parser.parse_args(argv)
 
     import torch
@@ -81,6 +173,8 @@ def main(argv=None):
     largest, mean = float16_difference(args.device)
     print(f'## float16 vs float32 on {args.device}, TNO 19 (test/data), fused luma: max '
           f'{largest:.2f}, mean {mean:.3f} grey levels', flush=True)
+    if not args.skip_ort:
+        ort_check(args.device, args.onnx, runs=max(10, args.runs // 4))
 
 
 if __name__ == '__main__':

@@ -6,10 +6,10 @@
         rgb_image_topic:=/camera/color/image_raw thermal_image_topic:=/thermal/image_raw
 
 The node is a lifecycle (managed) node. Where launch_ros has ``LifecycleNode(autostart=...)``
-(Jazzy and later) launch drives configure + activate; elsewhere (Humble) the node's own
-``autostart`` parameter does. ``autostart:=false`` leaves it unconfigured for a lifecycle
-manager. Where ``ros2 launch`` is unavailable the same node runs as a console script with the
-same ``--ros-args`` (see the README).
+launch drives configure + activate; elsewhere the node's own ``autostart`` parameter does.
+``autostart:=false`` leaves it unconfigured for a lifecycle manager. Where ``ros2 launch`` is
+unavailable the same node runs as a console script with the same ``--ros-args`` (see the
+README).
 """
 
 import inspect
@@ -24,8 +24,22 @@ from launch_ros.parameter_descriptions import ParameterValue
 
 
 def _launch_drives_lifecycle():
-    """True where launch_ros's LifecycleNode can configure + activate the node itself."""
-    return 'autostart' in inspect.signature(LifecycleNode.__init__).parameters
+    """True where launch_ros's LifecycleNode can configure + activate the node itself.
+
+    launch_ros takes ``autostart`` as a keyword of ``Node.__init__`` that ``LifecycleNode``
+    passes on through ``**kwargs`` (ros2/launch_ros#430), so every ``__init__`` the keyword
+    can reach along the MRO is searched, stopping at one without ``**kwargs``.
+    """
+    for cls in LifecycleNode.__mro__:
+        init = cls.__dict__.get('__init__')
+        if init is None:
+            continue
+        parameters = inspect.signature(init).parameters
+        if 'autostart' in parameters:
+            return True
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return False
+    return False
 
 
 def _fusion_node(context):

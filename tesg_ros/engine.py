@@ -22,6 +22,11 @@ from tesg_ros.paths import share_path
 
 DEFAULT_WEIGHTS = ('model', 'tesg_fusion.safetensors')
 SEMANTICS_MODES = ('live', 'replay', 'disabled')
+# Version of the JSON on the semantics topic (docs/node.md, "The semantics message"): the
+# major number changes when a field is removed or changes meaning, the minor when one is added.
+SEMANTICS_SCHEMA = 'tesg_ros/semantics/1.0'
+SEMANTICS_FIELDS = ('schema', 'description', 'phrases', 'source', 'model_id', 'age_s', 'error')
+BACKENDS = ('torch', 'onnxruntime')
 
 # node parameter -> ThermalNormalizer.from_config key
 _THERMAL_KEYS = {
@@ -49,11 +54,21 @@ def registration_config(params):
     config = {'mode': params['registration.mode'],
               'crop_to_overlap': params['registration.crop_to_overlap']}
     if config['mode'] == 'identity':
+        # Same aspect ratio: scaled, with a warning. Another aspect ratio is a stretch, refused
+        # unless registration.allow_stretch (registration.py).
         config['allow_resize'] = True
+        config['allow_stretch'] = bool(params.get('registration.allow_stretch', False))
     if params['registration.file']:
         config['homography_file'] = params['registration.file']
     elif config['mode'] == 'homography':
         config['homography'] = list(params['registration.homography'])
+    if config['mode'] == 'plane':
+        # The parameter extrinsics; the node replaces them by TF's (FusionEngine.set_extrinsics).
+        config['extrinsics'] = {
+            'translation': list(params['registration.extrinsics.translation']),
+            'rpy': list(params['registration.extrinsics.rpy'])}
+        config['plane'] = {'normal': list(params['registration.plane.normal']),
+                           'distance': params['registration.plane.distance']}
     return config
 
 
@@ -68,6 +83,9 @@ class EngineSettings:
     half: bool = True
     threads: int = 0
     semantics: dict = field(default_factory=dict)
+    backend: str = 'torch'
+    onnx: str = ''
+    max_pixels: int = 0
 
     @classmethod
     def from_params(cls, params):
@@ -77,18 +95,29 @@ class EngineSettings:
         return cls(thermal=thermal_config(params), registration=registration_config(params),
                    weights=params['model.weights'], device=params['model.device'],
                    half=params['model.half'], threads=params.get('model.threads', 0),
-                   semantics=semantics)
+                   semantics=semantics, backend=params.get('model.backend', 'torch'),
+                   onnx=params.get('model.onnx', ''),
+                   max_pixels=params.get('model.max_pixels', 0))
 
 
 @dataclass
 class FusedFrame:
-    """One fused frame: ``bgr`` (H, W, 3) uint8 in the RGB camera's (cropped) grid."""
+    """One fused frame: ``bgr`` (H, W, 3) uint8 in the RGB camera's (cropped) grid.
+
+    ``masks`` (M, H, W) are the network's mask input; ``phrase_masks`` (P, H, W) the mask of
+    each phrase before they were fitted to M channels, ``phrases`` the phrases when known
+    (same order). ``weights`` (H, W) float32 in [0, 1] is the network's infrared share
+    (fused luma = vis + w (ir - vis) + detail), computed only when ``process`` was asked for it.
+    """
 
     bgr: np.ndarray
     roi: tuple
     timings_ms: dict
     thermal_registered: np.ndarray = None
     masks: np.ndarray = None
+    weights: np.ndarray = None
+    phrase_masks: np.ndarray = None
+    phrases: tuple = ()
 
 
 def resolve_device(requested, half):
@@ -154,7 +183,15 @@ class FusionEngine:
         self.normalizer = ThermalNormalizer.from_config(settings.thermal)
         self.registration = None
         self._registration_error = ''
-        self.device, self.dtype = resolve_device(settings.device, settings.half)
+        self._init_geometry()
+        if settings.backend not in BACKENDS:
+            raise ConfigError(f'model.backend must be one of {", ".join(BACKENDS)}, got '
+                              f'{settings.backend!r}')
+        if settings.max_pixels < 0:
+            raise ConfigError(f'model.max_pixels must be >= 0, got {settings.max_pixels}')
+        # ONNX Runtime picks its own device (execution providers); torch keeps the CPU copy.
+        self.device, self.dtype = resolve_device(
+            settings.device if settings.backend == 'torch' else 'cpu', settings.half)
         if settings.threads > 0:
             import torch
             torch.set_num_threads(settings.threads)  # process-wide, as torch defines it
@@ -168,6 +205,9 @@ class FusionEngine:
         if net is None:
             net = self._load_net(settings.weights)
         self.net = net.to(self.device, self.dtype).eval()
+        self.ort = None
+        if settings.backend == 'onnxruntime':
+            self.ort = self._build_ort(settings)
         config = self.net.config
         self.mask_channels = config.mask_channels
         self.text_dim = config.text_dim
@@ -192,6 +232,15 @@ class FusionEngine:
         path = weights or str(share_path(*DEFAULT_WEIGHTS))
         self.weights_path = path
         return load_fusion_net(path, device='cpu')  # ConfigError naming the file if bad
+
+    def _build_ort(self, settings):
+        from tesg_ros.network.ort_backend import OrtFusionNet
+        from tesg_ros.tools.export_onnx import ensure_onnx
+
+        path = ensure_onnx(self.weights_path or settings.weights or None, settings.onnx,
+                           logger=self._logger)
+        return OrtFusionNet(path, device=settings.device, half=settings.half,
+                            threads=settings.threads, logger=self._logger)
 
     def _build_sig(self, semantics):
         from tesg_ros.sig import MaskRefresher, OfflineDescriber, SemanticInformationGenerator
@@ -227,7 +276,7 @@ class FusionEngine:
                 trust_remote_code=semantics.get('vlm.trust_remote_code', False))
             source = 'vlm'
         else:
-            fallback = OfflineDescriber()
+            fallback = OfflineDescriber(hog_height=semantics.get('offline.hog_height', 920))
             source = 'describer'
         self._describer = _OperatorAwareDescriber(fallback, semantics.get('prompt', ''))
         return SemanticInformationGenerator(
@@ -242,10 +291,17 @@ class FusionEngine:
 
     # ------------------------------------------------------------------ per frame
     def _registration_for(self, thermal_shape, rgb_shape):
-        from tesg_ros.registration import Registration
-
         thermal_size = (thermal_shape[1], thermal_shape[0])
         rgb_size = (rgb_shape[1], rgb_shape[0])
+        if self.settings.registration.get('mode') == 'plane':
+            return self._plane_registration(thermal_size, rgb_size)
+        builds = 0 if self.registration is None else self.registration.build_count
+        self._registration_built(self._simple_registration(thermal_size, rgb_size), builds)
+        return self.registration
+
+    def _simple_registration(self, thermal_size, rgb_size):
+        from tesg_ros.registration import Registration
+
         if self.registration is None:
             self.registration = Registration.from_config(
                 self.settings.registration, thermal_size, rgb_size)
@@ -253,13 +309,14 @@ class FusionEngine:
             self.registration.update(thermal_size=thermal_size, rgb_size=rgb_size)
         return self.registration
 
-    def process(self, thermal, rgb_bgr, thermal_valid=None):
+    def process(self, thermal, rgb_bgr, thermal_valid=None, want_weights=False):
         """Fuse one pair.
 
         thermal: (Ht, Wt) uint8/uint16/float32 raw thermal; thermal_valid: optional bool mask.
         rgb_bgr: (H, W, 3) uint8. Returns a :class:`FusedFrame` in the RGB grid, cropped to
         the overlap when ``registration.crop_to_overlap`` is set; ``timings_ms`` holds the
         stages normalise, register, semantics, network (luma + forward), colour and total.
+        ``want_weights``: also return the network's infrared-share map (FusedFrame.weights).
         """
         from tesg_ros.network.colour import luma_from_bgr_uint8, restore_colour_uint8
 
@@ -279,30 +336,59 @@ class FusionEngine:
         except CalibrationError as error:
             self._registration_error = str(error)
             raise
+        self._registration_error = ''
         ir_grid, visible, _ = registration.register(ir, rgb_bgr)
         visible = np.ascontiguousarray(visible)
         ir_grid = np.ascontiguousarray(ir_grid, dtype=np.float32)
+        work_visible, work_ir = visible, ir_grid
+        working = working_size(visible.shape[:2], self.settings.max_pixels)
+        if working != visible.shape[:2]:
+            work_visible, work_ir = _shrink(visible, working), _shrink(ir_grid, working)
         timings['register'] = _lap(mark)
 
         mark = time.perf_counter()
-        masks, text = self._semantics(visible, ir_grid)
+        masks, text = self._semantics(work_visible, work_ir)
         timings['semantics'] = _lap(mark)
 
         mark = time.perf_counter()
         # Y of full-range BT.601 YCbCr in [0, 1], as network.colour computes it for training.
         vis_y = luma_from_bgr_uint8(visible)
-        fused_y = self._forward(ir_grid, vis_y, masks, text)
+        weights = None
+        if work_visible is visible:
+            if want_weights:
+                fused_y, weights = self._forward_with_weights(ir_grid, vis_y, masks, text)
+            else:
+                fused_y = self._forward(ir_grid, vis_y, masks, text)
+        else:
+            work_y = luma_from_bgr_uint8(work_visible)
+            if want_weights:
+                fused_work, weights = self._forward_with_weights(work_ir, work_y, masks, text)
+            else:
+                fused_work = self._forward(work_ir, work_y, masks, text)
+            upsample = time.perf_counter()
+            fused_y = guided_upsample(fused_work, (work_ir, work_y), (ir_grid, vis_y))
+            masks = _grow(masks, visible.shape[:2])
+            # The debug outputs in the fused image's grid too.
+            if weights is not None:
+                weights = _grow(weights[None], visible.shape[:2])[0]
+            phrase_masks, phrases = self._phrase_masks
+            if phrase_masks is not None:
+                self._phrase_masks = (_grow(phrase_masks, visible.shape[:2]), phrases)
+            timings['upsample'] = _lap(upsample)
         timings['network'] = _lap(mark)
 
         mark = time.perf_counter()
         bgr = restore_colour_uint8(fused_y, vis_y, visible)
         timings['colour'] = _lap(mark)
         timings['total'] = _lap(start)
+        phrase_masks, phrases = self._phrase_masks
         return FusedFrame(bgr=bgr, roi=tuple(registration.roi), timings_ms=timings,
-                          thermal_registered=ir_grid, masks=masks)
+                          thermal_registered=ir_grid, masks=masks, weights=weights,
+                          phrase_masks=phrase_masks, phrases=phrases)
 
     def _semantics(self, visible, thermal):
         height, width = thermal.shape
+        self._phrase_masks = (None, ())
         if self.sig is None:
             return np.zeros((self.mask_channels, height, width), np.float32), self._zero_text
         if self._semantics_mode == 'replay':
@@ -314,7 +400,11 @@ class FusionEngine:
             masks = self.sig.mask_backend(visible, thermal, phrases)
         else:
             masks, text = self.sig(visible, thermal)
-        return fit_masks(np.asarray(masks, np.float32), self.mask_channels), text
+            # The snapshot the masks were made from, unless the refresher replaced it since.
+            phrases = tuple(self.sig.semantics().phrases)
+        masks = np.asarray(masks, np.float32)
+        self._phrase_masks = (masks, phrases if len(phrases) == masks.shape[0] else ())
+        return fit_masks(masks, self.mask_channels), text
 
     def _forward(self, ir, vis_y, masks, text):
         """(H, W) ir and vis_y, (C, H, W) masks, (D,) text, float32 -> (H, W) float32 in [0, 1].
@@ -322,6 +412,8 @@ class FusionEngine:
         On the CPU in float32 the inputs are wrapped, not copied; on CUDA they go through
         reused pinned host buffers (one upload each, asynchronous).
         """
+        if self.ort is not None:
+            return self.ort(ir, vis_y, masks, text)
         import torch
 
         arrays = (ir[None, None], vis_y[None, None], masks[None],
@@ -377,6 +469,7 @@ class FusionEngine:
         if self.sig is not None:
             self.sig.refresher.period_s = float(params['semantics.period'])
             self.set_operator_prompt(params['semantics.prompt'])
+        self._update_plane(params)
 
     def set_operator_prompt(self, text):
         """Steer the fusion with an operator's text; empty returns to the describer."""
@@ -391,6 +484,12 @@ class FusionEngine:
         """Replay mode: use recorded semantics (the JSON of :meth:`semantics_snapshot`)."""
         if self.sig is None:
             return
+        schema = record.get('schema', SEMANTICS_SCHEMA) if isinstance(record, dict) \
+            else SEMANTICS_SCHEMA
+        if not isinstance(schema, str) or schema.rpartition('.')[0] != \
+                SEMANTICS_SCHEMA.rpartition('.')[0]:
+            raise ConfigError(f'recorded semantics have schema {schema!r}; this node reads '
+                              f'{SEMANTICS_SCHEMA} (and records without a schema field)')
         try:
             description = str(record['description'])
             phrases = tuple(str(p) for p in record['phrases'])
@@ -408,7 +507,8 @@ class FusionEngine:
             return self._snapshot
         self._snapshot_of = current
         self._snapshot = {
-            'description': current.description, 'phrases': list(current.phrases),
+            'schema': SEMANTICS_SCHEMA, 'description': current.description,
+            'phrases': list(current.phrases),
             'source': current.source, 'model_id': current.model_id,
             'age_s': round(current.age(), 3), 'error': current.error}
         return self._snapshot
@@ -439,7 +539,12 @@ class FusionEngine:
                   'torch_threads': torch.get_num_threads(),
                   'cuda_fallbacks': self.fallbacks, 'weights': self.weights_path or '',
                   'thermal_mode': self.normalizer.mode,
-                  'semantics_mode': self._semantics_mode}
+                  'semantics_mode': self._semantics_mode, 'backend': self.settings.backend,
+                  'max_pixels': self.settings.max_pixels}
+        if self.ort is not None:
+            values['device'] = self.ort.device_name
+            values['ort_providers'] = self.ort.providers
+            values['backend_fallback'] = self.ort.fallback
         stats = self.normalizer.last_stats
         if stats is not None:
             values['thermal_window'] = [round(stats.low, 3), round(stats.high, 3)]
@@ -452,6 +557,7 @@ class FusionEngine:
                 'mode', 'overlap_fraction', 'roi', 'ok', 'warnings')}
         if self._registration_error:
             values['registration_error'] = self._registration_error
+        values.update(self._geometry_diagnostics())
         if self.sig is not None:
             current = self.sig.semantics()
             values['semantics_age_s'] = round(current.age(), 2)
@@ -467,6 +573,136 @@ class FusionEngine:
     def dtype_name(self):
         return str(self.dtype).replace('torch.', '')
 
+    # ------------------------------------------------------------------ camera geometry
+    def _init_geometry(self):
+        self._camera_models = (None, None)  # (thermal, rgb) CameraModel from CameraInfo
+        self._extrinsics = None  # (R, t) from TF; None: the configuration's (parameters)
+        self._extrinsics_wait = ''  # why plane registration waits for extrinsics, '' if not
+        self._plane_key = None  # inputs of the current plane registration
+        self._plane_failed = (None, '')  # inputs that failed, and why (not rebuilt per frame)
+        self._phrase_masks = (None, ())
+
+    def set_camera_info(self, thermal_info=None, rgb_info=None):
+        """Calibration for plane registration from ``sensor_msgs/CameraInfo`` messages
+        (duck-typed; None keeps the current one). A changed calibration rebuilds the
+        registration at the next frame; an unchanged one costs a comparison. Raises
+        CalibrationError for a message that is not a usable camera model."""
+        from tesg_ros.registration import CameraModel
+
+        thermal_model, rgb_model = self._camera_models
+        if thermal_info is not None:
+            thermal_model = _same_or_new(thermal_model, CameraModel.from_camera_info(thermal_info))
+        if rgb_info is not None:
+            rgb_model = _same_or_new(rgb_model, CameraModel.from_camera_info(rgb_info))
+        self._camera_models = (thermal_model, rgb_model)  # one assignment: the worker reads it
+
+    def set_extrinsics(self, rotation=None, translation=None, waiting=''):
+        """Thermal -> RGB extrinsics for plane registration (``X_rgb = R X_thermal + t``), e.g.
+        from TF. ``waiting`` (with no extrinsics): plane registration refuses to build until
+        extrinsics are given, with this text as the reason."""
+        if rotation is None:
+            self._extrinsics, self._extrinsics_wait = None, waiting
+            return
+        self._extrinsics = (np.array(rotation, np.float64).reshape(3, 3),
+                            np.array(translation, np.float64).reshape(3))
+        self._extrinsics_wait = ''
+
+    def _update_plane(self, params):
+        if self.settings.registration.get('mode') != 'plane' or 'registration.plane.distance' \
+                not in params:
+            return
+        plane = {'normal': list(params['registration.plane.normal']),
+                 'distance': params['registration.plane.distance']}
+        if plane != self.settings.registration['plane']:
+            # A new dict in one assignment: the worker sees the old or the new plane.
+            self.settings.registration = dict(self.settings.registration, plane=plane)
+
+    def _plane_registration(self, thermal_size, rgb_size):
+        """Plane-induced registration from the CameraInfo models, the extrinsics and the
+        configured plane; rebuilt only when one of them (or an image size) changes."""
+        from tesg_ros.registration import Registration
+
+        thermal_model, rgb_model = self._camera_models
+        missing = [f'{name}/camera_info' for name, model
+                   in (('thermal', thermal_model), ('rgb', rgb_model)) if model is None]
+        if missing:
+            raise CalibrationError('plane registration waits for a calibrated CameraInfo on '
+                                   + ' and '.join(missing))
+        config = dict(self.settings.registration)
+        extrinsics = self._extrinsics
+        if extrinsics is None and self._extrinsics_wait:
+            raise CalibrationError(f'plane registration waits for the thermal -> RGB '
+                                   f'extrinsics: {self._extrinsics_wait}')
+        if extrinsics is not None:
+            config['extrinsics'] = {'translation': extrinsics[1].tolist(),
+                                    'rotation': extrinsics[0].ravel().tolist()}
+        key = (thermal_size, rgb_size, thermal_model.fingerprint(), rgb_model.fingerprint(),
+               repr(config['extrinsics']), repr(config['plane']))
+        if key == self._plane_key and self.registration is not None:
+            return self.registration
+        if key == self._plane_failed[0]:
+            raise CalibrationError(self._plane_failed[1])
+        try:
+            registration = Registration.from_config(config, thermal_size, rgb_size,
+                                                    thermal_model, rgb_model)
+        except (CalibrationError, ConfigError) as error:
+            self._plane_failed = (key, f'plane registration: {error}')
+            raise CalibrationError(self._plane_failed[1]) from None
+        self.registration, self._plane_key = registration, key
+        self._registration_built(registration, 0)
+        return registration
+
+    def _registration_built(self, registration, builds_before):
+        """Log the warnings of a new build once (e.g. an identity resize), not per frame."""
+        if registration.build_count != builds_before:
+            for message in registration.warnings:
+                self._logger.warning(f'registration: {message}')
+
+    def _geometry_diagnostics(self):
+        values = {}
+        if self.settings.registration.get('mode') == 'plane':
+            plane = self.settings.registration['plane']
+            values['registration_plane'] = {
+                'distance_m': plane['distance'], 'normal': plane['normal'],
+                'extrinsics': 'tf' if self._extrinsics is not None else (
+                    'waiting: ' + self._extrinsics_wait if self._extrinsics_wait
+                    else 'parameters'),
+                'camera_info': [name for name, model
+                                in zip(('thermal', 'rgb'), self._camera_models)
+                                if model is not None]}
+            if self.registration is not None:
+                values['registration_plane']['homography'] = [
+                    round(float(v), 6) for v in self.registration.homography.ravel()]
+        return values
+
+    def _forward_with_weights(self, ir, vis_y, masks, text):
+        """:meth:`_forward` that also returns the network's infrared share ``weight`` (H, W).
+
+        Same network, same weights; its intermediates path computes attention explicitly
+        instead of with the fused kernel, so the fused luma differs by float rounding only.
+        """
+        if getattr(self, 'ort', None) is not None:  # ONNX Runtime: the graph's output only
+            return self._forward(ir, vis_y, masks, text), None
+        import torch
+
+        arrays = (ir[None, None], vis_y[None, None], masks[None],
+                  np.asarray(text, np.float32)[None])
+        try:
+            with torch.inference_mode():
+                if self.device.type == 'cpu' and self.dtype == torch.float32:
+                    tensors = [torch.from_numpy(_writable_float32(a)) for a in arrays]
+                else:
+                    tensors = [self._staged(index, a).to(self.device, non_blocking=True)
+                               .to(self.dtype) for index, a in enumerate(arrays)]
+                fused, info = self.net(*tensors, return_intermediates=True)
+                return (fused[0, 0].float().clamp_(0.0, 1.0).cpu().numpy(),
+                        info['weight'][0, 0].float().cpu().numpy())
+        except (TypeError, KeyError, ValueError):
+            # A backend without intermediates (an exported graph): fused frame, no weights.
+            return self._forward(ir, vis_y, masks, text), None
+        except torch.cuda.OutOfMemoryError:
+            return self._forward(ir, vis_y, masks, text), None  # _forward falls back to CPU
+
     def close(self):
         """Stop the semantics thread."""
         if self.sig is not None:
@@ -480,6 +716,77 @@ class _NoMasks:
 
     def __call__(self, visible, thermal, phrases):
         return np.zeros((len(phrases), *thermal.shape[:2]), np.float32)
+
+
+def _same_or_new(current, model):
+    """Keep the current model object when the values are equal (cheap change detection)."""
+    if current is not None and current.fingerprint() == model.fingerprint():
+        return current
+    return model
+
+
+def working_size(shape, max_pixels):
+    """(height, width) the network runs at: ``shape`` scaled to at most ``max_pixels``
+    pixels, aspect kept (0 = no limit)."""
+    height, width = int(shape[0]), int(shape[1])
+    if max_pixels <= 0 or height * width <= max_pixels:
+        return height, width
+    scale = (max_pixels / float(height * width)) ** 0.5
+    return max(1, int(height * scale)), max(1, int(width * scale))
+
+
+def _shrink(image, size):
+    import cv2
+
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+def _grow(masks, size):
+    import cv2
+
+    return np.stack([cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+                     for mask in masks]) if len(masks) else np.zeros((0, *size), np.float32)
+
+
+def guided_upsample(low, low_guides, full_guides, radius=2, eps=1e-5):
+    """Bring ``low`` (h, w) back to the size of ``full_guides``, edge-aware.
+
+    A fast guided filter with a two-channel guide (the thermal and visible luma): locally
+    ``low ~ a_ir * ir + a_vis * vis + b``, fitted at the low size over (2 radius + 1)^2
+    windows, the coefficients smoothed and upsampled bilinearly, then applied to the
+    full-resolution sources. The fused luma is, locally, just such a mix (IR share, detail
+    gains), so the sources' full-resolution edges and texture come back at their own
+    positions; a bilinear upsampling of the fused image would blur them.
+    """
+    import cv2
+
+    size = (2 * radius + 1, 2 * radius + 1)
+
+    def mean(image):
+        return cv2.boxFilter(image, cv2.CV_32F, size, borderType=cv2.BORDER_REFLECT)
+
+    guide_ir, guide_vis = (np.asarray(g, np.float32) for g in low_guides)
+    low = np.asarray(low, np.float32)
+    m_ir, m_vis, m_p = mean(guide_ir), mean(guide_vis), mean(low)
+    var_ir = mean(guide_ir * guide_ir) - m_ir * m_ir + eps
+    var_vis = mean(guide_vis * guide_vis) - m_vis * m_vis + eps
+    cov_iv = mean(guide_ir * guide_vis) - m_ir * m_vis
+    cov_ip = mean(guide_ir * low) - m_ir * m_p
+    cov_vp = mean(guide_vis * low) - m_vis * m_p
+    det = var_ir * var_vis - cov_iv * cov_iv
+    a_ir = (var_vis * cov_ip - cov_iv * cov_vp) / det
+    a_vis = (var_ir * cov_vp - cov_iv * cov_ip) / det
+    b = m_p - a_ir * m_ir - a_vis * m_vis
+    full_ir, full_vis = (np.asarray(g, np.float32) for g in full_guides)
+    height, width = full_ir.shape
+
+    def up(image):
+        return cv2.resize(mean(image), (width, height), interpolation=cv2.INTER_LINEAR)
+
+    fused = up(a_ir) * full_ir
+    fused += up(a_vis) * full_vis
+    fused += up(b)
+    return np.clip(fused, 0.0, 1.0, out=fused)
 
 
 def _lap(start):

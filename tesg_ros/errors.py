@@ -11,8 +11,12 @@ class TesgError(Exception):
     """Base class of every error the tesg_ros core raises on bad input or configuration."""
 
 
-class ImageEncodingError(TesgError, ValueError):
-    """An image message cannot be converted: unknown encoding or inconsistent size/step."""
+class ImageEncodingError(TesgError, ValueError, TypeError):
+    """An image message cannot be converted: unknown encoding or inconsistent size/step.
+
+    Also a ``TypeError``, like cv_bridge's ``CvBridgeError``: code written ``except TypeError``
+    around cv_bridge calls catches it too.
+    """
 
 
 class ConfigError(TesgError, ValueError):

@@ -23,6 +23,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 
 import cv2
 import rclpy
@@ -39,7 +40,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 
-from tesg_ros import image_codec
+from tesg_ros import debug_images, image_codec
 from tesg_ros.engine import (EngineSettings, FusionEngine, registration_config, resolve_device,
                              thermal_config)
 from tesg_ros.errors import CalibrationError, ConfigError, TesgError
@@ -178,6 +179,9 @@ class FusionNode(LifecycleNode):
 
         self.engine = None
         self._fused_pub = self._fused_info_pub = self._semantics_pub = None
+        self._compressed_pub = self._debug_masks_pub = self._debug_weights_pub = None
+        self._weights_asked = False
+        self._geometry = _GeometryState()
         self._diagnostics_pub = self._diagnostics_timer = None
         self._input_subscriptions = []
         self._sync_lock = threading.Lock()
@@ -237,6 +241,7 @@ class FusionNode(LifecycleNode):
         if params['semantics.mode'] != 'replay':
             self._semantics_pub = self.create_lifecycle_publisher(String, 'semantics',
                                                                   _LATCHED_QOS)
+        self._create_extra_outputs(output_qos, overrides)
         # Diagnostics report every state, inactive included.
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._diagnostics_timer = self.create_timer(params['diagnostics.period'],
@@ -259,7 +264,7 @@ class FusionNode(LifecycleNode):
             return TransitionCallbackReturn.ERROR
         self.get_logger().info(
             f'fusion engine ready on {self.engine.device} ({self.engine.dtype_name}); '
-            f'weights: {self.engine.weights_path}')
+            f'weights: {self.engine.weights_path}' + _backend_note(self.engine))
         result = super().on_activate(state)  # enables the lifecycle publishers
         self._semantics_seen = None
         self._mailbox = LatestMailbox()
@@ -367,6 +372,7 @@ class FusionNode(LifecycleNode):
                 torch.cuda.empty_cache()
 
     def _destroy_outputs(self):
+        self._destroy_extra_outputs()
         for name in ('_fused_pub', '_fused_info_pub', '_semantics_pub'):
             publisher = getattr(self, name)
             if publisher is not None:
@@ -535,7 +541,9 @@ class FusionNode(LifecycleNode):
                 self._counters['rgb_bad_encoding'] += 1
             raise
         decoded = time.monotonic()
-        result = engine.process(thermal, rgb_bgr, thermal_valid=thermal_valid)
+        self._update_geometry(engine)
+        result = engine.process(thermal, rgb_bgr, thermal_valid=thermal_valid,
+                                want_weights=self._want_weights())
         fused = time.monotonic()
         encoding = self._params['output.encoding']
         pixels = result.bgr if encoding == 'bgr8' else cv2.cvtColor(result.bgr,
@@ -546,6 +554,7 @@ class FusionNode(LifecycleNode):
         built = time.monotonic()
         self._fused_pub.publish(image)
         self._fused_info_pub.publish(info)
+        self._publish_extra_outputs(result, rgb_msg.header)
         self._last_published_stamp = stamp
         finished = time.monotonic()
         stage_ms = dict(result.timings_ms, wait=(taken_monotonic - paired_monotonic) * 1e3,
@@ -588,6 +597,121 @@ class FusionNode(LifecycleNode):
             self._warned.add(key)
             self.get_logger().warning(message)
 
+    # ------------------------------------------------------------------ extra outputs, geometry
+    def _create_extra_outputs(self, output_qos, overrides):
+        """fused/image/compressed and the debug images (computed only while subscribed), and
+        the TF listener of plane registration."""
+        self._compressed_pub = self.create_lifecycle_publisher(
+            CompressedImage, 'fused/image/compressed', output_qos,
+            qos_overriding_options=overrides)
+        self._debug_masks_pub = self.create_lifecycle_publisher(Image, '~/debug/masks',
+                                                                output_qos)
+        self._debug_weights_pub = self.create_lifecycle_publisher(Image, '~/debug/weights',
+                                                                  output_qos)
+        self._geometry = _GeometryState(_extrinsics_source(self._params))
+        if self._geometry.source == 'tf':
+            import tf2_ros  # importable: _check_engine_settings checked it
+            self._geometry.tf_buffer = tf2_ros.Buffer()
+            self._geometry.tf_listener = tf2_ros.TransformListener(self._geometry.tf_buffer,
+                                                                   self)
+
+    def _destroy_extra_outputs(self):
+        for name in ('_compressed_pub', '_debug_masks_pub', '_debug_weights_pub'):
+            publisher = getattr(self, name)
+            if publisher is not None:
+                self.destroy_lifecycle_publisher(publisher)
+                setattr(self, name, None)
+        listener = self._geometry.tf_listener
+        if listener is not None:
+            listener.unregister()
+        self._geometry = _GeometryState()
+
+    def _publish_extra_outputs(self, result, header):
+        """Each extra output costs nothing while nobody subscribes to it."""
+        if _has_subscribers(self._compressed_pub):
+            self._compressed_pub.publish(image_codec.numpy_to_compressed(
+                result.bgr, 'bgr8; jpeg compressed bgr8', header=header,
+                message_class=CompressedImage, jpeg_quality=self._params['output.jpeg_quality']))
+        if _has_subscribers(self._debug_masks_pub):
+            masks = result.phrase_masks if result.phrase_masks is not None else result.masks
+            self._debug_masks_pub.publish(image_codec.numpy_to_image(
+                debug_images.mask_overlay(result.bgr, masks), 'bgr8', header=header))
+        if _has_subscribers(self._debug_weights_pub):
+            if result.weights is None:
+                if self._weights_asked:  # e.g. a network backend without intermediates
+                    self._warn_once('debug_weights', '~/debug/weights is subscribed but '
+                                    'the network backend gives no infrared-share map')
+                return
+            self._debug_weights_pub.publish(image_codec.numpy_to_image(
+                debug_images.weights_image(result.weights), '32FC1', header=header))
+
+    def _want_weights(self):
+        self._weights_asked = _has_subscribers(self._debug_weights_pub)
+        return self._weights_asked
+
+    def _update_geometry(self, engine):
+        """Plane registration: hand the engine the latest CameraInfo and, from TF, the
+        extrinsics (looked up at most once a second); the engine rebuilds only on change."""
+        geometry = self._geometry
+        if self._params['registration.mode'] != 'plane':
+            return
+        if geometry.engine() is not engine:  # a new activation: feed everything again
+            geometry.reset(engine)
+            if geometry.source == 'tf':
+                engine.set_extrinsics(waiting='no TF lookup yet')
+        infos = (self._thermal_info, self._rgb_info)
+        if any(new is not old for new, old in zip(infos, geometry.fed_infos)):
+            try:
+                engine.set_camera_info(*infos)
+            except TesgError as error:
+                self._record_error('camera_info', f'CameraInfo rejected: {error}')
+            geometry.fed_infos = infos
+        if geometry.source != 'tf':
+            return
+        now = time.monotonic()
+        if now - geometry.last_lookup < 1.0 and geometry.have_extrinsics:
+            return
+        geometry.last_lookup = now
+        source_frame = ((infos[0].header.frame_id if infos[0] is not None else '')
+                        or self._params['thermal.frame_id'])
+        target_frame = ((infos[1].header.frame_id if infos[1] is not None else '')
+                        or self._params['rgb.frame_id'])
+        if not source_frame or not target_frame:
+            engine.set_extrinsics(waiting='TF needs the frame_id of both CameraInfo topics '
+                                  '(or thermal.frame_id / rgb.frame_id)')
+            return
+        import tf2_ros
+        try:
+            transform = geometry.tf_buffer.lookup_transform(target_frame, source_frame,
+                                                            rclpy.time.Time())
+            from tesg_ros.registration import extrinsics_from_transform
+            rotation, translation = extrinsics_from_transform(transform)
+        except (tf2_ros.TransformException, TesgError) as error:
+            geometry.tf_error = f'{target_frame} <- {source_frame}: {error}'
+            if not geometry.have_extrinsics:  # else keep the last good transform
+                engine.set_extrinsics(waiting=f'no TF {geometry.tf_error}')
+            return
+        geometry.tf_error = ''
+        geometry.have_extrinsics = True
+        engine.set_extrinsics(rotation, translation)
+
+    def _registration_status(self, values, level, message):
+        """Registration refusing to build (e.g. identity across aspect ratios): an ERROR
+        status naming why, logged once per distinct reason; waiting for calibration: WARN."""
+        error = values.get('registration_error', '')
+        if self._geometry.tf_error:
+            values['registration_tf_error'] = self._geometry.tf_error
+        if not error or self._lifecycle_state != 'active':
+            return level, message
+        waiting = 'waits for' in error
+        if error != self._geometry.logged_error:
+            self._geometry.logged_error = error
+            log = self.get_logger().warning if waiting else self.get_logger().error
+            log(f'no fused output: {error}')
+        if waiting:
+            return max(level, DiagnosticStatus.WARN), f'no fused output: {error}'
+        return DiagnosticStatus.ERROR, f'no fused output: {error}'
+
     # ------------------------------------------------------------------ diagnostics
     def diagnostics_snapshot(self):
         """Everything /diagnostics reports, as a flat dict (also used by tests)."""
@@ -620,6 +744,21 @@ class FusionNode(LifecycleNode):
             values.update(engine.diagnostics())
         return values
 
+    def _overload_check(self, values):
+        """Overload warning over the pairs since the previous diagnostics message."""
+        now = (values['pairs'], values['published'])
+        before = getattr(self, '_overload_seen', None) or now
+        self._overload_seen = now
+        pairs, fused = now[0] - before[0], now[1] - before[1]
+        values['period_fused_share'] = round(fused / pairs, 3) if pairs else None
+        if not values['processing_ms'].get('count'):
+            return ''  # nothing fused yet: 'no fused frame published yet' says it
+        message = overload_message(pairs, fused, self._params['diagnostics.min_fused_share'],
+                                   values['processing_ms']['p50'], values['pairs_rate_hz'])
+        if message:
+            self._warn_once('overload', message)
+        return message
+
     def _publish_diagnostics(self):
         publisher = self._diagnostics_pub
         if publisher is None:
@@ -633,8 +772,16 @@ class FusionNode(LifecycleNode):
             level, message = DiagnosticStatus.WARN, 'no fused frame published yet'
         elif pair_rate < self._params['diagnostics.expected_pair_rate'] * 0.5:
             level, message = DiagnosticStatus.WARN, f'pair rate {pair_rate:.1f} Hz is low'
+        overload = self._overload_check(values)
+        if overload and self._lifecycle_state == 'active':
+            level = DiagnosticStatus.WARN
+            message = overload if message == 'fusing' else f'{message}; {overload}'
+        if values.get('backend_fallback'):
+            level = max(level, DiagnosticStatus.WARN)
+            message += f'; {values["backend_fallback"]}'
         if values['last_error']:
             message += f'; last error: {values["last_error"]}'
+        level, message = self._registration_status(values, level, message)
         status = DiagnosticStatus(
             level=level, name=f'{self.get_name()}: fusion', message=message,
             hardware_id=self.get_fully_qualified_name(),
@@ -643,6 +790,64 @@ class FusionNode(LifecycleNode):
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         publisher.publish(array)
+
+
+class _GeometryState:
+    """Per-configuration state of plane registration's inputs (worker thread only)."""
+
+    def __init__(self, source=''):
+        self.source = source  # 'tf', 'parameters' or '' (not plane mode)
+        self.tf_buffer = self.tf_listener = None
+        self.logged_error = ''
+        self.reset(None)
+
+    def reset(self, engine):
+        # A weak reference: deactivate must be able to free the engine (and its GPU memory).
+        self.engine = (lambda: None) if engine is None else weakref.ref(engine)
+        self.fed_infos = (None, None)
+        self.last_lookup = -1e9
+        self.have_extrinsics = False
+        self.tf_error = ''
+
+
+def _has_subscribers(publisher):
+    return publisher is not None and publisher.get_subscription_count() > 0
+
+
+def _tf2_importable():
+    try:
+        import tf2_ros  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _extrinsics_source(params):
+    """'tf' or 'parameters' for plane registration, '' in the other modes."""
+    if params['registration.mode'] != 'plane':
+        return ''
+    source = params['registration.extrinsics.source']
+    if source == 'auto':
+        return 'tf' if _tf2_importable() else 'parameters'
+    return source
+
+
+def overload_message(pairs, fused, min_share, fusion_ms, pair_rate_hz):
+    """The overload warning when ``fused`` of ``pairs`` (one diagnostics period) is below
+    ``min_share``, else ''. ``fusion_ms``: the worker's p50 time per fused pair."""
+    if min_share <= 0.0 or pairs < 3 or fused >= min_share * pairs:
+        return ''
+    period = f'{1e3 / pair_rate_hz:.0f} ms' if pair_rate_hz > 0 else 'unknown'
+    return (f'overloaded: fused {fused} of {pairs} pairs ({fused / pairs:.0%}, below '
+            f'{min_share:.0%}); fusion takes {fusion_ms:.0f} ms per pair against a frame '
+            f'period of {period} (consider model.max_pixels, model.backend, a GPU)')
+
+
+def _backend_note(engine):
+    ort = getattr(engine, 'ort', None)
+    if ort is None:
+        return ''
+    return f'; backend onnxruntime ({", ".join(ort.providers)})'
 
 
 _LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -656,6 +861,8 @@ def _cross_check(params):
         return 'thermal.percentile_low must be below thermal.percentile_high'
     if params['thermal.fixed_low'] >= params['thermal.fixed_high']:
         return 'thermal.fixed_low must be below thermal.fixed_high'
+    if not any(params.get('registration.plane.normal', (1.0,))):
+        return 'registration.plane.normal must be a non-zero vector'
     return ''
 
 
@@ -668,9 +875,10 @@ def _check_engine_settings(params, device=True):
     from tesg_ros.thermal import ThermalNormalizer
 
     ThermalNormalizer.from_config(thermal_config(params))
-    if device:
-        resolve_device(params['model.device'], params['model.half'])
+    if device and params.get('model.backend', 'torch') == 'torch':
+        resolve_device(params['model.device'], params['model.half'])  # ONNX Runtime falls back
     registration = registration_config(params)
+    _check_plane_settings(params, registration)
     if registration.get('homography_file'):
         load_homography_file(resolve_config_path(registration['homography_file'],
                                                  'registration.file'))
@@ -679,6 +887,24 @@ def _check_engine_settings(params, device=True):
             check_invertible(registration['homography'])
         except CalibrationError as error:
             raise ConfigError(f'registration.homography: {error}') from None
+
+
+def _check_plane_settings(params, registration):
+    """ConfigError for a plane configuration that cannot work, before any image arrives."""
+    if registration['mode'] != 'plane':
+        return
+    from tesg_ros.registration import rotation_from_spec
+
+    if params['registration.file']:
+        raise ConfigError('registration.file is a homography; it is not used with '
+                          'registration.mode plane (set one or the other)')
+    if params['registration.extrinsics.source'] == 'tf' and not _tf2_importable():
+        raise ConfigError('registration.extrinsics.source tf needs tf2_ros, which is not '
+                          'importable here; install ros-<distro>-tf2-ros or use parameters')
+    if not any(params['registration.plane.normal']):
+        raise ConfigError('registration.plane.normal must be a non-zero vector')
+    rotation_from_spec(rpy=registration['extrinsics']['rpy'],
+                       prefix='registration.extrinsics')
 
 
 def _p50_p99(summary):

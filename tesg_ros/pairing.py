@@ -17,7 +17,9 @@ Input 0 is the thermal stream, input 1 the RGB stream; pairs come out as
 ``(thermal, rgb)``. The rule (details and rationale in docs/pairing.md): thermal messages,
 in stamp order, each take the nearest queued RGB (ties: the earlier RGB) whose stamp is within
 ``slop`` of ``thermal stamp + thermal_time_offset``; each message is used at most once and
-pairs come out in increasing stamp order on both inputs.
+pairs come out in increasing stamp order on both inputs. Each input may arrive out of order by
+up to ``reorder_window`` seconds; a thermal that must leave a full queue is paired with its
+nearest queued RGB within slop rather than dropped.
 """
 
 import bisect
@@ -189,16 +191,20 @@ class ApproximateTimePairingPolicy:
     reset_jump : float > 0
         A stamp this many seconds older than the newest on its input is a time jump (bag
         loop, simulation restart): both queues are flushed and pairing starts over.
+    reorder_window : float >= 0, < reset_jump
+        Seconds by which a message may arrive after a newer-stamped message of its own input
+        (driver or network reordering). Decisions wait until no message within this window can
+        still change them; 0 assumes each input arrives in stamp order (lowest latency).
 
     :meth:`add` returns the pairs that became certain, oldest first.
     """
 
     def __init__(self, queue_size: int, slop: float, thermal_time_offset: float = 0.0,
-                 reset_jump: float = 1.0):
+                 reset_jump: float = 1.0, reorder_window: float = 0.0):
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
             raise ConfigError(f'queue_size must be an integer >= 1, got {queue_size!r}')
         for name, value in (('slop', slop), ('thermal_time_offset', thermal_time_offset),
-                            ('reset_jump', reset_jump)):
+                            ('reset_jump', reset_jump), ('reorder_window', reorder_window)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not math.isfinite(value):
                 raise ConfigError(f'{name} must be a finite number of seconds, got {value!r}')
@@ -206,6 +212,9 @@ class ApproximateTimePairingPolicy:
             raise ConfigError(f'slop must be >= 0 s, got {slop!r}')
         if reset_jump <= 0:
             raise ConfigError(f'reset_jump must be > 0 s, got {reset_jump!r}')
+        if not 0 <= reorder_window < reset_jump:
+            raise ConfigError(f'reorder_window must be >= 0 s and below reset_jump '
+                              f'({reset_jump!r} s), got {reorder_window!r}')
         self.queue_size = queue_size
         self.slop = float(slop)
         self.thermal_time_offset = float(thermal_time_offset)
@@ -213,6 +222,8 @@ class ApproximateTimePairingPolicy:
         self._slop_ns = seconds_to_ns(slop)
         self._offset_ns = seconds_to_ns(thermal_time_offset)
         self._reset_jump_ns = seconds_to_ns(reset_jump)
+        self.reorder_window = float(reorder_window)
+        self._reorder_ns = seconds_to_ns(reorder_window)
         self._inputs = (_InputState(), _InputState())
         self._paired = 0
         self._resets = 0
@@ -271,10 +282,7 @@ class ApproximateTimePairingPolicy:
         if newest is None or stamp_ns > newest:
             state.newest_raw_ns = stamp_ns
         pairs = self._match()
-        for queue_state in self._inputs:
-            overflow = len(queue_state.keys) - self.queue_size
-            if overflow > 0:
-                queue_state.evict_oldest(overflow)
+        pairs += self._bound_queues()
         self._evict_unusable_rgb()
         return pairs
 
@@ -313,49 +321,105 @@ class ApproximateTimePairingPolicy:
 
     # -- rule --------------------------------------------------------------------------------
 
+    def _future_floor(self, input_index: int):
+        """Smallest match key a message still to come on ``input_index`` can have (None: any).
+
+        In-order inputs (window 0) only bring keys above the newest; otherwise keys down to
+        ``newest - reorder_window`` may still arrive.
+        """
+        state = self._inputs[input_index]
+        if state.newest_raw_ns is None:
+            return None
+        newest = state.newest_raw_ns + (self._offset_ns if input_index == THERMAL else 0)
+        return newest + 1 if self._reorder_ns == 0 else newest - self._reorder_ns
+
+    def _nearest_rgb(self, thermal_key: int):
+        """Index of the queued RGB nearest to ``thermal_key`` (ties: the earlier), or None."""
+        rgb_keys = self._inputs[RGB].keys
+        after = bisect.bisect_left(rgb_keys, thermal_key)  # first RGB at/after the thermal
+        nearest = after - 1 if after > 0 else None
+        if after < len(rgb_keys) and (
+                nearest is None
+                or rgb_keys[after] - thermal_key < thermal_key - rgb_keys[nearest]):
+            nearest = after
+        return nearest
+
     def _match(self) -> list:
-        """Decide the oldest thermal messages for which the nearest RGB is now certain."""
+        """Decide the oldest thermal messages whose nearest RGB can no longer change."""
         thermal, rgb = self._inputs
         pairs = []
         while thermal.keys:
             thermal_key = thermal.keys[0]
-            after = bisect.bisect_left(rgb.keys, thermal_key)  # first RGB at/after the thermal
-            if after == len(rgb.keys):
-                newest_rgb = rgb.newest_raw_ns
-                # A future RGB could still be nearer (and within slop): wait.
-                if newest_rgb is None or newest_rgb - thermal_key <= self._slop_ns:
-                    break
+            thermal_floor = self._future_floor(THERMAL)
+            if thermal_floor < thermal_key:
+                break  # an older thermal may still arrive and must be decided first
+            nearest = self._nearest_rgb(thermal_key)
+            distance = None if nearest is None else abs(thermal_key - rgb.keys[nearest])
+            if distance is not None and distance > self._slop_ns:
+                distance = None
+            rgb_floor = self._future_floor(RGB)
+            # A future RGB is at or above rgb_floor; it could still be nearer (or, with no
+            # partner yet, within slop) unless the floor is past that distance.
+            if rgb_floor is None or (
+                    rgb_floor < thermal_key + distance if distance is not None
+                    else rgb_floor <= thermal_key + self._slop_ns):
+                break
+            pairs.append(self._decide_oldest_thermal(nearest if distance is not None else None))
+        return [pair for pair in pairs if pair is not None]
+
+    def _decide_oldest_thermal(self, rgb_index):
+        """Pair the oldest thermal with queued RGB ``rgb_index``, or evict it (None)."""
+        thermal, rgb = self._inputs
+        if rgb_index is None:
+            thermal.evict_oldest()
+            return None
+        # RGB older than the chosen one can no longer pair: later thermals are later.
+        rgb.evict_oldest(rgb_index)
+        rgb_key = rgb.keys[0]
+        rgb_message = rgb.pop_oldest()
+        thermal_key = thermal.keys[0]
+        thermal_message = thermal.pop_oldest()
+        dt_ns = thermal_key - rgb_key
+        self._paired += 1
+        self._last_pair_abs_dt_ns = abs(dt_ns)
+        return Pair(thermal_message, rgb_message, thermal_key - self._offset_ns, rgb_key, dt_ns)
+
+    def _decide_oldest_thermal_now(self):
+        """Decide the oldest thermal with what is queued: its nearest RGB if within slop."""
+        thermal_key = self._inputs[THERMAL].keys[0]
+        nearest = self._nearest_rgb(thermal_key)
+        if nearest is not None and \
+                abs(thermal_key - self._inputs[RGB].keys[nearest]) > self._slop_ns:
             nearest = None
-            if after > 0:
-                nearest = after - 1
-            if after < len(rgb.keys) and (
-                    nearest is None
-                    or rgb.keys[after] - thermal_key < thermal_key - rgb.keys[nearest]):
-                nearest = after
-            if nearest is None or abs(thermal_key - rgb.keys[nearest]) > self._slop_ns:
-                thermal.evict_oldest()
-                continue
-            # RGB older than the chosen one can no longer pair: later thermals are later.
-            rgb.evict_oldest(nearest)
-            rgb_key = rgb.keys[0]
-            rgb_message = rgb.pop_oldest()
-            thermal_message = thermal.pop_oldest()
-            dt_ns = thermal_key - rgb_key
-            pairs.append(Pair(thermal_message, rgb_message, thermal_key - self._offset_ns,
-                              rgb_key, dt_ns))
-            self._paired += 1
-            self._last_pair_abs_dt_ns = abs(dt_ns)
-        return pairs
+        return self._decide_oldest_thermal(nearest)
+
+    def _bound_queues(self) -> list:
+        """Keep both queues within queue_size without dropping a thermal that has a partner.
+
+        A thermal that must leave (its queue is full, or the RGB within slop of it is about to
+        be pushed out) is decided with what is queued now instead of being evicted unpaired.
+        """
+        thermal, rgb = self._inputs
+        pairs = []
+        while len(thermal.keys) > self.queue_size:
+            pairs.append(self._decide_oldest_thermal_now())
+        while len(rgb.keys) > self.queue_size:
+            if thermal.keys and abs(thermal.keys[0] - rgb.keys[0]) <= self._slop_ns:
+                pairs.append(self._decide_oldest_thermal_now())
+            else:
+                rgb.evict_oldest()
+        return [pair for pair in pairs if pair is not None]
 
     def _evict_unusable_rgb(self):
         """Evict RGB messages more than slop before every pending and future thermal."""
         thermal, rgb = self._inputs
         if thermal.keys:
-            # Pending thermals are undecided: the oldest still needs RGB >= its key - slop.
-            oldest_usable = thermal.keys[0] - self._slop_ns
+            # Pending thermals are undecided: the oldest still needs RGB >= its key - slop
+            # (an older thermal may still come within the reorder window).
+            oldest_usable = min(thermal.keys[0], self._future_floor(THERMAL)) - self._slop_ns
         elif thermal.newest_raw_ns is not None:
-            # Future thermals are newer than the newest seen (in-order inputs).
-            oldest_usable = thermal.newest_raw_ns + self._offset_ns + 1 - self._slop_ns
+            # Future thermals are at or above the floor (newer than the newest when in order).
+            oldest_usable = self._future_floor(THERMAL) - self._slop_ns
         else:
             return
         unusable = bisect.bisect_left(rgb.keys, oldest_usable)
@@ -410,13 +474,14 @@ class ApproximateTimeSynchronizer(SimpleFilter):
     """
 
     def __init__(self, fs, queue_size, slop, allow_headerless=False, *,
-                 thermal_time_offset=0.0, reset_jump=1.0):
+                 thermal_time_offset=0.0, reset_jump=1.0, reorder_window=0.0):
         super().__init__()
         if allow_headerless:
             raise ConfigError('allow_headerless=True is not supported by the builtin '
                               'synchroniser: it pairs by header stamps only')
         self.policy = ApproximateTimePairingPolicy(
-            queue_size, slop, thermal_time_offset=thermal_time_offset, reset_jump=reset_jump)
+            queue_size, slop, thermal_time_offset=thermal_time_offset, reset_jump=reset_jump,
+            reorder_window=reorder_window)
         self.queue_size = queue_size
         self.slop = slop
         self.allow_headerless = False

@@ -52,10 +52,10 @@ INTERPOLATIONS = {
 }
 MAP_TYPES = ('fixed_point', 'float32')
 # Top-level keys of Registration.from_config (config/registration_example.yaml documents them).
-CONFIG_KEYS = ('mode', 'allow_resize', 'homography', 'homography_file', 'thermal_calibration',
-               'rgb_calibration', 'extrinsics', 'plane', 'undistort_thermal', 'undistort_rgb',
-               'interpolation', 'map_type', 'crop_to_overlap', 'min_overlap', 'warn_overlap',
-               'allow_mirror')
+CONFIG_KEYS = ('mode', 'allow_resize', 'allow_stretch', 'homography', 'homography_file',
+               'thermal_calibration', 'rgb_calibration', 'extrinsics', 'plane',
+               'undistort_thermal', 'undistort_rgb', 'interpolation', 'map_type',
+               'crop_to_overlap', 'min_overlap', 'warn_overlap', 'allow_mirror')
 # dtypes cv2.remap accepts.
 _REMAP_DTYPES = (np.uint8, np.uint16, np.int16, np.float32, np.float64)
 # Map coordinate given to pixels without thermal data, far outside any image.
@@ -64,6 +64,10 @@ _OUTSIDE = -1.0e4
 # runs on a conservatively down-sampled mask (the result stays inside the valid region).
 _RECTANGLE_MAX_PIXELS = 400_000
 HOMOGRAPHY_FILE_FORMAT = 'tesg_ros/homography/v1'
+# Identity registration scales a thermal image of another size only when the aspect ratios
+# agree to this relative tolerance (1 % is one pixel in a hundred: invisible); anything more is
+# a stretch that needs allow_stretch.
+ASPECT_TOLERANCE = 0.01
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,6 +381,34 @@ def resize_homography(thermal_size, rgb_size):
                      [0.0, 0.0, 1.0]])
 
 
+def aspect_difference(thermal_size, rgb_size):
+    """Relative difference of the aspect ratios (width / height) of two ``(width, height)``."""
+    thermal_aspect = thermal_size[0] / thermal_size[1]
+    rgb_aspect = rgb_size[0] / rgb_size[1]
+    return abs(thermal_aspect - rgb_aspect) / rgb_aspect
+
+
+def _aspect_text(size):
+    divisor = math.gcd(int(size[0]), int(size[1]))
+    return f'{size[0]}x{size[1]} ({size[0] // divisor}:{size[1] // divisor})'
+
+
+def extrinsics_from_transform(transform):
+    """``(R 3x3, t (3,))`` from a duck-typed ``geometry_msgs/Transform`` (or
+    ``TransformStamped``): what ``tf2`` returns for ``lookup_transform(target=<rgb optical
+    frame>, source=<thermal optical frame>)`` maps thermal points into the RGB frame,
+    ``X_rgb = R X_thermal + t``, the convention of :func:`plane_homography`."""
+    transform = getattr(transform, 'transform', transform)
+    try:
+        translation = [float(getattr(transform.translation, axis)) for axis in 'xyz']
+        quaternion = [float(getattr(transform.rotation, axis)) for axis in 'xyzw']
+    except AttributeError as exc:
+        raise CalibrationError(f'not a geometry_msgs/Transform: {exc}') from None
+    rotation = rotation_from_spec(quaternion=quaternion, error=CalibrationError,
+                                  prefix='transform')
+    return rotation, _as_matrix(translation, (3,), 'transform.translation', CalibrationError)
+
+
 def save_homography_file(path, homography, thermal_size=None, rgb_size=None, **metadata):
     """Write H (thermal -> RGB pixels) as the YAML :func:`load_homography_file` reads."""
     homography = _as_matrix(homography, (3, 3), 'homography', CalibrationError)
@@ -574,7 +606,10 @@ class Registration:
       undistortion, optional otherwise (used for size checks and crop_camera_info).
     * ``rotation`` (3x3), ``translation`` (3,), ``plane_normal`` (3,), ``plane_distance``:
       'plane' mode (conventions in the module docstring).
-    * ``allow_resize``: identity mode with different sizes scales the thermal image.
+    * ``allow_resize``: identity mode with different sizes of the same aspect ratio (within
+      :data:`ASPECT_TOLERANCE`) scales the thermal image (a warning of the build).
+    * ``allow_stretch``: identity mode also scales between different aspect ratios, which
+      distorts the scene (otherwise CalibrationError: register the cameras instead).
     * ``undistort_thermal`` / ``undistort_rgb``: remove lens distortion (new camera matrix K).
     * ``interpolation``: 'nearest', 'linear' (default), 'cubic', 'lanczos4'.
     * ``map_type``: 'fixed_point' (default; CV_16SC2 + CV_16UC1, 6 instead of 8 bytes per
@@ -588,7 +623,8 @@ class Registration:
 
     def __init__(self, mode, thermal_size, rgb_size, *, homography=None, thermal_model=None,
                  rgb_model=None, rotation=None, translation=None, plane_normal=None,
-                 plane_distance=None, allow_resize=False, undistort_thermal=False,
+                 plane_distance=None, allow_resize=False, allow_stretch=False,
+                 undistort_thermal=False,
                  undistort_rgb=False, interpolation='linear', map_type='fixed_point',
                  crop_to_overlap=False, min_overlap=0.05, warn_overlap=0.5,
                  allow_mirror=False):
@@ -606,6 +642,7 @@ class Registration:
         self.interpolation = interpolation
         self.map_type = map_type
         self.allow_resize = bool(allow_resize)
+        self.allow_stretch = bool(allow_stretch)
         self.undistort_thermal = bool(undistort_thermal)
         self.undistort_rgb = bool(undistort_rgb)
         self.crop_to_overlap = bool(crop_to_overlap)
@@ -656,8 +693,8 @@ class Registration:
         if mode not in MODES:
             raise ConfigError(f'mode must be one of {MODES}, got {mode!r}')
         kwargs = {}
-        for key in ('allow_resize', 'undistort_thermal', 'undistort_rgb', 'crop_to_overlap',
-                    'allow_mirror'):
+        for key in ('allow_resize', 'allow_stretch', 'undistort_thermal', 'undistort_rgb',
+                    'crop_to_overlap', 'allow_mirror'):
             if key in config:
                 if not isinstance(config[key], bool):
                     raise ConfigError(f'{key} must be true or false, got {config[key]!r}')
@@ -817,6 +854,16 @@ class Registration:
         if self.mode == 'identity':
             if inputs.thermal_size == inputs.rgb_size:
                 return np.eye(3)
+            if (aspect_difference(inputs.thermal_size, inputs.rgb_size) > ASPECT_TOLERANCE
+                    and not self.allow_stretch):
+                raise CalibrationError(
+                    f'identity registration would stretch the thermal image '
+                    f'{_aspect_text(inputs.thermal_size)} to the RGB image '
+                    f'{_aspect_text(inputs.rgb_size)}: the aspect ratios differ, so the cameras '
+                    'are not registered by a resize. Set registration.mode to homography with '
+                    'a matrix from `tesg-compute-homography points ...` (or plane from both '
+                    'calibrations), or set allow_stretch (node: registration.allow_stretch) '
+                    'to accept the distortion')
             if not self.allow_resize:
                 raise CalibrationError(
                     f'identity registration needs equal sizes, but thermal is '
@@ -910,6 +957,13 @@ class Registration:
             warning_list.append(f'thermal data covers only {overlap:.1%} of the RGB image')
         if mirrored:
             warning_list.append('homography mirrors the thermal image (allow_mirror is set)')
+        if self.mode == 'identity' and inputs.thermal_size != inputs.rgb_size:
+            kind = ('stretches' if aspect_difference(inputs.thermal_size, inputs.rgb_size)
+                    > ASPECT_TOLERANCE else 'scales')
+            warning_list.append(
+                f'identity registration {kind} the thermal image '
+                f'{_aspect_text(inputs.thermal_size)} to {_aspect_text(inputs.rgb_size)} '
+                f'(x{homography[0, 0]:.3f}, y{homography[1, 1]:.3f})')
         roi = (0, 0, rgb_width, rgb_height)
         if self.crop_to_overlap:
             roi = largest_valid_rectangle(valid)

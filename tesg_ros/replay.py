@@ -390,6 +390,18 @@ class PairTracker:
             'expected_pairing': counters,
         }
 
+    def latencies_ms(self):
+        """Latency (ms) of every matched fused frame, in arrival order."""
+        with self._lock:
+            ready = dict(self._ready)
+            fused = list(self._fused)
+        seen, latencies = set(), []
+        for stamp, wall in fused:
+            if stamp not in seen and stamp in ready:
+                latencies.append((wall - ready[stamp]) * 1e3)
+            seen.add(stamp)
+        return latencies
+
 
 # ---------------------------------------------------------------------------- report
 def _fmt(value, digits=1):
@@ -447,6 +459,15 @@ def format_markdown(report):
     if node.get('pairing'):
         lines += ['', 'Node pairing counters: '
                   + ', '.join(f'{k} {v}' for k, v in node['pairing'].items())]
+    platform_info = report.get('platform') or {}
+    if platform_info:
+        lines += ['', 'Platform: ' + ', '.join(f'{k} {v}' for k, v in platform_info.items())]
+    cpu = report.get('process_cpu') or {}
+    if cpu:
+        lines += ['', f'CPU of the process ({cpu.get("covers")}): {cpu.get("seconds")} s over '
+                  f'{cpu.get("wall_seconds")} s wall = {cpu.get("cores")} cores']
+    if report.get('latency_plot'):
+        lines += ['', f'![latency histogram and CDF]({Path(report["latency_plot"]).name})']
     if report.get('warnings'):
         lines += ['', 'Warnings:', ''] + [f'- {w}' for w in report['warnings']]
     return '\n'.join(lines) + '\n'
@@ -486,10 +507,116 @@ def node_report(snapshot, baseline=None):
             key: value - base_pairing.get(key, 0)
             if isinstance(value, int) and key.split('_')[0] != 'pending' else value
             for key, value in pairing.items()}
-    for key in ('device', 'dtype', 'weights', 'sync_backend', 'last_error', 'error_kinds'):
+    for key in ('device', 'dtype', 'weights', 'sync_backend', 'last_error', 'error_kinds',
+                'backend', 'torch_threads', 'max_pixels', 'ort_providers', 'backend_fallback'):
         if key in snapshot:
             result[key] = snapshot[key]
     return result
+
+
+def overload_warning(result, node, planned_wall_seconds, min_share=0.8):
+    """A warning when the node fused fewer than ``min_share`` of the input pairs, with its
+    fusion time against the frame period (wall time per input pair); else ''."""
+    pairs = result.get('input_pairs') or 0
+    fused = result.get('fused_matched') or 0
+    if min_share <= 0.0 or pairs < 3 or fused >= min_share * pairs:
+        return ''
+    processing = ((node or {}).get('processing_ms') or {}).get('p50')
+    period_ms = planned_wall_seconds / pairs * 1e3
+    fusion = f'{processing:.0f} ms' if processing else 'an unknown time'
+    return (f'node overloaded: fused {fused} of {pairs} pairs ({fused / pairs:.0%}, below '
+            f'{min_share:.0%}); its fusion takes {fusion} per pair (p50) against a frame '
+            f'period of {period_ms:.0f} ms: lower --rate, or set model.max_pixels / '
+            'model.backend / a GPU')
+
+
+def platform_info(node=None):
+    """CPU, threads, device and backend of this run (as rosbag benchmark tools report)."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith('model name'):
+                    cpu = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    info = {'cpu': cpu, 'cpus': os.cpu_count(), 'usable_cpus': usable,
+            'machine': platform.machine(), 'python': platform.python_version()}
+    try:
+        info['load_average'] = [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        pass
+    node = node or {}
+    for key in ('device', 'backend', 'torch_threads', 'max_pixels', 'ort_providers'):
+        if key in node:
+            info[key] = node[key]
+    return info
+
+
+def process_cpu_seconds():
+    """User + system CPU seconds of this process so far (all threads)."""
+    import os
+
+    times = os.times()
+    return times.user + times.system
+
+
+def write_latency_plot(latencies_ms, path, title=''):
+    """Histogram and CDF of the latencies (ms) as a PNG; returns the path or None."""
+    if not latencies_ms:
+        return None
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    values = np.sort(np.asarray(latencies_ms, np.float64))
+    figure, (histogram, cdf) = plt.subplots(1, 2, figsize=(10, 3.6))
+    low, high = float(values[0]), float(values[-1])
+    if high - low < 1e-3:  # all equal: numpy cannot split a zero range into bins
+        low, high = low - 0.5, high + 0.5
+    histogram.hist(values, bins=min(50, max(5, values.size // 4)), range=(low, high),
+                   color='tab:blue')
+    histogram.set_xlabel('latency (ms)')
+    histogram.set_ylabel('fused frames')
+    cdf.plot(values, np.arange(1, values.size + 1) / values.size, color='tab:orange')
+    for q in (50, 90, 99):
+        cdf.axvline(np.percentile(values, q), color='grey', lw=0.8, ls='--')
+    cdf.set_xlabel('latency (ms)')
+    cdf.set_ylabel('share of fused frames')
+    cdf.set_ylim(0, 1.01)
+    figure.suptitle(title or 'input published -> fused received')
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return str(path)
+
+
+class _Progress:
+    """A tqdm bar on stderr over the published RGB images (only when enabled)."""
+
+    def __init__(self, enabled, total):
+        self._bar = None
+        if enabled:
+            from tqdm import tqdm
+            self._bar = tqdm(total=total, unit='rgb', file=sys.stderr, desc='tesg-replay',
+                             dynamic_ncols=True, leave=False)
+
+    def update(self, fused):
+        if self._bar is not None:
+            self._bar.set_postfix_str(f'fused {fused}', refresh=False)
+            self._bar.update(1)
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
 
 
 def parse_diagnostic_values(key_values):
@@ -1021,6 +1148,12 @@ class _Replay:
         shift_step = 0
         all_stamps, rgb_stamps = _Extent(), _Extent()  # of the first pass
         last_receive = bag_start
+        rgb_info = (getattr(self.bag, 'topics', None) or {}).get(by_role.get('rgb'))
+        rgb_total = getattr(rgb_info, 'count', None)
+        progress = _Progress(
+            options.progress if options.progress is not None else sys.stderr.isatty(),
+            rgb_total * options.loop if rgb_total else None)
+        self._progress = progress
         try:
             for loop in range(options.loop):
                 if loop == 1:
@@ -1054,6 +1187,7 @@ class _Replay:
         except KeyboardInterrupt:
             self.interrupted = True
         self.wall_end = time.monotonic()
+        progress.close()
         with self._lock:
             self.recording = False
 
@@ -1087,6 +1221,8 @@ class _Replay:
         self.graph.publishers[role].publish(msg)
         self.published[role] += 1
         self.last_bag_ns, self.last_publish_wall = bag_ns, now
+        if role == 'rgb' and getattr(self, '_progress', None) is not None:
+            self._progress.update(self.tracker.fused_count)
 
     def _drain(self):
         """Keep /clock running until the last pairs came back or the node went quiet."""
@@ -1165,6 +1301,9 @@ def build_parser():
     parser.add_argument('--node-name', default='/' + NODE_NAME,
                         help=f'the external node, for its parameters and diagnostics '
                              f'(default /{NODE_NAME})')
+    parser.add_argument('--progress', dest='progress', action='store_true', default=None,
+                        help='progress bar on stderr (default: when stderr is a terminal)')
+    parser.add_argument('--no-progress', dest='progress', action='store_false')
     parser.add_argument('--no-warmup', action='store_true',
                         help='start at once instead of waiting for a first fused frame')
     parser.add_argument('--warmup-timeout', type=float, default=60.0,
@@ -1251,6 +1390,12 @@ def replay(options, ros_args=(), command=''):
     report.update(command=command, bag=str(options.bag), output_bag=str(out / OUTPUT_BAG),
                   storage=options.storage,
                   recorded={topic: count for topic, count in sorted(out_bag.counts.items())})
+    try:
+        report['latency_plot'] = write_latency_plot(
+            runner.tracker.latencies_ms(), out / 'latency.png',
+            f'{Path(str(options.bag)).name}: input published -> fused received')
+    except Exception as error:  # noqa: BLE001 - a missing plot must not lose the report
+        report['warnings'].append(f'latency plot not written: {error}')
     json_path, markdown_path = write_report(report, out)
     report['report_files'] = [str(json_path), str(markdown_path)]
     status = EXIT_OK
@@ -1283,6 +1428,7 @@ def _run(options, bag, topics, graph, runner, warnings):
         runner.baseline = baseline
     except KeyboardInterrupt:
         interrupted_early = True
+    cpu_start = process_cpu_seconds()
     if interrupted_early:
         runner.interrupted = True
         runner.tracker = PairTracker(queue_size, slop, offset)
@@ -1298,6 +1444,7 @@ def _run(options, bag, topics, graph, runner, warnings):
                                     'numbers may miss the end')
             except KeyboardInterrupt:
                 runner.interrupted = True
+    cpu_seconds = process_cpu_seconds() - cpu_start
     snapshot = graph.snapshot()
     # Bag time covered by what was published (later passes include their shift).
     bag_seconds = 0.0
@@ -1305,7 +1452,19 @@ def _run(options, bag, topics, graph, runner, warnings):
     if runner.last_bag_ns is not None:
         bag_seconds = (runner.last_bag_ns - bag.start_ns) / NS_PER_S
         publish_wall = runner.last_publish_wall - runner.wall_start
+    node = node_report(snapshot, baseline) if snapshot else None
+    result = runner.tracker.summary()
+    wall = runner.wall_end - runner.wall_start
+    overload = overload_warning(result, node, bag_seconds / options.rate,
+                                _min_fused_share(options))
+    if overload:
+        warnings.append(overload)
     return {
+        'platform': platform_info(node),
+        'process_cpu': None if options.external else {
+            'covers': 'the in-process node and the replay publisher', 'seconds':
+            round(cpu_seconds, 2), 'wall_seconds': round(wall, 2),
+            'cores': round(cpu_seconds / wall, 2) if wall > 0 else None},
         'mode': 'external' if options.external else 'in-process',
         'node_name': options.node_name if options.external else '/' + NODE_NAME,
         'rate': options.rate,
@@ -1321,10 +1480,17 @@ def _run(options, bag, topics, graph, runner, warnings):
         'wall_seconds': runner.wall_end - runner.wall_start,
         'published': dict(runner.published),
         'publish_lag_ms': percentiles(runner.publish_lag_ms),
-        'result': runner.tracker.summary(),
-        'node': node_report(snapshot, baseline) if snapshot else None,
+        'result': result,
+        'node': node,
         'warnings': warnings,
     }
+
+
+def _min_fused_share(options):
+    """diagnostics.min_fused_share as the in-process node gets it (else the default)."""
+    values = parse_set_values(getattr(options, 'set_values', None) or [])
+    return values.get('diagnostics.min_fused_share',
+                      PARAMETERS_BY_NAME['diagnostics.min_fused_share'].default)
 
 
 def main(argv=None):

@@ -639,3 +639,162 @@ def test_matches_cv_bridge(encoding, desired):
     ours, theirs = codec.numpy_to_image(pixels, encoding), bridge.cv2_to_imgmsg(pixels, encoding)
     for field in ('height', 'width', 'encoding', 'is_bigendian', 'step', 'data'):
         assert getattr(ours, field) == getattr(theirs, field), field
+
+
+# --- cv_bridge compatibility ------------------------------------------------------------------
+
+def upstream_cv_bridge_error():
+    """``CvBridgeError`` from cv_bridge's Python sources (TESG_CV_BRIDGE_SRC: the
+    vision_opencv ``cv_bridge/python`` folder), or from an installed cv_bridge."""
+    import importlib.util
+    import os
+    source = os.environ.get('TESG_CV_BRIDGE_SRC')
+    if source:
+        core = os.path.join(source, 'cv_bridge', 'core.py')
+        if not os.path.isfile(core):
+            pytest.skip(f'no cv_bridge/core.py under {source}')
+        spec = importlib.util.spec_from_file_location('upstream_cv_bridge_core', core)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.CvBridgeError
+    cv_bridge = pytest.importorskip('cv_bridge', reason='TESG_CV_BRIDGE_SRC is not set and '
+                                    'cv_bridge is not installed')
+    return cv_bridge.CvBridgeError
+
+
+def test_codec_errors_are_caught_by_except_type_error_like_cv_bridge_errors():
+    bad = SimpleNamespace(height=2, width=2, encoding='rgb8', is_bigendian=0, step=6,
+                          data=bytes(11))
+    for convert in (lambda: codec.image_to_numpy(bad), lambda: codec.visible_to_bgr8(bad),
+                    lambda: codec.encoding_info('no-such-encoding'),
+                    lambda: codec.convert_for_display(np.zeros((2, 2), np.float32), '32FC1')):
+        try:
+            convert()
+        except TypeError as error:  # how code written for cv_bridge catches CvBridgeError
+            assert isinstance(error, ImageEncodingError)
+            assert isinstance(error, ValueError) and isinstance(error, TesgError)
+        else:
+            pytest.fail('no error raised')
+
+
+def test_codec_error_shares_cv_bridge_error_base():
+    cv_bridge_error = upstream_cv_bridge_error()
+    (base,) = cv_bridge_error.__bases__
+    assert base is TypeError and issubclass(ImageEncodingError, base)
+
+
+def test_bridge_backend_resolution():
+    from tesg_ros.errors import ConfigError
+    assert codec.resolve_bridge_backend('builtin') == 'builtin'
+    with pytest.raises(ConfigError):
+        codec.resolve_bridge_backend('opencv')
+    if codec.real_cv_bridge() is None:
+        assert codec.resolve_bridge_backend('auto') == 'builtin'
+        assert isinstance(codec.make_bridge(), codec.CodecBridge)
+        with pytest.raises(ConfigError, match='cv_bridge'):
+            codec.resolve_bridge_backend('cv_bridge')
+    else:
+        assert type(codec.make_bridge()).__name__ == 'CvBridge'
+
+
+def test_codec_bridge_has_cv_bridge_method_names_and_round_trips():
+    bridge = codec.CodecBridge()
+    pixels = random_pixels('rgb8', 3, 4, seed=1)
+    msg = bridge.cv2_to_imgmsg(pixels, 'rgb8')
+    np.testing.assert_array_equal(bridge.imgmsg_to_cv2(msg), pixels)
+    np.testing.assert_array_equal(bridge.imgmsg_to_cv2(msg, 'bgr8'), pixels[:, :, ::-1])
+    compressed = bridge.cv2_to_compressed_imgmsg(pixels[:, :, ::-1].copy(), 'png')
+    np.testing.assert_array_equal(bridge.compressed_imgmsg_to_cv2(compressed), pixels[:, :, ::-1])
+
+
+@pytest.mark.parametrize('encoding', ['bgr8', 'rgb8', 'mono8', 'mono16', 'bgra16', 'yuv422'])
+def test_visible_to_bgr8_through_an_installed_cv_bridge_equals_the_codec(encoding):
+    cv_bridge = codec.real_cv_bridge()
+    if cv_bridge is None:
+        pytest.skip('cv_bridge (with its compiled conversions) is not installed')
+    pixels = random_pixels(encoding, 4, 6, seed=3)
+    msg = hand_made_message(pixels, encoding)
+    np.testing.assert_array_equal(codec.visible_to_bgr8(msg, bridge=cv_bridge.CvBridge()),
+                                  codec.visible_to_bgr8(msg, bridge=codec.CodecBridge()))
+
+
+# --- cvtColorForDisplay equivalent ------------------------------------------------------------
+
+def test_display_guesses_bgr8_and_keeps_what_is_already_displayable():
+    grey = random_pixels('mono8', 3, 5, seed=4)
+    out, encoding = codec.convert_for_display(grey, 'mono8')
+    assert encoding == 'bgr8'
+    np.testing.assert_array_equal(out, np.repeat(grey[:, :, None], 3, axis=2))
+    bgr = random_pixels('bgr8', 3, 5, seed=5)
+    assert codec.convert_for_display(bgr, 'bgr8')[0] is bgr
+    rgb = random_pixels('rgb8', 3, 5, seed=6)
+    np.testing.assert_array_equal(codec.convert_for_display(rgb, 'rgb8')[0], rgb[:, :, ::-1])
+    # Bare OpenCV types are read as mono / BGR / BGRA.
+    assert codec.convert_for_display(bgr, '8UC3', 'bgr8')[0] is bgr
+    np.testing.assert_array_equal(codec.convert_for_display(grey, '8UC1', 'mono8')[0], grey)
+    # 16 bit to 8 bit scales by 255/65535 (cv_bridge's depth rule), mono replicated.
+    deep = np.array([[0, 257, 65535]], np.uint16)
+    out, _ = codec.convert_for_display(deep, 'mono16')
+    np.testing.assert_array_equal(out[:, :, 0], [[0, 1, 255]])
+
+
+def test_display_scaling_maps_min_and_max_to_0_and_255():
+    weights = np.array([[0.0, 0.5], [1.0, np.nan]], np.float32) + np.float32(3.0)
+    out, encoding = codec.convert_for_display(weights, '32FC1', 'mono8', do_dynamic_scaling=True)
+    assert encoding == 'mono8'
+    np.testing.assert_array_equal(out, [[0, 128], [255, 0]])
+    # Fixed range: values outside saturate; infinities go to the ends.
+    values = np.array([[-1.0, 0.0, 0.5, 1.0, 2.0, np.inf]], np.float32)
+    out, _ = codec.convert_for_display(values, '32FC1', 'mono8', min_image_value=0.0,
+                                       max_image_value=1.0)
+    np.testing.assert_array_equal(out, [[0, 0, 128, 255, 255, 255]])
+    # Default output: bgr8, grey replicated.
+    out, encoding = codec.convert_for_display(values, '32FC1', min_image_value=0.0,
+                                              max_image_value=1.0)
+    assert encoding == 'bgr8' and out.shape == (1, 6, 3)
+
+
+def test_display_colormap_is_opencvs_and_nan_is_black():
+    weights = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    weights[1, 1] = np.nan
+    out, encoding = codec.convert_for_display(weights, '32FC1', do_dynamic_scaling=True,
+                                              colormap=cv2.COLORMAP_JET)
+    assert encoding == 'bgr8'
+    scaled = np.rint(np.nan_to_num(weights, nan=0.0) * 255).astype(np.uint8)
+    expected = cv2.applyColorMap(scaled, cv2.COLORMAP_JET)
+    expected[1, 1] = 0
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_display_constant_image_is_mid_grey():
+    out, _ = codec.convert_for_display(np.full((2, 3), 7.0, np.float32), '32FC1',
+                                       do_dynamic_scaling=True)
+    assert out.shape == (2, 3, 3) and (out == 128).all()
+    out, _ = codec.convert_for_display(np.full((2, 3), 7, np.uint16), 'mono16', 'mono8',
+                                       do_dynamic_scaling=True)
+    assert out.shape == (2, 3) and (out == 128).all()
+
+
+def test_display_label_image_colours_each_label_and_blacks_the_background():
+    labels = np.array([[0, 1, 2], [1, 2, 40]], np.int32)
+    out, encoding = codec.convert_for_display(labels, '32SC1', bg_label=0)
+    assert encoding == 'bgr8' and out.dtype == np.uint8
+    assert (out[0, 0] == 0).all()
+    np.testing.assert_array_equal(out[0, 1], out[1, 0])
+    np.testing.assert_array_equal(out[0, 2], out[1, 1])
+    colours = {tuple(out[0, 1]), tuple(out[0, 2]), tuple(out[1, 2])}
+    assert len(colours) == 3 and (0, 0, 0) not in colours
+    distinct = codec.label_colours(np.arange(1, 33))
+    assert len({tuple(colour) for colour in distinct}) == 32
+
+
+@pytest.mark.parametrize('image, encoding, kwargs, match', [
+    (np.zeros((2, 2), np.float32), '32FC1', {}, 'not a colour format'),
+    (np.zeros((2, 2), np.float64), '64FC1', {}, 'guessed'),
+    (np.zeros((2, 2), np.uint8), 'mono8', {'encoding_out': 'bgr16'}, 'display encoding'),
+    (np.zeros((2, 2, 3), np.uint8), 'bgr8', {'max_image_value': 10.0}, 'single-channel'),
+    (np.zeros((2, 2), np.uint8), 'bgr8', {}, 'does not match'),
+])
+def test_display_refuses_what_cv_bridge_refuses(image, encoding, kwargs, match):
+    with pytest.raises(ImageEncodingError, match=match):
+        codec.convert_for_display(image, encoding, **kwargs)

@@ -75,3 +75,58 @@ def test_launch_description_builds_where_launch_is_installed():
     description = module.generate_launch_description()
     names = {getattr(e, 'name', None) for e in description.entities}
     assert REQUIRED_ARGUMENTS <= names
+
+
+def _detection_function():
+    """``_launch_drives_lifecycle`` from the launch file, bound to a given LifecycleNode."""
+    tree = ast.parse(LAUNCH_FILE.read_text(encoding='utf-8'))
+    (function,) = [node for node in tree.body if isinstance(node, ast.FunctionDef)
+                   and node.name == '_launch_drives_lifecycle']
+    module = ast.Module(body=[function], type_ignores=[])
+
+    def bind(lifecycle_node_class):
+        import inspect
+        namespace = {'inspect': inspect, 'LifecycleNode': lifecycle_node_class}
+        exec(compile(module, str(LAUNCH_FILE), 'exec'), namespace)
+        return namespace['_launch_drives_lifecycle']()
+    return bind
+
+
+class _Action:
+    def __init__(self, *, condition=None):
+        self.condition = condition
+
+
+class _ExecuteProcess(_Action):
+    def __init__(self, *, cmd, **kwargs):
+        super().__init__(**kwargs)
+
+
+def test_lifecycle_detection_follows_autostart_through_kwargs():
+    """The constructor shapes of ros2/launch_ros without and with pull request #430."""
+    detect = _detection_function()
+
+    class PlainNode(_ExecuteProcess):
+        def __init__(self, *, executable, package=None, name=None, parameters=None, **kwargs):
+            super().__init__(cmd=[executable], **kwargs)
+
+    class PlainLifecycleNode(PlainNode):
+        def __init__(self, *, name, namespace, **kwargs):
+            super().__init__(name=name, **kwargs)
+
+    class AutostartNode(_ExecuteProcess):
+        def __init__(self, *, executable, package=None, name=None, parameters=None,
+                     autostart=False, **kwargs):
+            super().__init__(cmd=[executable], **kwargs)
+
+    class AutostartLifecycleNode(AutostartNode):
+        def __init__(self, *, name, namespace, **kwargs):
+            super().__init__(name=name, **kwargs)
+
+    class ExplicitLifecycleNode(PlainNode):
+        def __init__(self, *, name, namespace, autostart=False, **kwargs):
+            super().__init__(name=name, **kwargs)
+
+    assert detect(PlainLifecycleNode) is False
+    assert detect(AutostartLifecycleNode) is True
+    assert detect(ExplicitLifecycleNode) is True

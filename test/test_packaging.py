@@ -26,6 +26,31 @@ def test_package_xml_is_format_3_with_runtime_dependencies():
         assert key in exec_deps, f'package.xml lacks <exec_depend>{key}</exec_depend>'
 
 
+ROSDISTRO = ROOT / 'test' / 'data' / 'rosdistro'
+DEPEND_TAGS = ('depend', 'build_depend', 'build_export_depend', 'buildtool_depend',
+               'buildtool_export_depend', 'exec_depend', 'test_depend', 'doc_depend')
+
+
+def test_every_package_xml_key_exists_in_rosdistro():
+    """rosdep resolves a key as a released ROS package (kilted/distribution.yaml) or a rosdep key.
+
+    The excerpts in test/data/rosdistro are verbatim lines of ros/rosdistro (commit named in
+    their headers); a key in neither makes ``rosdep install`` fail for every user.
+    """
+    import yaml
+    rosdep_keys = yaml.safe_load((ROSDISTRO / 'rosdep_python.yaml').read_text(encoding='utf-8'))
+    ros_packages = yaml.safe_load(
+        (ROSDISTRO / 'kilted_packages.yaml').read_text(encoding='utf-8'))
+    root = ET.parse(ROOT / 'package.xml').getroot()
+    keys = {e.text.strip() for tag in DEPEND_TAGS for e in root.findall(tag)}
+    assert keys
+    unknown = sorted(k for k in keys if k not in rosdep_keys and k not in ros_packages)
+    assert not unknown, f'package.xml keys not in ros/rosdistro: {unknown}'
+    for key in keys & set(rosdep_keys):
+        rules = rosdep_keys[key]
+        assert 'ubuntu' in rules or '*' in rules, f'{key} has no Ubuntu rule'
+
+
 def tracked_files():
     out = subprocess.run(['git', 'ls-files', '-z'], cwd=ROOT, capture_output=True, check=True)
     return [p for p in out.stdout.decode().split('\0') if p]

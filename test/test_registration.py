@@ -308,9 +308,17 @@ def test_exact_identity_passes_frames_through_and_still_checks_them(thermal):
 
 def test_identity_size_mismatch_errors_unless_resize_is_allowed(thermal):
     with pytest.raises(CalibrationError, match='allow_resize'):
-        Registration('identity', THERMAL_SIZE, (384, 320))
-    registration = Registration('identity', THERMAL_SIZE, (384, 320), allow_resize=True)
+        Registration('identity', THERMAL_SIZE, (384, 384))
+    with pytest.warns(RuntimeWarning, match='scales the thermal image 256x256'):
+        registration = Registration('identity', THERMAL_SIZE, (384, 384), allow_resize=True)
     assert registration.valid_mask.all()
+    assert 'scales the thermal image 256x256 (1:1) to 384x384 (1:1)' in registration.warnings[0]
+    # A different aspect ratio is a stretch, refused unless allowed explicitly.
+    with pytest.raises(CalibrationError, match='allow_stretch'):
+        Registration('identity', THERMAL_SIZE, (384, 320), allow_resize=True)
+    with pytest.warns(RuntimeWarning, match='stretches'):
+        registration = Registration('identity', THERMAL_SIZE, (384, 320), allow_resize=True,
+                                    allow_stretch=True)
     # Same sampling positions as cv2.resize (pixel-centre convention).
     as_float = thermal.astype(np.float32)
     expected = cv2.resize(as_float, (384, 320), interpolation=cv2.INTER_LINEAR)
@@ -454,7 +462,9 @@ def test_maps_are_built_once_and_rebuilt_only_on_change(thermal):
         registration.update(thermal_size=(320, 256))
     assert registration.thermal_size == (256, 256) and registration.build_count == 2
     registration.warp_thermal(thermal)
-    rebuilt = Registration('identity', (128, 256), (256, 256), allow_resize=True)
+    with pytest.warns(RuntimeWarning, match='stretches'):
+        rebuilt = Registration('identity', (128, 256), (256, 256), allow_resize=True,
+                               allow_stretch=True)
     assert rebuilt.update(thermal_size=(256, 256)) is True and rebuilt.build_count == 2
     np.testing.assert_array_equal(rebuilt.warp_thermal(thermal), thermal)
 
@@ -766,3 +776,75 @@ def test_rays_beyond_the_calibrated_field_are_invalid_not_folded_back(thermal):
     assert registration.valid_mask.any()
     assert not np.any(registration.valid_mask & ~footprint)
     assert not np.any(registration.warp_thermal(thermal)[~footprint])
+
+
+# --- aspect ratio under identity (no silent stretch) ------------------------------------------
+
+def test_identity_refuses_to_stretch_5_4_thermal_into_16_9_rgb_and_names_the_way_out():
+    """640x512 thermal with 1280x720 RGB: resizing would stretch 5:4 to 16:9."""
+    for config in ({'mode': 'identity'}, {'mode': 'identity', 'allow_resize': True}):
+        with pytest.raises(CalibrationError) as caught:
+            Registration.from_config(config, (640, 512), (1280, 720))
+        message = str(caught.value)
+        for needle in ('registration.mode', 'tesg-compute-homography', 'allow_stretch',
+                       '640x512 (5:4)', '1280x720 (16:9)'):
+            assert needle in message, needle
+    with pytest.warns(RuntimeWarning, match='stretches'):
+        stretched = Registration.from_config(
+            {'mode': 'identity', 'allow_resize': True, 'allow_stretch': True},
+            (640, 512), (1280, 720))
+    assert stretched.homography[0, 0] == pytest.approx(2.0)
+    assert stretched.homography[1, 1] == pytest.approx(720 / 512)
+    assert not stretched.summary()['ok']
+
+
+def test_identity_same_aspect_resizes_with_a_warning_and_tolerates_one_percent():
+    from tesg_ros.registration import ASPECT_TOLERANCE, aspect_difference
+    assert aspect_difference((640, 512), (1280, 1024)) == 0.0
+    assert aspect_difference((640, 512), (1280, 720)) == pytest.approx(1 - 1.25 / (16 / 9))
+    with pytest.warns(RuntimeWarning, match='scales the thermal image 640x512'):
+        doubled = Registration('identity', (640, 512), (1280, 1024), allow_resize=True)
+    assert doubled.summary()['warnings'] and not doubled.summary()['ok']
+    # 1280x1020 differs by 0.4 %: a resize, not a stretch.
+    assert aspect_difference((640, 512), (1280, 1020)) < ASPECT_TOLERANCE
+    with pytest.warns(RuntimeWarning, match='scales'):
+        Registration('identity', (640, 512), (1280, 1020), allow_resize=True)
+    # Equal sizes: nothing to warn about.
+    assert Registration('identity', (640, 512), (640, 512)).summary()['ok']
+
+
+def test_extrinsics_from_a_tf_transform_give_the_plane_homography_of_a_projection():
+    """The TF path of the node: a geometry_msgs/Transform (thermal pose in the RGB optical
+    frame, as tf2's lookup_transform(rgb, thermal) returns it) -> R, t -> H, checked against
+    points on the plane projected through both cameras."""
+    geometry_msgs = pytest.importorskip('geometry_msgs.msg')
+    from tesg_ros.registration import extrinsics_from_transform
+
+    rotation = Rotation.from_euler('xyz', [0.03, -0.04, 0.02])
+    translation = np.array([0.08, -0.02, 0.01])
+    x, y, z, w = rotation.as_quat()
+    stamped = geometry_msgs.TransformStamped()
+    stamped.transform.translation.x, stamped.transform.translation.y = translation[:2]
+    stamped.transform.translation.z = translation[2]
+    stamped.transform.rotation.x, stamped.transform.rotation.y = x, y
+    stamped.transform.rotation.z, stamped.transform.rotation.w = z, w
+    R, t = extrinsics_from_transform(stamped)
+    np.testing.assert_allclose(R, rotation.as_matrix(), atol=1e-12)
+    np.testing.assert_allclose(t, translation)
+
+    thermal_K = np.array([[500.0, 0, 320], [0, 500, 256], [0, 0, 1]])
+    rgb_K = np.array([[1000.0, 0, 640], [0, 1000, 360], [0, 0, 1]])
+    normal, distance = np.array([0.0, 0.0, -1.0]), 12.0
+    rng = np.random.default_rng(5)
+    points = np.column_stack([rng.uniform(-4, 4, (40, 2)), np.full(40, distance)])
+    thermal_pixels, _ = cv2.projectPoints(points, np.zeros(3), np.zeros(3), thermal_K, None)
+    rgb_pixels, _ = cv2.projectPoints(points, cv2.Rodrigues(R)[0], t, rgb_K, None)
+    homography = plane_homography(thermal_K, rgb_K, R, t, normal, distance)
+    np.testing.assert_allclose(cv2.perspectiveTransform(thermal_pixels, homography),
+                               rgb_pixels, atol=1e-6)
+    # The inverse transform (lookup_transform with the frames swapped) is measurably wrong.
+    inverse = plane_homography(thermal_K, rgb_K, R.T, -R.T @ t, normal, distance)
+    assert np.abs(cv2.perspectiveTransform(thermal_pixels, inverse) - rgb_pixels).max() > 5
+    with pytest.raises(CalibrationError, match='unit norm'):
+        stamped.transform.rotation.w = 3.0
+        extrinsics_from_transform(stamped.transform)

@@ -139,8 +139,9 @@ class OfflineDescriber:
 
     def __init__(self, thermal_params=ThermalSegmentationParams(), hog_height=920,
                  hog_min_weight=1.0, night_below=70.0, day_from=100.0, max_spots=3):
-        if hog_height < 128:
-            raise ConfigError(f'semantics.offline.hog_height must be >= 128, got {hog_height}')
+        if hog_height < 128 and hog_height != 0:  # 0: the frame's own height
+            raise ConfigError(f'semantics.offline.hog_height must be 0 or >= 128, got '
+                              f'{hog_height}')
         self.thermal_params = thermal_params
         self.hog_height = int(hog_height)
         self.hog = HogPeopleDetector(min_weight=hog_min_weight)
@@ -156,7 +157,8 @@ class OfflineDescriber:
             raise ImageEncodingError(
                 f'visible {bgr.shape[:2]} and thermal {segmentation.frame_shape} frames must '
                 'have the same size (register the thermal frame first)')
-        people = tuple(self.hog.detect(bgr, scale=self.hog_height / bgr.shape[0]))
+        rows = self.hog_height or bgr.shape[0]
+        people = tuple(self.hog.detect(bgr, scale=rows / bgr.shape[0]))
         width = bgr.shape[1]
         person_boxes = [box for box, _ in people]
         warm = [obj for obj in segmentation.objects
