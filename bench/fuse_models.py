@@ -9,8 +9,8 @@ turn a slow description into a fallback one. Writes ``OUT/<label>/<dataset>/<pai
 (colour-restored fused images) for ``bench/evaluate_pairs.py --model-from``/``--peer``::
 
     python bench/fuse_models.py ../shared/data/tno25 ../shared/data/llvip32_night \\
-        --model previous=model/tesg_fusion.safetensors --model new=out/r1/tesg_fusion.safetensors \\
-        --out out/fused
+        --model previous=model/tesg_fusion.safetensors \\
+        --model new=out/r1/tesg_fusion.safetensors --out out/fused
 """
 
 import argparse
