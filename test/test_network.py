@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from safetensors.torch import save_file
 import torch
+import torch.nn.functional as F
 
 from tesg_ros.errors import ConfigError, TesgError
 from tesg_ros.network import colour
@@ -578,3 +579,84 @@ def test_cost_is_linear_in_pixels(default_net):
     small, large = macs(128, 192), macs(256, 384)
     assert 3.5 < large / small < 4.1
     assert 3000 < large / (256 * 384) < 4000  # MAC per pixel, see docs/network.md
+
+
+# --- edge-aware (guided) weight map ------------------------------------------------------
+
+GUIDED = TesgConfig(text_dim=16, mask_channels=1, guided_radius=4)
+
+
+def test_guided_filter_gives_the_window_mean_where_both_sources_are_flat():
+    """Mottled weights over flat sources (the blotch case) come out as their smooth mean."""
+    from tesg_ros.network.tesg_net import box_mean, guided_coefficients
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.rand(1, 1, 40, 40, generator=generator)
+    guide = torch.cat([torch.full((1, 1, 40, 40), 0.3),
+                       0.6 + 0.002 * torch.rand(1, 1, 40, 40, generator=generator)], dim=1)
+    coefficients = guided_coefficients(weight, guide, 4, 2e-3)
+    filtered = (coefficients[:, :1] * guide[:, :1] + coefficients[:, 1:2] * guide[:, 1:]
+                + coefficients[:, 2:])
+    smooth = box_mean(box_mean(weight, 4), 4)
+    assert (filtered - smooth).abs().max() < 0.01
+    assert filtered[..., 8:-8, 8:-8].std() < 0.25 * weight.std()
+
+
+def test_guided_weight_switches_at_the_sources_edge_not_on_the_coarse_grid():
+    """A weight that is high on the warm side of an IR edge at 1/4 resolution is applied at
+    full resolution: it switches within a pixel of the edge (column 38, not a multiple of 4),
+    where bilinear upsampling ramps over several pixels."""
+    from tesg_ros.network.tesg_net import apply_guided, guided_coefficients
+    height, width = 64, 96
+    ir = torch.full((1, 1, height, width), 0.2)
+    ir[..., 38:] = 0.8
+    vis = torch.full((1, 1, height, width), 0.5)
+    guide = F.avg_pool2d(torch.cat([ir, vis], dim=1), 4)
+    weight_quarter = (guide[:, :1] > 0.5).float() * 0.9 + 0.05
+    coefficients = F.interpolate(guided_coefficients(weight_quarter, guide, 4, 2e-3),
+                                 size=(height, width), mode='bilinear', align_corners=False)
+    guided = apply_guided(coefficients, ir, vis)[0, 0, height // 2]
+    bilinear = F.interpolate(weight_quarter, size=(height, width), mode='bilinear',
+                             align_corners=False)[0, 0, height // 2]
+    assert guided[30:38].max() < 0.15 and guided[38:46].min() > 0.7
+    assert int(((bilinear > 0.15) & (bilinear < 0.7)).sum()) >= 3
+
+
+def test_guided_net_no_masks_equals_zero_masks_and_stays_between_the_sources():
+    torch.manual_seed(2)
+    net = TesgFusionNet(TesgConfig(text_dim=16, mask_channels=1, guided_radius=4,
+                                   max_detail_gain=1e-6)).eval()
+    ir, vis, masks, text = random_inputs(1, 45, 70, net.config)
+    with torch.inference_mode():
+        plain = net(ir, vis, None, text)
+        zero = net(ir, vis, torch.zeros_like(masks), text)
+        fused, info = net(ir, vis, masks, text, return_intermediates=True)
+    assert torch.allclose(plain, zero, atol=1e-6)
+    assert fused.shape == ir.shape and info['weight'].shape == ir.shape
+    assert info['background_weight'].shape == ir.shape == info['target_weight'].shape
+    assert float(info['weight'].min()) >= 0.0 and float(info['weight'].max()) <= 1.0
+    assert (fused - torch.maximum(ir, vis)).max() < 1e-3
+    assert (torch.minimum(ir, vis) - fused).max() < 1e-3
+
+
+def test_guided_radius_is_validated_and_old_configs_default_to_bilinear():
+    with pytest.raises(ConfigError, match='guided_radius'):
+        TesgConfig(guided_radius=-1)
+    assert TesgConfig.from_dict({'channels': 48}).guided_radius == 0
+
+
+def test_guided_net_exports_to_onnx(tmp_path):
+    pytest.importorskip('onnx')
+    onnxruntime = pytest.importorskip('onnxruntime')
+    torch.manual_seed(3)
+    net = TesgFusionNet(GUIDED).eval()
+    net.validate_inputs = False
+    ir, vis, masks, text = random_inputs(1, 64, 96, GUIDED)
+    path = tmp_path / 'guided.onnx'
+    torch.onnx.export(net, (ir, vis, masks, text), str(path), dynamo=False,
+                      input_names=['ir', 'vis', 'masks', 'text'], output_names=['fused'])
+    session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    (onnx_out,) = session.run(None, {'ir': ir.numpy(), 'vis': vis.numpy(),
+                                     'masks': masks.numpy(), 'text': text.numpy()})
+    with torch.inference_mode():
+        expected = net(ir, vis, masks, text).numpy()
+    assert np.abs(onnx_out - expected).max() < 1e-4

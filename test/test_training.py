@@ -749,3 +749,94 @@ def test_cli_missing_data_dir_is_a_clear_error(tmp_path, capsys):
     error = capsys.readouterr().err
     assert 'dataset folder does not exist' in error and str(missing) in error
     assert issubclass(ConfigError, TesgError)
+
+
+# --- clean-fusion training targets and augmentation --------------------------------------
+
+def _flat(value, size=64):
+    return torch.full((1, 1, size, size), float(value))
+
+
+def test_information_share_weighs_each_source_by_its_structure():
+    rng = torch.Generator().manual_seed(0)
+    textured = 0.5 + 0.2 * torch.rand(1, 1, 64, 64, generator=rng)
+    dark = _flat(0.03)
+    # A dark, flat visible image beside a textured IR: the IR carries the scene.
+    assert float(losses.information_share(textured, dark).mean()) > 0.8
+    assert float(losses.information_share(dark, textured).mean()) < 0.2
+    # Two flat sources: the average, neither the brighter nor the visible one.
+    share = losses.information_share(_flat(0.9), _flat(0.1))
+    assert torch.allclose(share, torch.full_like(share, 0.5))
+
+
+def test_information_target_does_not_lean_to_a_dark_visible_image():
+    rng = torch.Generator().manual_seed(1)
+    ir = 0.4 + 0.3 * torch.rand(1, 1, 64, 64, generator=rng)
+    vis = _flat(0.02)
+    old = losses.background_target(ir, vis, torch.ones(1, 1, 1, 1), 1.0)
+    new = losses.background_target(ir, vis, torch.ones(1, 1, 1, 1), 0.0, information=1.0)
+    assert torch.allclose(old, vis, atol=1e-6)
+    assert float((new - vis).mean()) > 0.8 * float((ir - vis).mean())
+
+
+def test_warm_part_keeps_the_warm_object_and_drops_the_pavement_inside_a_mask():
+    ir = _flat(0.3, 96)
+    ir[..., 30:60, 40:52] = 0.8                # a warm person
+    union = torch.zeros_like(ir)
+    union[..., 24:66, 32:72] = 1.0             # a coarse hull: the person and pavement
+    warm = losses.warm_part(ir, union)
+    assert float(warm[..., 35:55, 42:50].min()) == 1.0
+    assert float(warm[..., 26:66, 60:72].max()) < 1e-4
+    masks = losses.effective_masks(ir, union, 1.0)
+    assert float(masks[..., 26:66, 60:72].max()) < 1e-4
+    assert torch.equal(losses.effective_masks(ir, union, 0.0), union)
+
+
+def test_gradient_and_ssim_compare_with_the_clean_visible_image():
+    rng = torch.Generator().manual_seed(2)
+    ir = _flat(0.4)
+    clean = 0.3 + 0.4 * torch.rand(1, 1, 64, 64, generator=rng)
+    noisy = (clean + 0.1 * torch.randn(1, 1, 64, 64, generator=rng)).clamp(0, 1)
+    weights = losses.LossWeights(information_target=1.0)
+    _, copy_noise = losses.fusion_loss(noisy, ir, noisy, weights=weights, vis_clean=clean)
+    _, copy_clean = losses.fusion_loss(clean, ir, noisy, weights=weights, vis_clean=clean)
+    assert copy_clean['ssim'] < copy_noise['ssim']
+    _, plain = losses.fusion_loss(noisy, ir, noisy, weights=weights)
+    _, same = losses.fusion_loss(noisy, ir, noisy, weights=weights, vis_clean=noisy)
+    assert torch.equal(plain['total'], same['total'])
+
+
+@pytest.mark.parametrize('kind', dataset.DEGRADATIONS)
+def test_each_visible_degradation_changes_the_image_within_range(kind):
+    rng = np.random.default_rng(0)
+    luma = np.linspace(0.1, 0.9, 64 * 64, dtype=np.float32).reshape(64, 64)
+    out = dataset.degrade_visible(luma, rng, kind)
+    assert out.shape == luma.shape and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert np.abs(out - luma).mean() > 0.02
+    if kind == 'low_light':
+        assert out.mean() < 0.5 * luma.mean()
+    with pytest.raises(ConfigError):
+        dataset.degrade_visible(luma, rng, 'rain')
+
+
+def test_dataset_degrades_the_visible_input_and_keeps_the_clean_luma():
+    rng = np.random.default_rng(3)
+    ir = rng.random((90, 120), dtype=np.float32)
+    ycbcr = np.stack([rng.random((90, 120), dtype=np.float32), np.full((90, 120), 0.5, np.float32),
+                      np.full((90, 120), 0.5, np.float32)])
+    sample = dataset.Sample('s', ir, ycbcr, np.zeros((1, 90, 120), np.float32),
+                            np.ones(8, np.float32), 'x', True)
+    data = dataset.FusionDataset([sample], crop_size=48, degrade=1.0, ir_stretch=1.0,
+                                 text_drop=1.0, scale_range=(0.5, 2.0))
+    item = data[0]
+    assert item['vis_y'].shape == item['vis_y_clean'].shape == (1, 48, 48)
+    assert not torch.equal(item['vis_y'], item['vis_y_clean'])
+    assert float(item['text'].abs().max()) == 0.0          # text dropped, masks kept
+    assert item['masks'].shape == (1, 48, 48)
+    plain = dataset.FusionDataset([sample], crop_size=48)[0]
+    assert torch.equal(plain['vis_y'], plain['vis_y_clean'])
+    with pytest.raises(ConfigError):
+        dataset.FusionDataset([sample], crop_size=48, degrade=1.5)
+    with pytest.raises(ConfigError):
+        dataset.FusionDataset([sample], crop_size=48, scale_range=(2.0, 1.0))

@@ -63,6 +63,12 @@ class TesgConfig:
     max_detail_gain: bound on the per-pixel detail gains.
     max_logit_correction: bound on the learned correction of the weight-map logit.
     prior_scale_init: initial scale of the saliency prior logit.
+    guided_radius: 0 = the weight map is upsampled bilinearly and blended with the masks at
+        full resolution; > 0 = edge-aware: the 1/4-resolution weight (masks blended in) goes
+        through a guided filter with the two sources as guide, this radius in 1/4-resolution
+        pixels, and its linear coefficients are applied at full resolution (see
+        :func:`guided_weight`).
+    guided_eps: regularisation of the guided filter (a guide variance below it counts as flat).
     """
 
     stem_channels: int = 4
@@ -79,6 +85,8 @@ class TesgConfig:
     max_detail_gain: float = 0.5
     max_logit_correction: float = 6.0
     prior_scale_init: float = 3.0
+    guided_radius: int = 0
+    guided_eps: float = 2e-3
 
     def __post_init__(self):
         for field in fields(self):
@@ -88,10 +96,11 @@ class TesgConfig:
             if field.type is float and (isinstance(value, bool)
                                         or not isinstance(value, (int, float))):
                 raise ConfigError(f'TesgConfig.{field.name} must be a number, got {value!r}')
-            if value <= 0 and field.name != 'mgca_blocks':
+            if value <= 0 and field.name not in ('mgca_blocks', 'guided_radius'):
                 raise ConfigError(f'TesgConfig.{field.name} must be > 0, got {value!r}')
-        if self.mgca_blocks < 0:
-            raise ConfigError(f'TesgConfig.mgca_blocks must be >= 0, got {self.mgca_blocks}')
+        for name in ('mgca_blocks', 'guided_radius'):
+            if getattr(self, name) < 0:
+                raise ConfigError(f'TesgConfig.{name} must be >= 0, got {getattr(self, name)}')
         if self.reduction < SKIP_REDUCTION or self.reduction & (self.reduction - 1):
             raise ConfigError(f'TesgConfig.reduction must be a power of two >= 4, got '
                               f'{self.reduction}')
@@ -254,6 +263,49 @@ def background_from_surroundings(background_weight, masks_quarter, radius=FILL_R
     return torch.lerp(background_weight, surroundings, region)
 
 
+def box_mean(image, radius):
+    """Mean over a (2 radius + 1)^2 window, ``(B, C, h, w)`` -> same shape; border windows
+    average only the pixels inside the image. Two separable average pools (ONNX AveragePool)."""
+    size = 2 * radius + 1
+    image = F.avg_pool2d(image, (1, size), 1, (0, radius), count_include_pad=False)
+    return F.avg_pool2d(image, (size, 1), 1, (radius, 0), count_include_pad=False)
+
+
+def guided_coefficients(weight, guide, radius, eps):
+    """Coefficients of a guided filter (He et al. 2013) with a two-channel guide.
+
+    ``weight`` ``(B, 1, h, w)``, ``guide`` ``(B, 2, h, w)`` = [ir, vis] at the same (low)
+    resolution -> ``(B, 3, h, w)`` = (a_ir, a_vis, b), smoothed over the window, such that
+    ``a_ir ir + a_vis vis + b`` is the filtered weight. In a window where both guides are flat
+    (variance well below ``eps``) the result is the window's mean weight: no mottling where
+    neither source has structure. Where a source has an edge the weight follows that edge, so
+    applying the coefficients to the full-resolution sources (:func:`apply_guided`) switches
+    at the sources' edges, not on the low-resolution grid (no steps, no rims).
+    The 2 x 2 system is solved in closed form (plain element-wise ops, exportable).
+    """
+    ir, vis = guide[:, :1], guide[:, 1:]
+    means = box_mean(torch.cat([ir, vis, weight, ir * ir, vis * vis, ir * vis, ir * weight,
+                                vis * weight], dim=1), radius)
+    m_ir, m_vis, m_w, m_ii, m_vv, m_iv, m_iw, m_vw = means.split(1, dim=1)
+    var_ir = m_ii - m_ir * m_ir + eps
+    var_vis = m_vv - m_vis * m_vis + eps
+    cov_iv = m_iv - m_ir * m_vis
+    cov_iw = m_iw - m_ir * m_w
+    cov_vw = m_vw - m_vis * m_w
+    det = var_ir * var_vis - cov_iv * cov_iv   # >= eps^2: the covariance is PSD
+    a_ir = (var_vis * cov_iw - cov_iv * cov_vw) / det
+    a_vis = (var_ir * cov_vw - cov_iv * cov_iw) / det
+    bias = m_w - a_ir * m_ir - a_vis * m_vis
+    return box_mean(torch.cat([a_ir, a_vis, bias], dim=1), radius)
+
+
+def apply_guided(coefficients, ir, vis):
+    """``a_ir ir + a_vis vis + b`` clipped to [0, 1], coefficients ``(B, 3, H, W)`` already at
+    the resolution of ``ir``/``vis`` ``(B, 1, H, W)``."""
+    return torch.addcmul(torch.addcmul(coefficients[:, 2:3], coefficients[:, :1], ir),
+                         coefficients[:, 1:2], vis).clamp_(0.0, 1.0)
+
+
 class TesgFusionNet(nn.Module):
     """TeSG fusion: ``forward(ir, vis_y, masks=None, text=None) -> fused_y``.
 
@@ -315,6 +367,32 @@ class TesgFusionNet(nn.Module):
                                   f'{high:.4g}] (uint8 images need uint8_to_float())')
         if text is not None and not bool(torch.isfinite(text.detach()).all()):
             raise ConfigError('text embedding contains NaN or Inf')
+
+    def _guided_maps(self, maps, weights, masks_quarter, quarter, ir, vis_y, intermediates):
+        """Edge-aware weight map: blend the 1/4-resolution weights by the masks there, guided
+        filter with the 1/4-resolution sources, apply the coefficients at full resolution.
+        Returns ``(weight, gains, background_weight, target_weight)`` (the last two only with
+        ``intermediates`` and masks, else None)."""
+        config = self.config
+        height, width = ir.shape[-2:]
+        size = (quarter.shape[-2] * SKIP_REDUCTION, quarter.shape[-1] * SKIP_REDUCTION)
+        radius, eps = config.guided_radius, config.guided_eps
+        low = maps[:, :1]
+        if masks_quarter is not None:
+            share = target_share(masks_quarter.amax(1, keepdim=True))
+            low = torch.lerp(maps[:, :1], maps[:, 1:2], share)
+        coefficients = guided_coefficients(low, quarter, radius, eps)
+        upsampled = F.interpolate(torch.cat([coefficients, maps[:, weights:]], dim=1), size=size,
+                                  mode='bilinear', align_corners=False)[:, :, :height, :width]
+        weight = apply_guided(upsampled[:, :3], ir, vis_y)
+        background_weight = target_weight = None
+        if intermediates and masks_quarter is not None:
+            parts = [F.interpolate(guided_coefficients(maps[:, index:index + 1], quarter, radius,
+                                                       eps), size=size, mode='bilinear',
+                                   align_corners=False)[:, :, :height, :width]
+                     for index in (0, 1)]
+            background_weight, target_weight = (apply_guided(p, ir, vis_y) for p in parts)
+        return weight, upsampled[:, 3:], background_weight, target_weight
 
     def forward(self, ir, vis_y, masks=None, text=None, return_intermediates=False):
         """Fuse infrared and visible luminance under mask and text guidance.
@@ -383,15 +461,21 @@ class TesgFusionNet(nn.Module):
         if masks_full is not None:
             maps = torch.cat([background_from_surroundings(maps[:, :1], masks_quarter),
                               maps[:, 1:]], dim=1)
-        maps = F.interpolate(maps, size=(padded_h, padded_w), mode='bilinear',
-                             align_corners=False)[:, :, :height, :width]
-        weight, gains = maps[:, :1], maps[:, weights:]
         background_weight = target_weight = None
-        if masks_full is not None:
-            # Full-resolution blend: the target weight stops at the mask edge, not 4 px past it.
-            background_weight, target_weight = weight, maps[:, 1:2]
-            union = masks_full if masks_full.shape[1] == 1 else masks_full.amax(1, keepdim=True)
-            weight = torch.lerp(background_weight, target_weight, target_share(union))
+        if config.guided_radius > 0:
+            weight, gains, background_weight, target_weight = self._guided_maps(
+                maps, weights, masks_quarter, quarter, ir, vis_y, return_intermediates)
+        else:
+            maps = F.interpolate(maps, size=(padded_h, padded_w), mode='bilinear',
+                                 align_corners=False)[:, :, :height, :width]
+            weight, gains = maps[:, :1], maps[:, weights:]
+            if masks_full is not None:
+                # Full-resolution blend: the target weight stops at the mask edge, not 4 px
+                # past it.
+                background_weight, target_weight = weight, maps[:, 1:2]
+                union = (masks_full if masks_full.shape[1] == 1
+                         else masks_full.amax(1, keepdim=True))
+                weight = torch.lerp(background_weight, target_weight, target_share(union))
 
         high_pass = high_pass[:, :, :height, :width]
         # In-place multiply-adds: two fewer full-resolution temporaries per frame.

@@ -352,9 +352,15 @@ class FusionDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, samples, crop_size=None, horizontal_flip=True, vertical_flip=False,
-                 seed=0, semantics_drop=0.0):
-        if not 0.0 <= semantics_drop <= 1.0:
-            raise ConfigError(f'data.semantics_drop must be in [0, 1], got {semantics_drop}')
+                 seed=0, semantics_drop=0.0, text_drop=0.0, degrade=0.0, ir_stretch=0.0,
+                 scale_range=(1.0, 1.0)):
+        for name, value in (('semantics_drop', semantics_drop), ('text_drop', text_drop),
+                            ('degrade', degrade), ('ir_stretch', ir_stretch)):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f'data.{name} must be in [0, 1], got {value}')
+        if not 0.0 < scale_range[0] <= scale_range[1]:
+            raise ConfigError(f'data.scale_min/scale_max must satisfy 0 < min <= max, got '
+                              f'{tuple(scale_range)}')
         if not samples:
             raise ConfigError('the dataset is empty')
         if crop_size is not None and crop_size < 8:
@@ -365,6 +371,16 @@ class FusionDataset(torch.utils.data.Dataset):
         self.vertical_flip = vertical_flip
         self.seed = seed
         self.semantics_drop = float(semantics_drop)
+        self.text_drop = float(text_drop)
+        self.degrade = float(degrade)
+        self.ir_stretch = float(ir_stretch)
+        self.scale_range = (float(scale_range[0]), float(scale_range[1]))
+        self.stretched_ir = None
+        if self.ir_stretch > 0.0:
+            from tesg_ros.thermal import ThermalNormalizer
+            normalizer = ThermalNormalizer('percentile')
+            self.stretched_ir = [normalizer.normalize(
+                np.round(sample.ir * 255.0).astype(np.uint8)) for sample in samples]
         self.epoch = 0
 
     def set_epoch(self, epoch):
@@ -376,6 +392,18 @@ class FusionDataset(torch.utils.data.Dataset):
 
     def _crop(self, stack, rng):
         size = self.crop_size
+        if self.scale_range != (1.0, 1.0):
+            scale = float(np.exp(rng.uniform(*np.log(self.scale_range))))
+            region = max(8, int(round(size / scale)))
+            cropped = self._crop_region(stack, rng, region)
+            if region == size:
+                return cropped
+            interpolation = cv2.INTER_AREA if region > size else cv2.INTER_LINEAR
+            return np.stack([cv2.resize(np.ascontiguousarray(channel), (size, size),
+                                        interpolation=interpolation) for channel in cropped])
+        return self._crop_region(stack, rng, size)
+
+    def _crop_region(self, stack, rng, size):
         height, width = stack.shape[1:]
         pad_y, pad_x = max(0, size - height), max(0, size - width)
         if pad_y or pad_x:
@@ -389,9 +417,15 @@ class FusionDataset(torch.utils.data.Dataset):
     def __getitem__(self, index):
         sample = self.samples[index]
         # One stack so every crop/flip applies identically to IR, visible and masks.
-        stack = np.concatenate([sample.ir[None], sample.vis_ycbcr, sample.masks], axis=0)
+        ir = sample.ir
+        rng = None
         if self.crop_size is not None:
             rng = np.random.default_rng((self.seed, self.epoch, index))
+            if self.stretched_ir is not None and rng.random() < self.ir_stretch:
+                # What the node feeds by default (percentile stretch of the raw frame).
+                ir = self.stretched_ir[index]
+        stack = np.concatenate([ir[None], sample.vis_ycbcr, sample.masks], axis=0)
+        if self.crop_size is not None:
             stack = self._crop(stack, rng)
             if self.horizontal_flip and rng.random() < 0.5:
                 stack = stack[:, :, ::-1]
@@ -403,7 +437,49 @@ class FusionDataset(torch.utils.data.Dataset):
                 and rng.random() < self.semantics_drop:
             stack[4:] = 0.0
             text[:] = 0.0
+        if self.crop_size is not None and self.text_drop > 0.0 and rng.random() < self.text_drop:
+            text[:] = 0.0
+        clean = stack[1:2].copy()
+        if self.crop_size is not None and self.degrade > 0.0 and rng.random() < self.degrade:
+            stack[1] = degrade_visible(stack[1], rng)
         stack = torch.from_numpy(stack)
         return {'ir': stack[0:1], 'vis_y': stack[1:2], 'vis_cbcr': stack[2:4],
                 'masks': stack[4:], 'text': torch.from_numpy(text),
+                'vis_y_clean': torch.from_numpy(clean),
                 'colour': torch.tensor(sample.is_colour)}
+
+
+DEGRADATIONS = ('low_light', 'noise', 'glare', 'over_exposure', 'haze')
+
+
+def degrade_visible(luma, rng, kind=None):
+    """One synthesised degradation of a visible luma crop ``(h, w)`` float32 in [0, 1].
+
+    ``kind`` one of :data:`DEGRADATIONS` (None: drawn from ``rng``): low light (dimmed,
+    darker mid-tones, sensor noise), noise, glare (1-3 bright headlight-like blobs),
+    over-exposure (gain and offset, clipped) or haze (veil towards a light airlight).
+    Returns a new array in [0, 1] quantised to 8 bits, as a camera delivers it.
+    """
+    kind = DEGRADATIONS[int(rng.integers(len(DEGRADATIONS)))] if kind is None else kind
+    height, width = luma.shape
+    if kind == 'low_light':
+        out = rng.uniform(0.08, 0.4) * luma ** rng.uniform(1.0, 1.6)
+        out = out + rng.normal(0.0, rng.uniform(0.004, 0.02), luma.shape)
+    elif kind == 'noise':
+        out = luma + rng.normal(0.0, rng.uniform(0.02, 0.06), luma.shape)
+    elif kind == 'glare':
+        rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
+        out = luma.copy()
+        for _ in range(int(rng.integers(1, 4))):
+            radius = rng.uniform(0.05, 0.3) * max(height, width)
+            centre_y, centre_x = rng.uniform(0, height), rng.uniform(0, width)
+            out = out + rng.uniform(0.6, 1.5) * np.exp(
+                -((rows - centre_y) ** 2 + (cols - centre_x) ** 2) / (2.0 * radius ** 2))
+    elif kind == 'over_exposure':
+        out = luma * rng.uniform(1.6, 3.0) + rng.uniform(0.0, 0.2)
+    elif kind == 'haze':
+        transmission = rng.uniform(0.3, 0.7)
+        out = luma * transmission + rng.uniform(0.6, 0.95) * (1.0 - transmission)
+    else:
+        raise ConfigError(f'unknown degradation {kind!r}; known: {DEGRADATIONS}')
+    return (np.round(np.clip(out, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)

@@ -15,6 +15,10 @@ import torch.nn.functional as functional
 
 from tesg_ros.errors import ConfigError
 
+INFORMATION_RADIUS = 15   # px: window of the information share (smooth, not mottled)
+INFORMATION_FLOOR = 0.05  # Sobel-magnitude units: two flat sources -> share 0.5
+WARM_RADIUS = 15          # px: surroundings of a mask pixel
+WARM_RAMP = 0.04          # ~10 grey levels warmer than the surroundings = fully warm
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 
@@ -41,16 +45,62 @@ def target_union(masks):
     return union, (union.amax(dim=(1, 2, 3), keepdim=True) > 0).to(union.dtype)
 
 
-def background_target(ir, vis_y, has_targets, background_visible):
+def box_mean(image, radius):
+    """Mean over a (2 radius + 1)^2 window (borders: the pixels inside), same shape."""
+    size = 2 * radius + 1   # separable: cost linear in the window side
+    image = functional.avg_pool2d(image, (1, size), 1, (0, radius), count_include_pad=False)
+    return functional.avg_pool2d(image, (size, 1), 1, (radius, 0), count_include_pad=False)
+
+
+def information_share(ir, vis_y, radius=INFORMATION_RADIUS):
+    """Per-pixel infrared share of an information-based target, ``(B, 1, H, W)`` in (0, 1).
+
+    ``s = (E_I + c) / (E_I + E_V + 2 c)`` with ``E`` the Sobel magnitude averaged over a
+    (2 radius + 1)^2 window and ``c`` = 0.05: each source weighs by how much structure it
+    carries around the pixel. A dark, flat, hazy or saturated visible image gives the IR the
+    larger share; two equally flat sources give 0.5 (the average), not the brighter one and
+    not the visible one. The window keeps the share smooth, so it does not ask for mottled
+    switching between the sources.
+    """
+    energy = box_mean(torch.cat([sobel_magnitude(ir), sobel_magnitude(vis_y)], dim=1), radius)
+    energy = energy + INFORMATION_FLOOR
+    return energy[:, :1] / energy.sum(dim=1, keepdim=True)
+
+
+def warm_part(ir, union, radius=WARM_RADIUS, ramp=WARM_RAMP):
+    """How much each mask pixel is warmer than the IR around the masks, ``(B, 1, H, W)``.
+
+    The surroundings are the mean IR of the non-mask pixels of a (2 radius + 1)^2 window
+    (the image's mean non-mask IR where the window has none); the result ramps from 0 at the
+    surroundings' level to 1 at ``ramp`` above it. The thermal masks' region shapes (working
+    resolution, hull completion) include pavement or wall beside an object; asking for the IR
+    there taught the network blocky patches.
+    """
+    outside = 1.0 - union
+    total = box_mean(outside, radius)
+    local = box_mean(ir * outside, radius) / total.clamp_min(1e-3)
+    overall = (ir * outside).sum(dim=(2, 3), keepdim=True) / outside.sum(
+        dim=(2, 3), keepdim=True).clamp_min(1.0)
+    surroundings = torch.where(total > 0.02, local, overall)
+    return ((ir - surroundings) / ramp).clamp(0.0, 1.0)
+
+
+def background_target(ir, vis_y, has_targets, background_visible, information=0.0):
     """Intensity target outside the masks: ``max(I, V)``, leaning toward V by
-    ``background_visible`` in images that have targets (see :func:`intensity_loss`)."""
-    brighter = torch.maximum(ir, vis_y)
-    if has_targets is None or background_visible == 0.0:
-        return brighter
-    return brighter + background_visible * has_targets * (vis_y - brighter)
+    ``background_visible`` in images that have targets (see :func:`intensity_loss`), and
+    toward the information-based target ``V + s (I - V)`` (:func:`information_share`) by
+    ``information``."""
+    target = torch.maximum(ir, vis_y)
+    if has_targets is not None and background_visible != 0.0:
+        target = target + background_visible * has_targets * (vis_y - target)
+    if information != 0.0:
+        informed = torch.lerp(vis_y, ir, information_share(ir, vis_y))
+        target = torch.lerp(target, informed, information)
+    return target
 
 
-def intensity_loss(fused, ir, vis_y, masks=None, mask_weight=1.0, background_visible=0.0):
+def intensity_loss(fused, ir, vis_y, masks=None, mask_weight=1.0, background_visible=0.0,
+                   information=0.0):
     """Mask-aware (target-aware) intensity loss.
 
     With ``m = max_k masks_k`` (the union of the SIG masks, B x 1 x H x W) and the background
@@ -68,8 +118,8 @@ def intensity_loss(fused, ir, vis_y, masks=None, mask_weight=1.0, background_vis
     """
     union, has_targets = target_union(masks)
     if union is None:
-        return (fused - torch.maximum(ir, vis_y)).abs().mean()
-    background = background_target(ir, vis_y, has_targets, background_visible)
+        return (fused - background_target(ir, vis_y, None, 0.0, information)).abs().mean()
+    background = background_target(ir, vis_y, has_targets, background_visible, information)
     loss = ((1.0 - union) * (fused - background).abs()).mean()
     if mask_weight != 0.0:
         inside = (union * (fused - ir).abs()).sum(dim=(1, 2, 3))
@@ -87,7 +137,7 @@ def edge_band_map(union, radius):
     return dilated - eroded
 
 
-def edge_guidance(ir, vis_y, masks, edge_band, background_visible=0.0):
+def edge_guidance(ir, vis_y, masks, edge_band, background_visible=0.0, information=0.0):
     """``(composite, band)`` for the edge-aware gradient and SSIM terms, or ``(None, None)``.
 
     ``composite`` C = m I + (1 - m) B (B x 1 x H x W): the image the intensity loss asks for
@@ -99,8 +149,8 @@ def edge_guidance(ir, vis_y, masks, edge_band, background_visible=0.0):
     union, has_targets = target_union(masks)
     if not edge_band or union is None:
         return None, None
-    composite = torch.lerp(background_target(ir, vis_y, has_targets, background_visible),
-                           ir, union)
+    composite = torch.lerp(background_target(ir, vis_y, has_targets, background_visible,
+                                             information), ir, union)
     return composite, edge_band_map(union, edge_band)
 
 
@@ -233,27 +283,47 @@ class LossWeights:
     ssim: float = 0.5
     ssim_ir_weight: float = 0.5
     colour: float = 1.0
+    information_target: float = 0.0
+    mask_warm_only: float = 0.0
+    text_consistency: float = 0.0
 
     def to_dict(self):
         """Return the weights as a plain dict (for logs and checkpoint metadata)."""
         return asdict(self)
 
 
-def fusion_loss(fused, ir, vis_y, vis_cbcr=None, masks=None, weights=None):
+def effective_masks(ir, masks, warm_only):
+    """The masks the losses use: ``masks`` times ``lerp(1, warm_part, warm_only)``
+    (:func:`warm_part`), so with ``warm_only`` 1 only the mask pixels warmer than the
+    surroundings ask for the IR."""
+    union, _ = target_union(masks)
+    if union is None or warm_only == 0.0:
+        return masks
+    return masks * torch.lerp(torch.ones_like(union), warm_part(ir, union), warm_only)
+
+
+def fusion_loss(fused, ir, vis_y, vis_cbcr=None, masks=None, weights=None, vis_clean=None):
     """Weighted total ``L = a L_int + b L_grad + c L_ssim + d L_colour``.
 
-    ``vis_cbcr`` None (grey visible) skips the colour term. Returns ``(total, parts)`` where
-    ``parts`` maps 'intensity', 'gradient', 'ssim', 'colour' and 'total' to detached
-    scalar tensors (unweighted components, weighted total).
+    ``vis_cbcr`` None (grey visible) skips the colour term. ``vis_clean`` is the visible
+    image before a synthesised degradation (low light, noise, glare, haze; ``vis_y`` is what
+    the network saw): the gradient and SSIM terms compare with it, so copying noise or a
+    glare edge costs, while the intensity target stays one the network can reach from its
+    inputs. Returns ``(total, parts)`` where ``parts`` maps 'intensity', 'gradient',
+    'ssim', 'colour' and 'total' to detached scalar tensors (unweighted components,
+    weighted total).
     """
     weights = weights or LossWeights()
+    masks = effective_masks(ir, masks, weights.mask_warm_only)
+    reference = vis_y if vis_clean is None else vis_clean
     composite, band = edge_guidance(ir, vis_y, masks, weights.edge_band,
-                                    weights.background_visible)
+                                    weights.background_visible, weights.information_target)
     parts = {
         'intensity': intensity_loss(fused, ir, vis_y, masks, weights.intensity_mask,
-                                    weights.background_visible),
-        'gradient': gradient_loss(fused, ir, vis_y, weights.gradient_excess, composite, band),
-        'ssim': ssim_loss(fused, ir, vis_y, weights.ssim_ir_weight, composite, band),
+                                    weights.background_visible, weights.information_target),
+        'gradient': gradient_loss(fused, ir, reference, weights.gradient_excess, composite,
+                                  band),
+        'ssim': ssim_loss(fused, ir, reference, weights.ssim_ir_weight, composite, band),
     }
     total = (weights.intensity * parts['intensity'] + weights.gradient * parts['gradient']
              + weights.ssim * parts['ssim'])

@@ -49,6 +49,11 @@ class DataConfig:
     horizontal_flip: bool = True
     vertical_flip: bool = False
     semantics_drop: float = 0.0
+    text_drop: float = 0.0      # share of crops trained with zero text, masks kept
+    degrade: float = 0.0        # share of crops whose visible image is degraded (dataset.py)
+    ir_stretch: float = 0.0     # share of crops with the node's percentile-stretched IR
+    scale_min: float = 1.0      # random rescale of the crop (objects at other sizes)
+    scale_max: float = 1.0
 
 
 @dataclass
@@ -108,6 +113,7 @@ class TrainConfig:
     seed: int = 0
     run_dir: str = 'out/train'
     export_path: str = 'model/tesg_fusion.safetensors'
+    init_weights: str = ''   # start from these weights (same tensors; the config's model wins)
     data: DataConfig = field(default_factory=DataConfig)
     semantics: SemanticsConfig = field(default_factory=SemanticsConfig)
     model: dict = field(default_factory=dict)
@@ -577,8 +583,26 @@ class Trainer:
         fused = model(batch['ir'], batch['vis_y'], batch['masks'], batch['text'])
         # Chroma only matters for colour images; a grey visible image has Cb = Cr = 0.5.
         vis_cbcr = batch['vis_cbcr'] if bool(batch['colour'].any()) else None
-        return fusion_loss(fused, batch['ir'], batch['vis_y'], vis_cbcr, batch['masks'],
-                           self.config.loss) + (fused,)
+        total, parts = fusion_loss(fused, batch['ir'], batch['vis_y'], vis_cbcr, batch['masks'],
+                                   self.config.loss, batch.get('vis_y_clean'))
+        weight = self.config.loss.text_consistency
+        if weight > 0.0 and model.training:
+            total, parts = self._add_text_consistency(model, batch, fused, total, parts, weight)
+        return total, parts, fused
+
+    @staticmethod
+    def _add_text_consistency(model, batch, fused, total, parts, weight):
+        """Outside the masks, the fused image with the text must match the one with zero text
+        (a no-grad forward): a description alone must not swing the global balance."""
+        with torch.no_grad():
+            plain = model(batch['ir'], batch['vis_y'], batch['masks'],
+                          torch.zeros_like(batch['text']))
+        outside = 1.0 - batch['masks'].amax(dim=1, keepdim=True) if batch['masks'].shape[1] \
+            else torch.ones_like(fused)
+        term = (outside * (fused - plain).abs()).mean()
+        parts = dict(parts, text_consistency=term.detach())
+        parts['total'] = (total + weight * term).detach()
+        return total + weight * term, parts
 
     def validate(self, network, samples, fuse=None):
         """Mean loss parts (``loss/*``) and, if available, fusion metrics over ``samples``.
@@ -651,13 +675,22 @@ class Trainer:
         torch.use_deterministic_algorithms(True, warn_only=True)
         if config.train.threads > 0:
             torch.set_num_threads(config.train.threads)
-        network = build_network(config.model).to(self.device)
+        network = build_network(config.model)
+        if config.init_weights and self.resume is None:
+            from tesg_ros.network.weights import load_fusion_net
+            source = load_fusion_net(config.init_weights)
+            network.load_state_dict(source.state_dict())
+            if self.is_main:
+                LOGGER.info('initialised from %s', config.init_weights)
+        network = network.to(self.device)
         net_config = network.config
         train_samples, val_samples = self._load_data(net_config)
         train_set = data_module.FusionDataset(
             train_samples, config.data.crop_size, config.data.horizontal_flip,
             config.data.vertical_flip, seed=config.seed,
-            semantics_drop=config.data.semantics_drop)
+            semantics_drop=config.data.semantics_drop, text_drop=config.data.text_drop,
+            degrade=config.data.degrade, ir_stretch=config.data.ir_stretch,
+            scale_range=(config.data.scale_min, config.data.scale_max))
         sampler = ResumableDistributedSampler(
             train_set, num_replicas=self.world_size, rank=self.rank, shuffle=True,
             seed=config.seed, drop_last=True)
