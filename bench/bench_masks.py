@@ -4,11 +4,11 @@
 
 Each thermal frame of ``DATASET/ir`` is resized to ``--size`` and the backend is timed on it
 with the phrases of ``--phrases`` (default: the three kinds the offline describer writes), once
-with the shipped settings, once without the completion of upright groups (the masks of
-session 5) and once with the warm cores only (no growth, no hole filling, edges from the working
-image: the masks up to session 4). Prints p50/p90 per variant, the mean area
-of the union of the masks (>= 0.5) and the mean mask value 1, 2, 3 and 4 px outside it (how far
-the soft edge reaches past the objects). ``--size native`` keeps each frame's own size.
+with the shipped settings, once without the completion of upright groups and once with the
+warm cores only (no growth, no hole filling, edges from the working image). Prints p50/p90 per
+variant, the mean area of the union of the masks (>= 0.5) and the mean mask value 1, 2, 3 and
+4 px outside it (how far the soft edge reaches past the objects). ``--size native`` keeps each
+frame's own size.
 
     . scripts/env.sh && python bench/bench_masks.py ../shared/data/tno25 --size 640x480
 """
@@ -47,9 +47,9 @@ def main(argv=None):
     variants = {
         'shipped (grown, upright groups completed, full-resolution edges)':
             ThermalMaskBackend(shipped),
-        'grown, full-resolution edges (session 5)': ThermalMaskBackend(replace(
+        'grown, full-resolution edges, no upright completion': ThermalMaskBackend(replace(
             shipped, complete_upright=False)),
-        'warm cores only (until session 4)': ThermalMaskBackend(WARM_CORES_ONLY),
+        'warm cores only': ThermalMaskBackend(WARM_CORES_ONLY),
     }
     frames = [read_ir(pair.ir) for pair in find_pairs(args.dataset)]
     if not native:

@@ -14,7 +14,7 @@ exist on this machine); it shows whether a person stays a person-shaped whole in
 image, not detection accuracy (TNO has no labels).
 
     . scripts/env.sh && python bench/person_scores.py ../shared/data/tno25 \\
-        --weights model/tesg_fusion.safetensors out/v7/tesg_fusion.safetensors
+        --weights model/tesg_fusion.safetensors out/other/tesg_fusion.safetensors
 """
 
 import argparse

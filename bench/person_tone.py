@@ -11,12 +11,12 @@ where the sources differ by >= 10 grey levels, the effective IR share
 prints per model the mean ``s`` and the fraction of person pixels with ``s < 0.5`` (rendered
 closer to the visible image), averaged over the pairs that have a person.
 
-``--weights`` models are fused with the shipped SIG; ``--session5-weights`` models with the
-SIG as it was in session 5 (no upright completion, parts not merged: the semantics those
-models shipped with), so a model can be compared with its predecessor as each was shipped.
+``--weights`` models are fused with the shipped SIG; ``--no-upright-weights`` models with the
+SIG without upright completion (parts not merged), for models trained on those semantics, so
+each model is compared with the semantics it was trained with.
 
     . scripts/env.sh && python bench/person_tone.py ../shared/data/tno25 \\
-        --weights model/tesg_fusion.safetensors --session5-weights out/v10.safetensors
+        --weights model/tesg_fusion.safetensors --no-upright-weights out/no_upright.safetensors
 """
 
 import argparse
@@ -48,7 +48,7 @@ def main(argv=None):
     parser.add_argument('dataset', help='folder with ir/ and vi/')
     parser.add_argument('--weights', nargs='*',
                         default=[str(ROOT / 'model' / 'tesg_fusion.safetensors')])
-    parser.add_argument('--session5-weights', nargs='*', default=[])
+    parser.add_argument('--no-upright-weights', nargs='*', default=[])
     args = parser.parse_args(argv)
 
     from tesg_ros.network.weights import load_fusion_net
@@ -58,14 +58,15 @@ def main(argv=None):
     from tesg_ros.training.dataset import find_pairs
 
     shipped = ThermalSegmentationParams()
-    session5 = replace(shipped, complete_upright=False)
+    no_upright = replace(shipped, complete_upright=False)
     encoder = MiniLmTextEncoder()
     sigs = {'shipped': SemanticInformationGenerator(encoder),
-            'session 5': SemanticInformationGenerator(
-                encoder, mask_backend=ThermalMaskBackend(session5),
-                describer=OfflineDescriber(session5))}
+            'no upright completion': SemanticInformationGenerator(
+                encoder, mask_backend=ThermalMaskBackend(no_upright),
+                describer=OfflineDescriber(no_upright))}
     models = [(path, 'shipped', load_fusion_net(path)) for path in args.weights] + [
-        (path, 'session 5', load_fusion_net(path)) for path in args.session5_weights]
+        (path, 'no upright completion', load_fusion_net(path))
+        for path in args.no_upright_weights]
     rows = {(path, semantics): [] for path, semantics, _ in models}
     pairs = find_pairs(args.dataset)
     with_people = 0

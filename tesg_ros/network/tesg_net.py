@@ -41,8 +41,8 @@ from tesg_ros.network.tdaf import TextDrivenAttentionalFusion
 RANGE_TOLERANCE = 1e-3
 SKIP_REDUCTION = 4
 FILL_RADIUS = 2   # quarter pixels: neighbourhood of background_from_surroundings
-# Soft masks with a wide tail (the SIG's thermal masks until session 4 fell from 0.4 to 0.05
-# over ~6 px outside a target; CLIPSeg and HOG-box masks are softer still) would give the
+# Soft masks with a wide tail (warm-core-only thermal masks fall from 0.4 to 0.05 over
+# ~6 px outside a target; CLIPSeg and HOG-box masks are softer still) would give the
 # target's IR share a glow that wide. Steepened about 0.5 (0.25 -> 0, 0.75 -> 1) the blend
 # switches within ~2 px; the masks reach MGCA unchanged.
 MASK_BLEND_GAIN = 2.0

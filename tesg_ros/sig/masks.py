@@ -187,7 +187,7 @@ class ThermalSegmentationParams:
                               f'got {self.grow_steps!r}')
 
 
-# The masks until session 4, for comparisons: the warm cores alone, edges from the working image.
+# For comparisons: the warm cores alone, edges from the working image (no growth, no filling).
 WARM_CORES_ONLY = ThermalSegmentationParams(grow_ratio=1.0, fill_holes=False,
                                             full_resolution_edges=False, complete_upright=False)
 

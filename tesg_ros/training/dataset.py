@@ -36,7 +36,8 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 # A 3-channel IR file must be grey (R = G = B up to JPEG noise); a pseudo-colour palette
 # would otherwise be silently turned into a wrong intensity.
 GREY_TOLERANCE = 8
-# v5: an upright person's parts one object (descriptions); v4: upright groups completed
+# Bumped whenever the cached semantics change (now: upright groups completed, an upright
+# person's parts one object in the descriptions).
 CACHE_FORMAT = 'tesg-train-semantics-v5'
 
 
