@@ -49,6 +49,7 @@ from tesg_ros.engine import (EngineSettings, FusionEngine, registration_config, 
 from tesg_ros.errors import CalibrationError, ConfigError, TesgError
 from tesg_ros.mailbox import LatestMailbox
 from tesg_ros.node_params import NODE_NAME, PARAMETERS, PARAMETERS_BY_NAME
+from tesg_ros.pairing import stamp_to_ns
 from tesg_ros.stamp_order import BACKWARD_JUMP, FUTURE, OUT_OF_ORDER, OutputOrder
 from tesg_ros.stats import RateMeter, RunningStats
 
@@ -85,10 +86,6 @@ def _descriptor(spec):
         descriptor.integer_range = [IntegerRange(
             from_value=int(spec.minimum), to_value=int(spec.maximum), step=1)]
     return descriptor
-
-
-def _stamp_ns(header):
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
 def resolve_sync_backend(requested, thermal_time_offset, reorder_window=0.0):
@@ -511,11 +508,16 @@ class FusionNode(LifecycleNode):
 
     def _on_pair(self, thermal_msg, rgb_msg):
         """Synchroniser callback: check and hand over; never fuse here."""
-        dt = abs(_stamp_ns(thermal_msg.header) - _stamp_ns(rgb_msg.header)) / 1e9
-        self._pair_dt.add(dt)
         self._rates['pairs'].tick(time.monotonic())
         with self._lock:
             self._counters['pairs'] += 1
+        try:  # message_filters pairs stamps whose nanosec is out of range; they stop here
+            dt = abs(stamp_to_ns(thermal_msg.header.stamp) - stamp_to_ns(rgb_msg.header.stamp))
+        except TesgError as error:
+            self._count_drop('dropped_bad_input')
+            self._record_error(type(error).__name__, str(error))
+            return
+        self._pair_dt.add(dt / 1e9)
         self._mailbox.put((thermal_msg, rgb_msg, time.monotonic()))
 
     # ------------------------------------------------------------------ worker
@@ -538,7 +540,7 @@ class FusionNode(LifecycleNode):
                 self._record_error(type(error).__name__, f'fusion failed: {error!r}')
 
     def _process(self, engine, thermal_msg, rgb_msg, paired_monotonic, taken_monotonic):
-        stamp = _stamp_ns(rgb_msg.header)
+        stamp = stamp_to_ns(rgb_msg.header.stamp)
         if not self._check_order(stamp, paired_monotonic):
             return
         max_age = self._params['worker.max_pair_age']

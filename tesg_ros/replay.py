@@ -42,7 +42,8 @@ from tesg_ros import bags
 from tesg_ros.errors import ConfigError, TesgError
 from tesg_ros.node_params import (load_params_file, NODE_NAME, PARAMETERS_BY_NAME,
                                   validate_overrides)
-from tesg_ros.pairing import ApproximateTimePairingPolicy, RGB, THERMAL
+from tesg_ros.pairing import ApproximateTimePairingPolicy, RGB, stamp_to_ns, THERMAL
+from tesg_ros.stats import counted_percentiles
 from tesg_ros.tools import split_ros_args
 
 NS_PER_S = 1_000_000_000
@@ -302,16 +303,6 @@ def warmup_stamps(first_stamp_ns, count):
 
 
 # ---------------------------------------------------------------------------- measuring
-def percentiles(values):
-    """``{'count', 'mean', 'p50', 'p90', 'p99', 'max'}`` of ``values`` (floats), or count 0."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size == 0:
-        return {'count': 0}
-    p50, p90, p99 = np.percentile(values, [50, 90, 99])
-    return {'count': int(values.size), 'mean': float(values.mean()), 'p50': float(p50),
-            'p90': float(p90), 'p99': float(p99), 'max': float(values.max())}
-
-
 class PairTracker:
     """Which input pairs were published and which came back fused, with latencies.
 
@@ -386,7 +377,7 @@ class PairTracker:
             'duplicate_fused': duplicates,
             'pairs_without_output': expected - matched,
             'drop_rate': (expected - matched) / expected if expected else None,
-            'latency_ms': percentiles(latencies),
+            'latency_ms': counted_percentiles(latencies),
             'expected_pairing': counters,
         }
 
@@ -857,10 +848,6 @@ def image_from_cdr(data, msgtype):
     return numpy_to_image(pixels, encoding, header=compressed.header, message_class=Image)
 
 
-def _stamp_ns(stamp):
-    return stamp.sec * NS_PER_S + stamp.nanosec
-
-
 def _set_stamp(time_msg, stamp_ns):
     """Set a builtin_interfaces/Time (``sec``, ``nanosec``) to ``stamp_ns``."""
     time_msg.sec, time_msg.nanosec = divmod(int(stamp_ns), NS_PER_S)
@@ -1135,7 +1122,7 @@ class _Replay:
 
     def _on_fused(self, msg):
         wall = time.monotonic()
-        stamp = _stamp_ns(msg.header.stamp)
+        stamp = stamp_to_ns(msg.header.stamp)
         with self._lock:
             if stamp in self._warmup_stamps:
                 self._warm_frames += 1
@@ -1150,7 +1137,7 @@ class _Replay:
     def _on_fused_info(self, msg):
         wall = time.monotonic()
         with self._lock:
-            if not self.recording or _stamp_ns(msg.header.stamp) in self._warmup_stamps:
+            if not self.recording or stamp_to_ns(msg.header.stamp) in self._warmup_stamps:
                 return
         self._record('fused/camera_info', bags.CAMERA_INFO, msg, wall)
         self._fused_infos += 1
@@ -1185,7 +1172,7 @@ class _Replay:
         """
         options = self.options
         thermal, rgb = self._first_image('thermal'), self._first_image('rgb')
-        first = min(_stamp_ns(thermal.header.stamp), _stamp_ns(rgb.header.stamp))
+        first = min(stamp_to_ns(thermal.header.stamp), stamp_to_ns(rgb.header.stamp))
         interval = 0.5
         count = max(int(math.ceil(options.warmup_timeout / interval)), 1)
         stamps = warmup_stamps(first, count)
@@ -1273,7 +1260,7 @@ class _Replay:
                         continue  # latched: once is enough
                     msg = self._prepare(role, data, msgtype)
                     # A zero stamp stays zero (invalid) in every pass; the node drops it.
-                    stamp = 0 if role == 'semantics' else _stamp_ns(msg.header.stamp)
+                    stamp = 0 if role == 'semantics' else stamp_to_ns(msg.header.stamp)
                     if stamp:
                         if loop == 0:
                             all_stamps.add(stamp)
@@ -1324,7 +1311,7 @@ class _Replay:
         self._last_clock_wall = now
         self.publish_lag_ms.append((now - target) * 1e3)
         if role in ('thermal', 'rgb'):
-            self.tracker.published(role, _stamp_ns(msg.header.stamp), now)
+            self.tracker.published(role, stamp_to_ns(msg.header.stamp), now)
         self.graph.publishers[role].publish(msg)
         self.published[role] += 1
         self.last_bag_ns, self.last_publish_wall = bag_ns, now
@@ -1600,7 +1587,7 @@ def _run(options, bag, topics, graph, runner, warnings):
         'publish_wall_seconds': publish_wall,
         'wall_seconds': runner.wall_end - runner.wall_start,
         'published': dict(runner.published),
-        'publish_lag_ms': percentiles(runner.publish_lag_ms),
+        'publish_lag_ms': counted_percentiles(runner.publish_lag_ms),
         'result': result,
         'node': node,
         'warnings': warnings,

@@ -1,6 +1,7 @@
 # Copyright 2026 The tesg_ros authors
 # SPDX-License-Identifier: Apache-2.0
-"""Small thread-safe statistics for diagnostics: event rates and running summaries."""
+"""Small statistics: thread-safe event rates and running summaries for diagnostics, and the
+percentile summaries of the replay and evaluation reports."""
 
 from collections import deque
 import threading
@@ -59,3 +60,26 @@ class RunningStats:
         p50, p99 = np.percentile(samples, [50, 99])
         return {'count': count, 'mean': float(samples.mean()), 'p50': float(p50),
                 'p99': float(p99), 'min': float(samples.min()), 'max': float(samples.max())}
+
+
+# Two summaries, because two report formats depend on them: the replay report counts samples
+# and reports p99 (a latency tail), the evaluation report keeps one key set even when empty.
+def counted_percentiles(values):
+    """``{'count', 'mean', 'p50', 'p90', 'p99', 'max'}`` of ``values`` (floats); ``{'count': 0}``
+    when empty."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return {'count': 0}
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    return {'count': int(values.size), 'mean': float(values.mean()), 'p50': float(p50),
+            'p90': float(p90), 'p99': float(p99), 'max': float(values.max())}
+
+
+def percentiles_or_nan(values):
+    """``{'p50', 'p90', 'max', 'mean'}`` of a list of numbers; every value NaN when empty."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
+        return {'p50': float('nan'), 'p90': float('nan'), 'max': float('nan'),
+                'mean': float('nan')}
+    return {'p50': float(np.percentile(array, 50)), 'p90': float(np.percentile(array, 90)),
+            'max': float(array.max()), 'mean': float(array.mean())}

@@ -32,3 +32,20 @@ def test_running_stats_summary_and_window():
     assert summary['min'] == 101 and summary['max'] == 200
     assert summary['p50'] == pytest.approx(150.5)
     assert summary['mean'] == pytest.approx(150.5)
+
+
+def test_counted_percentiles_counts_and_reports_the_tail():
+    from tesg_ros.stats import counted_percentiles
+    assert counted_percentiles([]) == {'count': 0}
+    summary = counted_percentiles(range(1, 101))
+    assert summary['count'] == 100 and summary['max'] == 100.0 and summary['mean'] == 50.5
+    assert summary['p50'] == 50.5 and abs(summary['p99'] - 99.01) < 1e-9
+
+
+def test_percentiles_or_nan_keeps_its_keys_when_empty():
+    import math
+    from tesg_ros.stats import percentiles_or_nan
+    empty = percentiles_or_nan([])
+    assert list(empty) == ['p50', 'p90', 'max', 'mean']
+    assert all(math.isnan(value) for value in empty.values())
+    assert percentiles_or_nan([1.0, 3.0]) == {'p50': 2.0, 'p90': 2.8, 'max': 3.0, 'mean': 2.0}

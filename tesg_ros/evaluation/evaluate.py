@@ -47,6 +47,7 @@ from tesg_ros.evaluation.common import (  # noqa: F401 - re-exported by the pack
     BASELINES, LOWER_IS_BETTER, METHOD_TITLES, METHODS, SCENE_CHANGE_LEVELS, STAGES)
 from tesg_ros.pairing import (ApproximateTimePairingPolicy, message_stamp_ns, RGB,
                               seconds_to_ns, THERMAL)
+from tesg_ros.stats import percentiles_or_nan
 
 FUSED_TOPIC = '/fused/image'
 FUSED_INFO_TOPIC = '/fused/camera_info'
@@ -339,16 +340,6 @@ def score_frame(ir8, visible_rgb, fused_rgb, convention='common'):
     candidates = {'model': fused_rgb, **baseline_images(ir8, visible_rgb)}
     return {method: metrics.evaluate(ir8, visible_rgb, image, convention=convention)
             for method, image in candidates.items()}
-
-
-def percentiles(values):
-    """``{'p50', 'p90', 'max', 'mean'}`` of a list of numbers (NaN for an empty list)."""
-    array = np.asarray(values, dtype=np.float64)
-    if array.size == 0:
-        return {'p50': float('nan'), 'p90': float('nan'), 'max': float('nan'),
-                'mean': float('nan')}
-    return {'p50': float(np.percentile(array, 50)), 'p90': float(np.percentile(array, 90)),
-            'max': float(array.max()), 'mean': float(array.mean())}
 
 
 def summarise_metrics(frames):
@@ -993,8 +984,8 @@ class _Evaluation:
             self._score_detections()
         result.summary = summarise_metrics(result.frames)
         stages = list(STAGES) + (['describe'] if self.mode == 'live' else [])
-        result.timings = {stage: percentiles([f.timings_ms.get(stage, 0.0)
-                                              for f in result.frames]) for stage in stages}
+        result.timings = {stage: percentiles_or_nan([f.timings_ms.get(stage, 0.0)
+                                                     for f in result.frames]) for stage in stages}
         result.semantics['descriptions'] = [
             {'first_frame': first, 'description': text, 'source': source}
             for first, text, source in self.descriptions]
