@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from tesg_ros.errors import ConfigError, ImageEncodingError
-
+from tesg_ros.errors import ConfigError
+from tesg_ros.sig.images import to_bgr, to_unit_thermal  # noqa: F401 (re-exported)
 from tesg_ros.sig.request import (  # noqa: F401 (the vocabulary, re-exported)
     ANIMAL, PERSON_WORDS, text_classes, VEHICLE_WORDS, WARM_WORDS)
 
@@ -49,45 +49,6 @@ def phrase_classes(phrase):
     object" is a person); one with warm words only ("small hot spot") names 'warm'.
     """
     return text_classes(phrase)
-
-
-def to_unit_thermal(thermal):
-    """Return the thermal frame as H x W float32 in [0, 1].
-
-    Accepts H x W (or H x W x 1) uint8 (divided by 255) or floating point already in [0, 1].
-    Anything else (uint16 raw counts, colour-mapped H x W x 3, values outside [0, 1]) raises
-    :class:`ImageEncodingError`: the caller must normalise it (thermal normalisation module).
-    """
-    array = np.asarray(thermal)
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    if array.ndim != 2 or array.size == 0:
-        raise ImageEncodingError(
-            f'thermal image must be H x W (single channel), got shape {array.shape}')
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) * np.float32(1.0 / 255.0)
-    if np.issubdtype(array.dtype, np.floating):
-        unit = array.astype(np.float32, copy=False)
-        low, high = float(np.nanmin(unit)), float(np.nanmax(unit))
-        if not (0.0 <= low and high <= 1.0):
-            raise ImageEncodingError(
-                f'float thermal image must lie in [0, 1], got range [{low:.4g}, {high:.4g}]')
-        return unit
-    raise ImageEncodingError(
-        f'thermal image must be uint8 or float in [0, 1], got dtype {array.dtype}')
-
-
-def to_bgr(visible):
-    """Return the visible frame as H x W x 3 uint8 BGR (a grey H x W uint8 frame is replicated)."""
-    array = np.asarray(visible)
-    if array.dtype != np.uint8:
-        raise ImageEncodingError(f'visible image must be uint8, got dtype {array.dtype}')
-    if array.ndim == 2:
-        return cv2.cvtColor(array, cv2.COLOR_GRAY2BGR)
-    if array.ndim == 3 and array.shape[2] == 3:
-        return array
-    raise ImageEncodingError(
-        f'visible image must be H x W x 3 (BGR) or H x W (grey), got shape {array.shape}')
 
 
 def horizontal_position(centre_x, width):
@@ -844,7 +805,8 @@ class ClipSegMaskBackend:
     def __init__(self, path, image='visible', device='cpu',
                  parameter='semantics.clipseg.path', image_parameter='semantics.clipseg.image'):
         from tesg_ros.sig.text_encoder import require_model_dir
-        from tesg_ros.sig.vlm import check_image_source, load_processor
+        from tesg_ros.sig.images import check_image_source
+        from tesg_ros.sig.vlm import load_processor
         import torch
         from transformers import AutoConfig, CLIPSegForImageSegmentation, CLIPSegProcessor
 
@@ -882,7 +844,7 @@ class ClipSegMaskBackend:
 
     def __call__(self, visible, thermal, phrases):
         """Return (M, H, W) float32 masks in [0, 1] at the visible frame's size."""
-        from tesg_ros.sig.vlm import compose_rgb
+        from tesg_ros.sig.images import compose_rgb
 
         phrases = _check_phrases(phrases)
         bgr = to_bgr(visible)

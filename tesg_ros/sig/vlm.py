@@ -28,14 +28,11 @@ cannot load raise a :class:`ConfigError` that names the missing package.
 
 import functools
 
-import cv2
-import numpy as np
-
 from tesg_ros.errors import ConfigError
-from tesg_ros.sig.masks import to_bgr, to_unit_thermal
+from tesg_ros.sig.images import (  # noqa: F401 (re-exported)
+    check_image_source, compose_rgb, IMAGE_SOURCES)
 from tesg_ros.sig.text_encoder import require_model_dir
 
-IMAGE_SOURCES = ('visible', 'infrared', 'both')
 CAPTIONER_TYPES = ('blip', 'git')
 TASK_PROMPT_TYPES = ('florence2',)
 FLORENCE_CAPTION_TASKS = ('<CAPTION>', '<DETAILED_CAPTION>', '<MORE_DETAILED_CAPTION>')
@@ -44,35 +41,6 @@ IMAGE_ONLY_PROCESSOR_TYPES = ('qwen2_vl', 'smolvlm')
 CAPTION, TASK, CHAT = 'caption', 'task', 'chat'
 # What loading a model directory can raise besides ImportError (reported separately).
 _LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError)
-
-
-def check_image_source(image, parameter):
-    """Return ``image`` if it is 'visible', 'infrared' or 'both', else raise ConfigError."""
-    if image not in IMAGE_SOURCES:
-        raise ConfigError(f'{parameter} must be one of {IMAGE_SOURCES}, got {image!r}')
-    return image
-
-
-def compose_rgb(visible, thermal, source):
-    """The model's input picture: H x W x 3 RGB uint8 ('both': H x 2W x 3, visible left).
-
-    visible: H x W x 3 BGR uint8 (or grey); thermal: H x W uint8 or float in [0, 1] (may be
-    None when ``source`` is 'visible'), shown as grey.
-    """
-    if source in ('visible', 'both'):
-        visible_rgb = cv2.cvtColor(to_bgr(visible), cv2.COLOR_BGR2RGB)
-        if source == 'visible':
-            return visible_rgb
-    if thermal is None:
-        raise ConfigError(f'image source {source!r} needs the thermal frame, got None')
-    grey = np.round(to_unit_thermal(thermal) * 255.0).astype(np.uint8)
-    thermal_rgb = cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
-    if source == 'infrared':
-        return thermal_rgb
-    if thermal_rgb.shape != visible_rgb.shape:
-        thermal_rgb = cv2.resize(thermal_rgb, visible_rgb.shape[1::-1],
-                                 interpolation=cv2.INTER_LINEAR)
-    return np.hstack([visible_rgb, thermal_rgb])
 
 
 @functools.cache
