@@ -20,6 +20,24 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 
 
+# Test tiers: `pytest -m "not ros and not slow"` runs the unit tests in well under a minute.
+# ros: the node or replay over real DDS; slow: model export, training, full evaluations.
+ROS_MODULES = {'test_fault_injection', 'test_fusion_node', 'test_launch_upstream',
+               'test_node_geometry_outputs', 'test_node_pair_stamps', 'test_replay',
+               'test_ros_dds', 'test_semantics_dds'}
+SLOW_MODULES = {'test_deployment', 'test_evaluation', 'test_fault_injection',
+                'test_semantics_dds', 'test_shipped_model', 'test_training'}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rpartition('.')[2] if item.module else ''
+        if module in ROS_MODULES:
+            item.add_marker(pytest.mark.ros)
+        if module in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope='session')
 def test_data():
     """The repository's own small test data (TNO pairs, CC BY 4.0; see test/data/README.md)."""
