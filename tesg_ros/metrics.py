@@ -966,15 +966,20 @@ def _vifb_toolbox_values(ir, vi, fused, names=None):
 
 def _evaluate_vifb(ir, vi, fused, names=METRIC_NAMES):
     values = _vifb_toolbox_values(ir, vi, fused, names=[n for n in names if n in VIFB_COLUMNS])
-    others = {
+    others = _convention_free_metrics(ir, vi, fused)
+    values.update({name: others[name]() for name in names if name in others})
+    return {name: values[name] for name in names}
+
+
+def _convention_free_metrics(ir, vi, fused):
+    """The metrics both conventions compute the same way, as lazy calls by name."""
+    return {
         'SCD': lambda: scd(ir, vi, fused),
         'CC': lambda: correlation_coefficient(ir, vi, fused),
         'VIF': lambda: vif(ir, vi, fused),
         'Nabf': lambda: nabf(ir, vi, fused),
         'Blotch': lambda: blotch(ir, vi, fused),
     }
-    values.update({name: others[name]() for name in names if name in others})
-    return {name: values[name] for name in names}
 
 
 def _evaluate_common(ir, vi, fused, names=METRIC_NAMES):
@@ -988,11 +993,7 @@ def _evaluate_common(ir, vi, fused, names=METRIC_NAMES):
         'SSIM': lambda: ssim(ir, vi, fused, reduction='mean'),
         'PSNR': lambda: _common_psnr_rmse(ir, vi, fused)[0],
         'RMSE': lambda: _common_psnr_rmse(ir, vi, fused)[1],
-        'SCD': lambda: scd(ir, vi, fused),
-        'CC': lambda: correlation_coefficient(ir, vi, fused),
-        'VIF': lambda: vif(ir, vi, fused),
-        'Nabf': lambda: nabf(ir, vi, fused),
-        'Blotch': lambda: blotch(ir, vi, fused),
+        **_convention_free_metrics(ir, vi, fused),
     }
     values.update({name: others[name]() for name in names if name in others})
     return {name: values[name] for name in names}
