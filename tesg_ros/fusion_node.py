@@ -168,7 +168,8 @@ class FusionNode(LifecycleNode):
         self._lock = threading.Lock()  # guards counters and caches, never held while fusing
         self._counters = {key: 0 for key in (
             'thermal_received', 'rgb_received', 'thermal_zero_stamp', 'rgb_zero_stamp',
-            'thermal_bad_encoding', 'rgb_bad_encoding', 'pairs', 'dropped_stale',
+            'thermal_bad_stamp', 'rgb_bad_stamp', 'thermal_bad_encoding', 'rgb_bad_encoding',
+            'pairs', 'dropped_stale',
             'dropped_out_of_order', 'dropped_bad_input', 'dropped_error', 'published')}
         self._error_kinds = {}
         self._last_error = ''
@@ -462,6 +463,14 @@ class FusionNode(LifecycleNode):
                 self._counters[f'{kind}_zero_stamp'] += 1
             self._warn_once(f'{kind}_zero_stamp',
                             f'{kind} image with a zero stamp: dropped (check the driver)')
+            return False
+        if msg.header.stamp.nanosec >= 1_000_000_000:
+            # Not a valid builtin_interfaces/Time: pairing would raise inside the callback.
+            with self._lock:
+                self._counters[f'{kind}_bad_stamp'] += 1
+            self._warn_once(f'{kind}_bad_stamp',
+                            f'{kind} image with stamp nanosec={msg.header.stamp.nanosec} '
+                            f'(>= 1e9): dropped (check the driver)')
             return False
         if not msg.header.frame_id:
             fallback = self._params[f'{kind}.frame_id']

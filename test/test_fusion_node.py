@@ -210,6 +210,10 @@ def test_sim_time_diagnostics_and_bad_inputs_leave_the_node_alive(graph_factory,
     zero = rgb_message(vi_bgr)
     graph.rgb_pub.publish(zero)  # stamp 0
     time.sleep(0.1)
+    invalid = thermal_message(ir)
+    invalid.header.stamp.sec, invalid.header.stamp.nanosec = 505, 2_000_000_000  # not a Time
+    graph.thermal_pub.publish(invalid)
+    time.sleep(0.1)
     # The thermal stream stops: RGB alone must not produce output or errors.
     for i in range(5):
         rgb = rgb_message(vi_bgr)
@@ -223,7 +227,8 @@ def test_sim_time_diagnostics_and_bad_inputs_leave_the_node_alive(graph_factory,
     def counted():
         snap = graph.node.diagnostics_snapshot()
         return (snap['dropped_bad_input'] >= 2 and snap['rgb_zero_stamp'] >= 1
-                and snap['rgb_bad_encoding'] >= 1 and snap['thermal_bad_encoding'] >= 1)
+                and snap['thermal_bad_stamp'] >= 1 and snap['rgb_bad_encoding'] >= 1
+                and snap['thermal_bad_encoding'] >= 1)
 
     try:
         graph.wait_for(counted, 'bad inputs counted in diagnostics', timeout=10.0)
