@@ -52,6 +52,19 @@ def shared_data():
     return SHARED_DATA
 
 
+@pytest.fixture(scope='module')
+def pair(test_data):
+    """TNO pair 19 (360x270, 4:3): IR grey and a tinted BGR visible frame, so that chroma
+    restoration is exercised. Modules may define their own ``pair``."""
+    import cv2
+    import numpy as np
+
+    ir = cv2.imread(str(test_data / 'tno' / 'ir' / '19.png'), cv2.IMREAD_GRAYSCALE)
+    vi = cv2.imread(str(test_data / 'tno' / 'vi' / '19.png'), cv2.IMREAD_GRAYSCALE)
+    vi_bgr = np.dstack([vi, np.clip(vi * 0.9, 0, 255), np.clip(vi * 0.8 + 20, 0, 255)])
+    return ir, vi_bgr.astype(np.uint8)
+
+
 @pytest.fixture(scope='session')
 def tno_pair_paths():
     """(ir_path, vi_path) for each TNO pair shipped in test/data/tno."""

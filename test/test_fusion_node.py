@@ -35,15 +35,6 @@ def weights(random_weights):
     return random_weights
 
 
-@pytest.fixture(scope='module')
-def pair(test_data):
-    ir = cv2.imread(str(test_data / 'tno' / 'ir' / '19.png'), cv2.IMREAD_GRAYSCALE)
-    vi = cv2.imread(str(test_data / 'tno' / 'vi' / '19.png'), cv2.IMREAD_GRAYSCALE)
-    # A colour visible frame: tint the grey TNO frame so chroma restoration is exercised.
-    vi_bgr = np.dstack([vi, np.clip(vi * 0.9, 0, 255), np.clip(vi * 0.8 + 20, 0, 255)])
-    return ir, vi_bgr.astype(np.uint8)
-
-
 class Graph:
     """The node under test plus a helper node, spun by one executor thread."""
 

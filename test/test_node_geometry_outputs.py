@@ -25,14 +25,6 @@ from test_fusion_node import Graph, rgb_message, thermal_message  # noqa: E402
 DOCS = Path(__file__).resolve().parent.parent / 'docs'
 
 
-@pytest.fixture(scope='module')
-def pair(test_data):
-    ir = cv2.imread(str(test_data / 'tno' / 'ir' / '19.png'), cv2.IMREAD_GRAYSCALE)
-    vi = cv2.imread(str(test_data / 'tno' / 'vi' / '19.png'), cv2.IMREAD_GRAYSCALE)
-    vi_bgr = np.dstack([vi, np.clip(vi * 0.9, 0, 255), np.clip(vi * 0.8 + 20, 0, 255)])
-    return ir, vi_bgr.astype(np.uint8)  # 360x270, 4:3
-
-
 @pytest.fixture
 def graph_factory(random_weights):
     graphs = []
