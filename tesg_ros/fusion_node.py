@@ -44,12 +44,13 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 
 from tesg_ros import debug_images, image_codec
-from tesg_ros.engine import (EngineSettings, FusionEngine, registration_config, resolve_device,
-                             thermal_config)
-from tesg_ros.errors import CalibrationError, ConfigError, TesgError
+from tesg_ros.engine import EngineSettings, FusionEngine
+from tesg_ros.errors import ConfigError, TesgError
 from tesg_ros.mailbox import LatestMailbox
 from tesg_ros.node_params import NODE_NAME, PARAMETERS, PARAMETERS_BY_NAME
 from tesg_ros.pairing import stamp_to_ns
+from tesg_ros.settings import (check_engine_settings, cross_check, extrinsics_source,
+                               make_synchronizer, resolve_sync_backend, resolve_torch_threads)
 from tesg_ros.stamp_order import BACKWARD_JUMP, FUTURE, OUT_OF_ORDER, OutputOrder
 from tesg_ros.stats import RateMeter, RunningStats
 
@@ -86,71 +87,6 @@ def _descriptor(spec):
         descriptor.integer_range = [IntegerRange(
             from_value=int(spec.minimum), to_value=int(spec.maximum), step=1)]
     return descriptor
-
-
-def resolve_sync_backend(requested, thermal_time_offset, reorder_window=0.0):
-    """Pick the pairing implementation: 'message_filters' or 'builtin'.
-
-    'auto' prefers message_filters when importable, except with a non-zero thermal time
-    offset or reorder window, which only the builtin policy supports.
-    """
-    if requested == 'builtin':
-        return 'builtin'
-    try:
-        import message_filters  # noqa: F401
-    except ImportError:
-        if requested == 'message_filters':
-            raise ConfigError('sync.backend: message_filters is not importable here; install '
-                              'ros-<distro>-message-filters or use builtin') from None
-        return 'builtin'
-    if thermal_time_offset != 0.0:
-        if requested == 'message_filters':
-            raise ConfigError('thermal.time_offset needs sync.backend builtin or auto: '
-                              'message_filters has no per-input offset')
-        return 'builtin'
-    if reorder_window != 0.0:
-        if requested == 'message_filters':
-            raise ConfigError('sync.reorder_window needs sync.backend builtin or auto: '
-                              'message_filters has no reorder window')
-        return 'builtin'
-    return 'message_filters'
-
-
-def resolve_torch_threads(requested, available=None):
-    """torch CPU threads for ``model.threads``: itself when > 0; for 0 (auto) one fewer than the
-    CPUs this process may run on, at least 1.
-
-    The spare core keeps the executor, DDS and camera drivers from pre-empting an OpenMP
-    thread: torch's spinning barriers then stall every parallel op, and on 2 cores the
-    network ran 17x slower with 2 threads than with 1 while one other process was busy
-    (docs/benchmarks.md). ``available`` overrides the CPU count (tests).
-    """
-    if requested > 0:
-        return requested
-    if available is None:
-        try:
-            available = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            available = os.cpu_count() or 1
-    return max(1, available - 1)
-
-
-def make_synchronizer(backend, queue_size, slop, thermal_time_offset, reorder_window=0.0):
-    """Return ``(thermal_input, rgb_input, synchronizer)`` for a resolved backend.
-
-    The inputs are filters the subscription callbacks feed with ``signalMessage(msg)``.
-    """
-    if backend == 'message_filters':
-        import message_filters
-        inputs = [message_filters.SimpleFilter(), message_filters.SimpleFilter()]
-        synchronizer = message_filters.ApproximateTimeSynchronizer(inputs, queue_size, slop)
-    else:
-        from tesg_ros.pairing import ApproximateTimeSynchronizer, InputFilter
-        inputs = [InputFilter(), InputFilter()]
-        synchronizer = ApproximateTimeSynchronizer(inputs, queue_size, slop,
-                                                   thermal_time_offset=thermal_time_offset,
-                                                   reorder_window=reorder_window)
-    return inputs[0], inputs[1], synchronizer
 
 
 class FusionNode(LifecycleNode):
@@ -227,10 +163,10 @@ class FusionNode(LifecycleNode):
         """Read and check every parameter, create the publishers and the pairing policy."""
         try:
             params = {spec.name: self._read_parameter(spec) for spec in PARAMETERS}
-            problem = _cross_check(params)
+            problem = cross_check(params)
             if problem:
                 raise ConfigError(problem)
-            _check_engine_settings(params)
+            check_engine_settings(params)
             resolve_sync_backend(params['sync.backend'], params['thermal.time_offset'],
                                  params['sync.reorder_window'])
         except TesgError as error:
@@ -421,7 +357,7 @@ class FusionNode(LifecycleNode):
             except ConfigError as error:
                 return SetParametersResult(successful=False, reason=str(error))
         merged = dict(self._params, **updates)
-        problem = _cross_check(merged)
+        problem = cross_check(merged)
         if problem:
             return SetParametersResult(successful=False, reason=problem)
         try:
@@ -432,7 +368,7 @@ class FusionNode(LifecycleNode):
             if engine is not None:
                 engine.update_settings(merged)
             else:
-                _check_engine_settings(merged, device=False)
+                check_engine_settings(merged, device=False)
         except TesgError as error:
             return SetParametersResult(successful=False, reason=str(error))
         self._params = merged
@@ -773,9 +709,9 @@ class FusionNode(LifecycleNode):
                                                                 output_qos)
         self._debug_weights_pub = self.create_lifecycle_publisher(Image, '~/debug/weights',
                                                                   output_qos)
-        self._geometry = _GeometryState(_extrinsics_source(self._params))
+        self._geometry = _GeometryState(extrinsics_source(self._params))
         if self._geometry.source == 'tf':
-            import tf2_ros  # importable: _check_engine_settings checked it
+            import tf2_ros  # importable: check_engine_settings checked it
             self._geometry.tf_buffer = tf2_ros.Buffer()
             self._geometry.tf_listener = tf2_ros.TransformListener(self._geometry.tf_buffer,
                                                                    self)
@@ -989,24 +925,6 @@ def _has_subscribers(publisher):
     return publisher is not None and publisher.get_subscription_count() > 0
 
 
-def _tf2_importable():
-    try:
-        import tf2_ros  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _extrinsics_source(params):
-    """'tf' or 'parameters' for plane registration, '' in the other modes."""
-    if params['registration.mode'] != 'plane':
-        return ''
-    source = params['registration.extrinsics.source']
-    if source == 'auto':
-        return 'tf' if _tf2_importable() else 'parameters'
-    return source
-
-
 def overload_message(pairs, fused, min_share, fusion_ms, pair_rate_hz):
     """The overload warning when ``fused`` of ``pairs`` (one diagnostics period) is below
     ``min_share``, else ''. ``fusion_ms``: the worker's p50 time per fused pair."""
@@ -1028,40 +946,6 @@ def _backend_note(engine):
 _LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                           reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
-def _cross_check(params):
-    """The reason a combination of parameter values is invalid, or '' when it is fine."""
-    if params['thermal.percentile_low'] >= params['thermal.percentile_high']:
-        return 'thermal.percentile_low must be below thermal.percentile_high'
-    if params['thermal.fixed_low'] >= params['thermal.fixed_high']:
-        return 'thermal.fixed_low must be below thermal.fixed_high'
-    if not any(params.get('registration.plane.normal', (1.0,))):
-        return 'registration.plane.normal must be a non-zero vector'
-    return ''
-
-
-def _check_engine_settings(params, device=True):
-    """Raise ConfigError for settings the engine would reject, without loading the model.
-
-    The registration maps themselves need the image sizes and are built at the first pair.
-    """
-    from tesg_ros.registration import check_invertible, load_homography_file, resolve_config_path
-    from tesg_ros.thermal import ThermalNormalizer
-
-    ThermalNormalizer.from_config(thermal_config(params))
-    if device and params.get('model.backend', 'torch') == 'torch':
-        resolve_device(params['model.device'], params['model.half'])  # ONNX Runtime falls back
-    registration = registration_config(params)
-    _check_plane_settings(params, registration)
-    if registration.get('homography_file'):
-        load_homography_file(resolve_config_path(registration['homography_file'],
-                                                 'registration.file'))
-    elif registration['mode'] == 'homography':
-        try:  # the registration's own test, so a value passes here iff it builds later
-            check_invertible(registration['homography'])
-        except CalibrationError as error:
-            raise ConfigError(f'registration.homography: {error}') from None
 
 
 def _seconds_ns(seconds):
@@ -1097,24 +981,6 @@ def _limit_malloc_arenas(arenas=2):
         ctypes.CDLL('libc.so.6').mallopt(-8, arenas)  # M_ARENA_MAX
     except (OSError, AttributeError):  # not glibc
         pass
-
-
-def _check_plane_settings(params, registration):
-    """ConfigError for a plane configuration that cannot work, before any image arrives."""
-    if registration['mode'] != 'plane':
-        return
-    from tesg_ros.registration import rotation_from_spec
-
-    if params['registration.file']:
-        raise ConfigError('registration.file is a homography; it is not used with '
-                          'registration.mode plane (set one or the other)')
-    if params['registration.extrinsics.source'] == 'tf' and not _tf2_importable():
-        raise ConfigError('registration.extrinsics.source tf needs tf2_ros, which is not '
-                          'importable here; install ros-<distro>-tf2-ros or use parameters')
-    if not any(params['registration.plane.normal']):
-        raise ConfigError('registration.plane.normal must be a non-zero vector')
-    rotation_from_spec(rpy=registration['extrinsics']['rpy'],
-                       prefix='registration.extrinsics')
 
 
 def _p50_p99(summary):

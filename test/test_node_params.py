@@ -65,8 +65,7 @@ def test_flatten_nested_sections():
 
 
 def test_auto_torch_threads_leave_one_cpu_for_ros():
-    pytest.importorskip('rclpy')
-    from tesg_ros.fusion_node import resolve_torch_threads
+    from tesg_ros.settings import resolve_torch_threads
 
     assert resolve_torch_threads(0, available=2) == 1
     assert resolve_torch_threads(0, available=16) == 15
@@ -78,8 +77,7 @@ def test_auto_torch_threads_leave_one_cpu_for_ros():
 
 
 def test_reorder_window_reaches_the_builtin_policy_and_auto_selects_it():
-    pytest.importorskip('rclpy')
-    from tesg_ros.fusion_node import make_synchronizer, resolve_sync_backend
+    from tesg_ros.settings import make_synchronizer, resolve_sync_backend
 
     assert PARAMETERS_BY_NAME['sync.reorder_window'].default == 0.0
     assert resolve_sync_backend('auto', 0.0, 0.08) == 'builtin'
@@ -102,3 +100,17 @@ def test_reorder_window_reaches_the_builtin_policy_and_auto_selects_it():
                      ('t', 300), ('r', 300)):
         (thermal_in if kind == 't' else rgb_in).signalMessage(Stamped(ms))
     assert (10, 10) in pairs and (30, 30) in pairs
+
+
+def test_settings_are_checked_without_ros_or_a_model():
+    from tesg_ros.settings import check_engine_settings, cross_check
+
+    params = defaults()
+    assert cross_check(params) == ''
+    check_engine_settings(params, device=False)
+    assert 'percentile_low' in cross_check({**params, 'thermal.percentile_low': 99.0,
+                                            'thermal.percentile_high': 1.0})
+    singular = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+    with pytest.raises(ConfigError, match='registration.homography'):
+        check_engine_settings({**params, 'registration.mode': 'homography',
+                               'registration.homography': singular}, device=False)
