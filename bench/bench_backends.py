@@ -37,7 +37,7 @@ def parse_size(text):
 def inputs_for(pair, width, height, mask_channels, text_dim):
     import cv2
 
-    from tesg_ros.engine import fit_masks
+    from tesg_ros.sig.masks import fit_masks
     from tesg_ros.sig.masks import ThermalMaskBackend
 
     _, ir8, vis8 = pair

@@ -162,6 +162,8 @@ def engine_baseline(engine, args):
 
 
 def main(argv=None):
+    from tesg_ros.node_params import PARAMETERS_BY_NAME
+
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--frames', type=int, default=600, help='pairs to publish')
     parser.add_argument('--rate', type=float, default=30.0, help='camera rate, Hz')
@@ -169,7 +171,8 @@ def main(argv=None):
     parser.add_argument('--height', type=int, default=480)
     parser.add_argument('--weights', default='', help='safetensors (default: shipped model)')
     parser.add_argument('--semantics', default='live', choices=('live', 'disabled'))
-    parser.add_argument('--semantics-period', type=float, default=5.0,
+    parser.add_argument('--semantics-period', type=float,
+                        default=PARAMETERS_BY_NAME['semantics.period'].default,
                         help='seconds between background descriptions (semantics.period)')
     parser.add_argument('--device', default='auto')
     parser.add_argument('--threads', type=int, default=None,

@@ -38,7 +38,7 @@ def float16_difference(device, weights=WEIGHTS, name='19'):
     import numpy as np
     import torch
 
-    from tesg_ros.engine import fit_masks
+    from tesg_ros.sig.masks import fit_masks
     from tesg_ros.network.weights import load_fusion_net
     from tesg_ros.sig.masks import ThermalMaskBackend
 

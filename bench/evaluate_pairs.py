@@ -86,7 +86,7 @@ def fuse_pair(net, inputs, use_masks=True, use_text=True):
     the colour-restored (H, W, 3) uint8 image the metrics score and the forward time."""
     import torch
 
-    from tesg_ros.engine import fit_masks
+    from tesg_ros.sig.masks import fit_masks
     from tesg_ros.network.colour import restore_colour_np
 
     masks = fit_masks(inputs.masks, net.config.mask_channels)

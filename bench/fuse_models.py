@@ -35,7 +35,7 @@ def main(argv=None):
 
     import torch
 
-    from tesg_ros.engine import fit_masks
+    from tesg_ros.sig.masks import fit_masks
     from tesg_ros.network.colour import bgr_to_ycbcr_np, restore_colour_np, uint8_to_float
     from tesg_ros.network.weights import load_fusion_net
     from tesg_ros.training.dataset import (find_pairs, load_pair, SemanticsCache,

@@ -34,7 +34,7 @@ def main(argv=None):
     import torch
 
     from evaluate_pairs import pair_inputs
-    from tesg_ros.engine import fit_masks
+    from tesg_ros.sig.masks import fit_masks
     from tesg_ros.network.weights import load_fusion_net
     from tesg_ros.sig import MiniLmTextEncoder, SemanticInformationGenerator
     from tesg_ros.training.dataset import find_pairs

@@ -35,7 +35,7 @@ def crop(image, size, anchor):
 def weight_map(net, inputs):
     import torch
 
-    from tesg_ros.engine import fit_masks
+    from tesg_ros.sig.masks import fit_masks
     masks = fit_masks(inputs.masks, net.config.mask_channels)
     tensors = [torch.from_numpy(np.array(a, np.float32)) for a in (
         inputs.ir_unit[None, None], inputs.vis_y[None, None], masks[None],

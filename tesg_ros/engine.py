@@ -18,16 +18,18 @@ import time
 import numpy as np
 
 from tesg_ros.errors import CalibrationError, ConfigError, ImageEncodingError
+from tesg_ros.node_params import defaults, PARAMETERS_BY_NAME
 from tesg_ros.paths import share_path
+from tesg_ros.sig.masks import fit_masks
 
 DEFAULT_WEIGHTS = ('model', 'tesg_fusion.safetensors')
-SEMANTICS_MODES = ('live', 'replay', 'disabled')
+SEMANTICS_MODES = PARAMETERS_BY_NAME['semantics.mode'].choices
 # Version of the JSON on the semantics topic (docs/node.md, "The semantics message"): the
 # major number changes when a field is removed or changes meaning, the minor when one is added.
 SEMANTICS_SCHEMA = 'tesg_ros/semantics/1.1'
 SEMANTICS_FIELDS = ('schema', 'description', 'phrases', 'source', 'model_id', 'age_s', 'error',
                     'request', 'stamp')
-BACKENDS = ('torch', 'onnxruntime')
+BACKENDS = PARAMETERS_BY_NAME['model.backend'].choices
 
 # node parameter -> ThermalNormalizer.from_config key
 _THERMAL_KEYS = {
@@ -58,7 +60,7 @@ def registration_config(params):
         # Same aspect ratio: scaled, with a warning. Another aspect ratio is a stretch, refused
         # unless registration.allow_stretch (registration.py).
         config['allow_resize'] = True
-        config['allow_stretch'] = bool(params.get('registration.allow_stretch', False))
+        config['allow_stretch'] = bool(params['registration.allow_stretch'])
     if params['registration.file']:
         config['homography_file'] = params['registration.file']
     elif config['mode'] == 'homography':
@@ -91,14 +93,18 @@ class EngineSettings:
     @classmethod
     def from_params(cls, params):
         """Build from the node's parameters (``tesg_ros.node_params`` names)."""
-        semantics = {key[len('semantics.'):]: value for key, value in params.items()
-                     if key.startswith('semantics.')}
+        params = {**defaults(), **params}  # a partial dict takes the table's defaults
         return cls(thermal=thermal_config(params), registration=registration_config(params),
                    weights=params['model.weights'], device=params['model.device'],
-                   half=params['model.half'], threads=params.get('model.threads', 0),
-                   semantics=semantics, backend=params.get('model.backend', 'torch'),
-                   onnx=params.get('model.onnx', ''),
-                   max_pixels=params.get('model.max_pixels', 0))
+                   half=params['model.half'], threads=params['model.threads'],
+                   semantics=_semantics_section(params), backend=params['model.backend'],
+                   onnx=params['model.onnx'], max_pixels=params['model.max_pixels'])
+
+
+def _semantics_section(params):
+    """``semantics.*`` parameters without the prefix, e.g. {'mode': 'live', 'period': 5.0}."""
+    return {key[len('semantics.'):]: value for key, value in params.items()
+            if key.startswith('semantics.')}
 
 
 @dataclass
@@ -178,23 +184,6 @@ def camera_info_problem(info, width, height):
     return ''
 
 
-def fit_masks(masks, channels):
-    """Per-phrase masks (P, H, W) -> the network's ``channels`` masks.
-
-    One channel: the union (pixel-wise max) of all phrases. More: the first ``channels``
-    phrases, zero-padded.
-    """
-    height, width = masks.shape[1:]
-    if channels == 1:
-        if masks.shape[0] == 0:
-            return np.zeros((1, height, width), np.float32)
-        return masks.max(axis=0, keepdims=True).astype(np.float32, copy=False)
-    fitted = np.zeros((channels, height, width), np.float32)
-    count = min(channels, masks.shape[0])
-    fitted[:count] = masks[:count]
-    return fitted
-
-
 class _OperatorAwareDescriber:
     """Describer used by the refresher: the operator's prompt wins when one is set."""
 
@@ -252,14 +241,15 @@ class FusionEngine:
         self.mask_channels = config.mask_channels
         self.text_dim = config.text_dim
         self.sig = None
-        self._semantics_mode = settings.semantics.get('mode', 'live')
+        semantics = {**_semantics_section(defaults()), **settings.semantics}
+        self._semantics_mode = semantics['mode']
         if self._semantics_mode not in SEMANTICS_MODES:
             raise ConfigError(f'semantics.mode must be one of {", ".join(SEMANTICS_MODES)}, '
                               f'got {self._semantics_mode!r}')
         self._recorded = None
         self._snapshot_of, self._snapshot = None, None
         if self._semantics_mode != 'disabled':
-            self.sig = self._build_sig(settings.semantics)
+            self.sig = self._build_sig(semantics)
         self._zero_text = np.zeros(self.text_dim, np.float32)
         self.warm_up()
         if self.sig is not None and self._semantics_mode == 'live':
@@ -287,42 +277,41 @@ class FusionEngine:
         from tesg_ros.sig.masks import ClipSegMaskBackend, HogMaskBackend, ThermalMaskBackend
         from tesg_ros.sig.text_encoder import make_text_encoder
 
-        encoder_path = semantics.get('text_encoder.path') or None
+        encoder_path = semantics['text_encoder.path'] or None
         encoder_kind = 'clip' if encoder_path and 'clip' in encoder_path.lower() else 'minilm'
         encoder = make_text_encoder(encoder_kind, encoder_path, expected_dim=self.text_dim,
                                     parameter='semantics.text_encoder')
-        masks = semantics.get('masks', 'thermal')
+        masks = semantics['masks']
         if masks == 'thermal':
             mask_backend = ThermalMaskBackend()
         elif masks == 'hog':
             mask_backend = HogMaskBackend()
         elif masks == 'clipseg':
-            mask_backend = ClipSegMaskBackend(semantics.get('clipseg.path', ''),
-                                              image=semantics.get('clipseg.image', 'visible'))
+            mask_backend = ClipSegMaskBackend(semantics['clipseg.path'],
+                                              image=semantics['clipseg.image'])
             if self._semantics_mode == 'live':
                 # Far slower than the frame rate: at its own rate, the frame never waits.
                 # Replay keeps it per frame so bag evaluations are reproducible.
                 mask_backend = MaskRefresher(
-                    mask_backend, period_s=semantics.get('clipseg.period', 1.0),
-                    timeout_s=semantics.get('clipseg.timeout', 10.0), logger=self._logger)
+                    mask_backend, period_s=semantics['clipseg.period'],
+                    timeout_s=semantics['clipseg.timeout'], logger=self._logger)
         else:
             mask_backend = _NoMasks()
-        if semantics.get('source') == 'vlm':
+        if semantics['source'] == 'vlm':
             from tesg_ros.sig.vlm import VlmDescriber
             fallback = VlmDescriber(
-                semantics.get('vlm.path', ''), prompt=semantics.get('vlm.prompt') or None,
-                image=semantics.get('vlm.image', 'visible'),
-                max_new_tokens=semantics.get('vlm.max_new_tokens', 40),
-                trust_remote_code=semantics.get('vlm.trust_remote_code', False))
+                semantics['vlm.path'], prompt=semantics['vlm.prompt'] or None,
+                image=semantics['vlm.image'], max_new_tokens=semantics['vlm.max_new_tokens'],
+                trust_remote_code=semantics['vlm.trust_remote_code'])
             source = 'vlm'
         else:
-            fallback = OfflineDescriber(hog_height=semantics.get('offline.hog_height', 920))
+            fallback = OfflineDescriber(hog_height=semantics['offline.hog_height'])
             source = 'describer'
-        prompt = (semantics.get('prompt') or '').strip()
+        prompt = (semantics['prompt'] or '').strip()
         self._describer = _OperatorAwareDescriber(fallback, prompt)
         sig = SemanticInformationGenerator(
             encoder, mask_backend=mask_backend, describer=self._describer,
-            period_s=semantics.get('period', 5.0), timeout_s=semantics.get('timeout', 30.0),
+            period_s=semantics['period'], timeout_s=semantics['timeout'],
             source=source, logger=self._logger)
         if prompt:  # the prompt parameter applies from the first frame, as the topic does
             sig.refresher.publish_description(prompt)

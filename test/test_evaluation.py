@@ -23,7 +23,7 @@ from tesg_ros import bags, detection, metrics
 from tesg_ros.engine import FusionEngine
 from tesg_ros.errors import ConfigError
 from tesg_ros.evaluation import (cli, evaluate_bag, FUSED_INFO_TOPIC, FUSED_TOPIC, METHODS,
-                                 REGISTERED_TOPIC)
+                                 REGISTERED_TOPIC, SEMANTICS_MODES)
 from tesg_ros.evaluation import report
 from tesg_ros.evaluation.evaluate import (_FrameSampler, baseline_images, EvaluationOptions,
                                           EvaluationResult, FrameLabels, FrameRecord,
@@ -117,7 +117,7 @@ def evaluated(tmp_path_factory, frames, weights):
                              'bbox': LABELLED_BOX}],
             'categories': [{'id': 1, 'name': 'pedestrian'}]}
     (root / 'labels.json').write_text(json.dumps(coco))
-    result = evaluate_bag(root / 'bag', root / 'out', weights=str(weights), semantics='off',
+    result = evaluate_bag(root / 'bag', root / 'out', weights=str(weights), semantics='disabled',
                           write_registered=True, montage_frames=2, detector='hog',
                           labels=str(root / 'labels.json'))
     return root, stamps, result
@@ -275,7 +275,7 @@ def test_html_report_is_self_contained(evaluated):
         image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
         assert image is not None and image.shape[0] > 20
     for text in ('TeSG model', 'IR copy', 'visible copy', 'pixel average', 'Pairing',
-                 'received_thermal', str(result.weights['path']), 'off', 'torch'):
+                 'received_thermal', str(result.weights['path']), 'disabled', 'torch'):
         assert text in page
     markdown = result.files['report_md'].read_text()
     linked = re.findall(r'\]\((report_files/[^)]+)\)', markdown)
@@ -429,7 +429,7 @@ def test_the_report_does_not_import_the_evaluation_run():
 def test_two_runs_give_identical_pixels_and_metrics(evaluated, tmp_path, weights):
     root, _, first = evaluated
     second = evaluate_bag(root / 'bag', tmp_path / 'again', weights=str(weights),
-                          semantics='off', out_storage='sqlite3', copy_inputs=False)
+                          semantics='disabled', out_storage='sqlite3', copy_inputs=False)
     assert second.status == 'complete'
     with bags.open_bag(second.files['bag']) as bag:
         assert bag.storage == 'sqlite3'
@@ -464,7 +464,7 @@ def test_missing_topic_fails_with_a_clear_message_and_a_report(tmp_path, frames,
 def test_unpaired_streams_say_how_far_apart_they_are(tmp_path, frames, weights):
     write_bag(tmp_path / 'bag', frames, thermal_offset_ns=1_000_000_000)
     result = evaluate_bag(tmp_path / 'bag', tmp_path / 'out', weights=str(weights),
-                          semantics='off')
+                          semantics='disabled')
     assert result.status == 'failed' and result.exit_code == 1
     assert 'never paired' in result.error
     assert 'closest stamps are 0.700 s apart' in result.error
@@ -479,10 +479,10 @@ def test_parameter_overrides_reach_the_pairing_and_the_headers(tmp_path, frames,
     # Thermal stamped 0.3 s late: no pair with the defaults, every pair once compensated.
     write_bag(tmp_path / 'bag', frames[:3], thermal_offset_ns=300_000_000, rgb_frame_id='')
     assert cli.main([str(tmp_path / 'bag'), '--out', str(tmp_path / 'plain'), '--weights',
-                     str(weights), '--semantics', 'off', '--no-progress']) == 1
+                     str(weights), '--semantics', 'disabled', '--no-progress']) == 1
     assert 'closest stamps are 0.100 s apart' in capsys.readouterr().err
     code = cli.main([str(tmp_path / 'bag'), '--out', str(tmp_path / 'shifted'), '--weights',
-                     str(weights), '--semantics', 'off', '--no-progress', '--max-frames', '2',
+                     str(weights), '--semantics', 'disabled', '--no-progress', '--max-frames', '2',
                      '--set', 'thermal.time_offset=-0.3', '--set', 'rgb.frame_id=camera_rgb',
                      '--set', 'output.encoding=rgb8', '--no-copy-inputs'])
     assert code == 0
@@ -548,7 +548,7 @@ def test_truncated_bag_gives_a_partial_report(tmp_path, tno_pair_paths, weights,
     assert storage.stat().st_size > 2_300_000
     os.truncate(storage, 1_700_000)
     code = cli.main([str(tmp_path / 'bag'), '--out', str(tmp_path / 'out'), '--weights',
-                     str(weights), '--semantics', 'off', '--no-progress',
+                     str(weights), '--semantics', 'disabled', '--no-progress',
                      '--montage-frames', '1', '--score-every', '2'])
     assert code == 0
     captured = capsys.readouterr()
@@ -581,7 +581,7 @@ def test_an_unexpected_error_still_gives_a_partial_report(
     monkeypatch.setattr(evaluation_module, 'score_frame', failing_score)
     write_bag(tmp_path / 'bag', frames[:3])
     code = cli.main([str(tmp_path / 'bag'), '--out', str(tmp_path / 'out'), '--weights',
-                     str(weights), '--semantics', 'off', '--no-progress'])
+                     str(weights), '--semantics', 'disabled', '--no-progress'])
     captured = capsys.readouterr()
     assert code == 0
     assert 'Traceback' not in captured.err
@@ -703,3 +703,12 @@ def test_bad_options_and_a_used_output_directory_raise(tmp_path, capsys):
         cli.main([str(tmp_path / 'bag'), '--set', 'no_equals_sign'])
     result = evaluate_bag(tmp_path / 'missing', tmp_path / 'out2')
     assert result.status == 'failed' and 'does not exist' in result.error
+
+
+def test_semantics_modes_are_the_node_parameter_values_and_off_is_deprecated():
+    from tesg_ros.node_params import PARAMETERS_BY_NAME
+
+    assert PARAMETERS_BY_NAME['semantics.mode'].choices == SEMANTICS_MODES
+    with pytest.warns(FutureWarning, match="'off' is deprecated"):
+        assert EvaluationOptions(semantics='off').semantics == 'disabled'
+    assert EvaluationOptions(semantics='disabled').semantics == 'disabled'

@@ -48,7 +48,7 @@ def test_shipped_weights_load_as_safetensors_and_beat_the_pixel_average(test_dat
 def test_evaluating_the_sample_bag_matches_a_direct_computation(tmp_path):
     if not SAMPLE.is_dir():
         pytest.skip('no sample bag in this install')
-    result = evaluate_bag(SAMPLE, tmp_path / 'eval', semantics='off', write_registered=True,
+    result = evaluate_bag(SAMPLE, tmp_path / 'eval', semantics='disabled', write_registered=True,
                           montage_frames=2)
     assert result.status == 'complete' and result.exit_code == 0, result.problems
     assert len(result.frames) == 8
@@ -78,7 +78,7 @@ def test_shipped_weights_in_float16_stay_within_a_grey_level_of_float32(test_dat
     """The node runs the network in float16 on CUDA (``model.half``). No GPU here: torch's CPU
     float16 kernels check the format (range and precision of the attention logits, gates and
     detail gain), not CUDA's kernels."""
-    from tesg_ros.engine import fit_masks
+    from tesg_ros.sig.masks import fit_masks
     from tesg_ros.network.weights import load_fusion_net
     from tesg_ros.sig.masks import ThermalMaskBackend
 
@@ -111,7 +111,7 @@ CANDIDATE = share_path('model', 'tesg_fusion_guided_candidate.safetensors')
 def _network_fuser(weights, use_masks):
     """A network as ``fuse(ir, vi) -> fused`` on 0..255 grey planes; the thermal masks are
     computed from the IR it is given (as the node does)."""
-    from tesg_ros.engine import fit_masks
+    from tesg_ros.sig.masks import fit_masks
     from tesg_ros.network.weights import load_fusion_net
     from tesg_ros.sig.masks import ThermalMaskBackend
 

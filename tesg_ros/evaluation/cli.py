@@ -21,7 +21,7 @@ import yaml
 
 from tesg_ros import bags
 from tesg_ros.errors import ConfigError, TesgError
-from tesg_ros.evaluation.evaluate import evaluate_bag, SEMANTICS_MODES
+from tesg_ros.evaluation.evaluate import DEPRECATED_SEMANTICS, evaluate_bag, SEMANTICS_MODES
 from tesg_ros.metrics import CONVENTIONS
 from tesg_ros.tools import strip_ros_args
 
@@ -52,9 +52,10 @@ def build_parser():
                              '(default: ./<bag name>_eval)')
     parser.add_argument('--thermal-topic', default=None, help='default: auto-detected')
     parser.add_argument('--rgb-topic', default=None, help='default: auto-detected')
-    parser.add_argument('--semantics', choices=SEMANTICS_MODES + ('disabled',), default=None,
+    parser.add_argument('--semantics', choices=SEMANTICS_MODES + tuple(DEPRECATED_SEMANTICS),
+                        default=None,
                         help='replay the recorded semantics topic, compute them (live, '
-                             'synchronously) or fuse without (off, also spelt disabled); '
+                             'synchronously) or fuse without (disabled; off is deprecated); '
                              'default: replay when recorded, else live')
     parser.add_argument('--semantics-topic', default=None,
                         help='std_msgs/String topic to replay (default: the .../semantics one)')

@@ -14,7 +14,7 @@ thread timing:
   synchronously (``sig.describe_now``) every ``semantics_every`` pairs, or every
   ``semantics.period`` seconds of bag time; as in the node, a description is used from the
   next frame on and the first frames use the SIG's initial description;
-* semantics ``off``: zero masks and text.
+* semantics ``disabled``: zero masks and text.
 
 Every fused frame (the RGB camera's registered, cropped grid) is scored with
 :func:`tesg_ros.metrics.evaluate` next to three baselines on the same grid: the registered IR
@@ -37,6 +37,7 @@ import logging
 import platform
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +53,9 @@ from tesg_ros.stats import percentiles_or_nan
 FUSED_TOPIC = '/fused/image'
 FUSED_INFO_TOPIC = '/fused/camera_info'
 REGISTERED_TOPIC = '/fused/thermal_registered'
-SEMANTICS_MODES = ('replay', 'live', 'off')
-# The node parameter spells 'off' as 'disabled' (a bare off is a boolean in YAML).
-SEMANTICS_ALIASES = {'disabled': 'off'}
+# The node's semantics.mode values; 'off' is an older spelling of 'disabled', still accepted.
+SEMANTICS_MODES = node_params.PARAMETERS_BY_NAME['semantics.mode'].choices
+DEPRECATED_SEMANTICS = {'off': 'disabled'}
 _VERSIONED_PACKAGES = ('torch', 'numpy', 'opencv-python-headless', 'scipy', 'rosbags',
                        'transformers', 'matplotlib', 'safetensors')
 # Longest side of a montage tile kept for the report (memory stays bounded on long bags).
@@ -71,12 +72,22 @@ _DROP_TEXT = {
 }
 
 
+def semantics_mode(value):
+    """``value`` with the deprecated spelling 'off' replaced by 'disabled' (warns)."""
+    if value in DEPRECATED_SEMANTICS:
+        new = DEPRECATED_SEMANTICS[value]
+        warnings.warn(f'semantics {value!r} is deprecated; use {new!r}', FutureWarning,
+                      stacklevel=3)
+        return new
+    return value
+
+
 @dataclass
 class EvaluationOptions:
     """Options of :func:`evaluate_bag` (the ``tesg-eval`` flags of the same names).
 
     thermal_topic, rgb_topic: image topics; None = :func:`tesg_ros.bags.detect_image_topics`.
-    semantics: 'replay', 'live', 'off' (alias 'disabled', the node parameter's spelling) or
+    semantics: 'replay', 'live', 'disabled' (the node's ``semantics.mode`` values) or
     None (replay when the bag has a semantics topic, else live; ``semantics.mode`` from the
     parameters counts as a choice).
     semantics_topic: std_msgs/String topic to replay; None = the one topic named
@@ -129,7 +140,7 @@ class EvaluationOptions:
     command_line: str = ''
 
     def __post_init__(self):
-        self.semantics = SEMANTICS_ALIASES.get(self.semantics, self.semantics)
+        self.semantics = semantics_mode(self.semantics)
         if self.semantics is not None and self.semantics not in SEMANTICS_MODES:
             raise ConfigError(f'semantics must be one of {SEMANTICS_MODES}, '
                               f'got {self.semantics!r}')
@@ -608,13 +619,12 @@ class _Evaluation:
                                   '--semantics-topic')
             topic = candidates[0] if candidates else None
         mode = options.semantics or explicit.get('semantics.mode')
-        mode = SEMANTICS_ALIASES.get(mode, mode)
         if mode is None:
             mode = 'replay' if topic is not None else 'live'
         if mode == 'replay' and topic is None:
             raise ConfigError('semantics replay needs a recorded std_msgs/String topic named '
                               '.../semantics (or --semantics-topic); the bag has '
-                              f'{bag.describe_topics()}. Use --semantics live or off')
+                              f'{bag.describe_topics()}. Use --semantics live or disabled')
         return mode, topic if mode == 'replay' else None
 
     def _weights_path(self, params):
@@ -639,7 +649,7 @@ class _Evaluation:
 
         engine_params = dict(self.params)
         # Synchronous live semantics drive the engine's replay path: no background thread.
-        engine_params['semantics.mode'] = 'disabled' if self.mode == 'off' else 'replay'
+        engine_params['semantics.mode'] = 'disabled' if self.mode == 'disabled' else 'replay'
         engine = FusionEngine(EngineSettings.from_params(engine_params), logger=_LOG)
         self.result.engine = {'device': str(engine.device), 'dtype': engine.dtype_name,
                               'weights': engine.weights_path or self.params['model.weights'],
@@ -863,7 +873,7 @@ class _Evaluation:
                      'average': _thumbnail(baselines['average'])}
             scale = tiles['fused'].shape[1] / fused_rgb.shape[1]
             tiles['masks'] = _mask_thumbnails(fused.masks, tiles['fused'].shape[:2])
-            tiles['phrases'] = list(self.current_phrases) if self.mode != 'off' else []
+            tiles['phrases'] = list(self.current_phrases) if self.mode != 'disabled' else []
             tiles['boxes'] = None if boxes is None else {
                 method: [_scaled(d, scale) for d in found] for method, found in boxes.items()}
             self.sampler.add(frame_index, tiles)

@@ -24,7 +24,7 @@ from tesg_ros.errors import ConfigError
 from tesg_ros.sig.describer import OfflineDescriber, SceneDescription, split_phrases
 from tesg_ros.sig.mask_refresher import MaskRefresher, MaskSnapshot
 from tesg_ros.sig.masks import (
-    ClipSegMaskBackend, HogMaskBackend, phrase_classes, segment_warm_objects,
+    ClipSegMaskBackend, fit_masks, HogMaskBackend, phrase_classes, segment_warm_objects,
     ThermalMaskBackend)
 from tesg_ros.sig.refresher import (
     make_semantics, request_embedding, Semantics, SemanticsRefresher)
@@ -52,8 +52,9 @@ class SemanticInformationGenerator:
     :class:`MaskRefresher` is started and stopped with the describer.
     describer: callable (visible, thermal) -> str | SceneDescription; default offline.
     period_s / timeout_s: refresher timing. num_masks: None returns one mask per phrase
-    (M varies with the description); an int pads with zero masks / truncates to exactly that
-    many, as a network with a fixed number of mask channels needs.
+    (M varies with the description); an int fits them to exactly that many
+    (:func:`~tesg_ros.sig.masks.fit_masks`), as a network with a fixed number of mask
+    channels needs.
     initial_description: served (and embedded now) until the first description arrives.
     source: recorded in :class:`Semantics` ('offline', 'vlm', ...).
     """
@@ -110,14 +111,6 @@ class SemanticInformationGenerator:
         """The current :class:`Semantics` snapshot."""
         return self.refresher.latest()
 
-    def _fit(self, masks):
-        if self.num_masks is None or masks.shape[0] == self.num_masks:
-            return masks
-        fitted = np.zeros((self.num_masks,) + masks.shape[1:], np.float32)
-        count = min(self.num_masks, masks.shape[0])
-        fitted[:count] = masks[:count]
-        return fitted
-
     def __call__(self, visible, thermal):
         """Per frame: hand the pair to the describer, return (masks, text_embedding).
 
@@ -130,7 +123,10 @@ class SemanticInformationGenerator:
         current = self.refresher.latest()
         masks = self.mask_backend(visible, thermal, current.mask_phrases)
         self.applied = current
-        return self._fit(np.asarray(masks, np.float32)), current.text_embedding
+        masks = np.asarray(masks, np.float32)
+        if self.num_masks is not None:
+            masks = fit_masks(masks, self.num_masks)
+        return masks, current.text_embedding
 
     def describe_now(self, visible, thermal):
         """Refresh synchronously from this pair; returns Semantics.

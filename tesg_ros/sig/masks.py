@@ -40,6 +40,26 @@ HOT_SPOT = 'hot spot'
 CLASS_LABELS = {PERSON: (PERSON,), VEHICLE: (VEHICLE,), ANIMAL: (HOT_SPOT,)}
 
 
+def fit_masks(masks, channels):
+    """Per-phrase masks (P, H, W) -> exactly ``channels`` masks (C, H, W) float32.
+
+    The one fitting used in training and at run time, so the network sees the layout it was
+    trained on: with more masks than channels the first ``channels - 1`` are kept and the
+    rest merged (pixel-wise max) into the last (one channel: the union of all phrases);
+    fewer are zero-padded.
+    """
+    height, width = masks.shape[1:]
+    if channels == 0:
+        return np.zeros((0, height, width), np.float32)
+    if masks.shape[0] > channels:
+        merged = masks[channels - 1:].max(axis=0, keepdims=True)
+        masks = np.concatenate([masks[:channels - 1], merged], axis=0)
+    elif masks.shape[0] < channels:
+        padding = np.zeros((channels - masks.shape[0], height, width), np.float32)
+        masks = np.concatenate([masks, padding], axis=0)
+    return np.ascontiguousarray(masks, dtype=np.float32)
+
+
 def phrase_classes(phrase):
     """Return the object classes a phrase names: a subset of {'person', 'vehicle', 'animal',
     'warm'} (:func:`tesg_ros.sig.request.text_classes`: synonyms, plurals, negation).

@@ -204,7 +204,7 @@ def parity(onnx_path, weights=None, sizes=((480, 640), (243, 321)), pairs=None):
     import onnxruntime
     import torch
 
-    from tesg_ros.engine import fit_masks
+    from tesg_ros.sig.masks import fit_masks
     from tesg_ros.network.weights import load_fusion_net
     from tesg_ros.sig.masks import ThermalMaskBackend
 

@@ -30,6 +30,7 @@ from safetensors.numpy import save_file
 import torch
 
 from tesg_ros.errors import ConfigError, ImageEncodingError
+from tesg_ros.sig.masks import fit_masks as fit_mask_channels
 
 LOGGER = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
@@ -166,24 +167,6 @@ def read_caption(path):
     if not text:
         raise ConfigError(f'caption file {path} is empty')
     return text
-
-
-def fit_mask_channels(masks, channels):
-    """Return exactly ``channels`` masks from a K x H x W stack (float32 in [0, 1]).
-
-    ``channels == 1`` takes the union (max); with more masks than channels the first
-    ``channels - 1`` are kept and the rest merged (max) into the last; fewer are zero-padded.
-    """
-    height, width = masks.shape[1:]
-    if channels == 0:
-        return np.zeros((0, height, width), np.float32)
-    if masks.shape[0] > channels:
-        merged = masks[channels - 1:].max(axis=0, keepdims=True)
-        masks = np.concatenate([masks[:channels - 1], merged], axis=0)
-    elif masks.shape[0] < channels:
-        padding = np.zeros((channels - masks.shape[0], height, width), np.float32)
-        masks = np.concatenate([masks, padding], axis=0)
-    return np.ascontiguousarray(masks, dtype=np.float32)
 
 
 @dataclass
