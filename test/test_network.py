@@ -660,3 +660,32 @@ def test_guided_net_exports_to_onnx(tmp_path):
     with torch.inference_mode():
         expected = net(ir, vis, masks, text).numpy()
     assert np.abs(onnx_out - expected).max() < 1e-4
+
+
+def test_shipped_weights_reproduce_the_saved_reference_outputs(test_data):
+    """The forward pass of the shipped weights (and of the guided candidate) against outputs
+    saved from an earlier tree on a 29 x 43 random input, with and without masks and text:
+    bit-identical on the torch build and CPU kind that wrote them, else within 1e-5 (another
+    kernel may round differently)."""
+    from tesg_ros.network.weights import load_fusion_net
+    from tesg_ros.paths import share_path
+
+    reference = dict(np.load(test_data / 'network_reference.npz'))
+    same_build = (str(reference['torch_version']) == torch.__version__ and
+                  str(reference['cpu_capability']) == torch.backends.cpu.get_cpu_capability())
+    ir, vis, masks, text = (torch.from_numpy(reference[k]) for k in ('ir', 'vis', 'masks', 'text'))
+    for tag, name in (('shipped', 'tesg_fusion.safetensors'),
+                      ('guided', 'tesg_fusion_guided_candidate.safetensors')):
+        net = load_fusion_net(share_path('model', name), device='cpu').eval()
+        with torch.inference_mode():
+            outputs = {'plain': net(ir, vis)}
+            outputs['guided'], info = net(ir, vis, masks, text, return_intermediates=True)
+        outputs.update({f'info_{key}': info[key] for key in (
+            'weight', 'detail', 'prior_weight', 'background_weight', 'target_weight')})
+        for key, value in outputs.items():
+            expected = reference[f'{tag}_{key}']
+            if same_build:
+                np.testing.assert_array_equal(value.numpy(), expected, err_msg=f'{tag} {key}')
+            else:
+                np.testing.assert_allclose(value.numpy(), expected, rtol=0, atol=1e-5,
+                                           err_msg=f'{tag} {key}')
