@@ -234,6 +234,9 @@ class FusionEngine:
         if net is None:
             net = self._load_net(settings.weights)
         self.net = net.to(self.device, self.dtype).eval()
+        # Value ranges are checked once per frame on the host (process), not by the network:
+        # its per-call check costs host synchronisations on CUDA.
+        self.net.validate_inputs = False
         self.ort = None
         if settings.backend == 'onnxruntime':
             self.ort = self._build_ort(settings)
@@ -352,6 +355,7 @@ class FusionEngine:
         ``want_weights``: also return the network's infrared-share map (FusedFrame.weights).
         """
         from tesg_ros.network.colour import luma_from_bgr_uint8, restore_colour_uint8
+        from tesg_ros.network.tesg_net import check_input_values
 
         rgb_bgr = np.asarray(rgb_bgr)
         if rgb_bgr.ndim != 3 or rgb_bgr.shape[2] != 3 or rgb_bgr.dtype != np.uint8:
@@ -388,6 +392,7 @@ class FusionEngine:
         mark = time.perf_counter()
         # Y of full-range BT.601 YCbCr in [0, 1], as network.colour computes it for training.
         vis_y = luma_from_bgr_uint8(visible)
+        check_input_values(ir_grid, vis_y, masks, text)
         weights = None
         if work_visible is visible:
             if want_weights:

@@ -25,3 +25,8 @@ class ConfigError(TesgError, ValueError):
 
 class CalibrationError(TesgError, ValueError):
     """Registration cannot be computed from the given calibration (intrinsics, H, plane)."""
+
+
+class NetworkInputError(TesgError, ValueError, TypeError):
+    """A tensor given to the network has the wrong type, shape, dtype or value range: the
+    caller's mistake, not configuration. Also a ``ValueError`` and a ``TypeError``."""

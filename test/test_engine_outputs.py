@@ -230,3 +230,20 @@ def test_recorded_semantics_of_another_major_version_are_rejected():
     assert engine._recorded[0] == ('vehicles',) and len(encoded) == 2  # the request's class
     with pytest.raises(ConfigError, match='schema'):
         engine.set_recorded_semantics(dict(record, schema='tesg_ros/semantics/2.0'))
+
+
+def test_input_ranges_are_checked_once_per_frame_on_the_host(random_weights, pair):
+    from tesg_ros.errors import NetworkInputError
+
+    ir, vi_bgr = pair
+    engine = _engine(random_weights)
+    assert engine.net.validate_inputs is False, 'the network does not re-check per call'
+
+    def bad_semantics(visible, thermal):
+        engine._phrase_masks = (None, ())
+        return np.full((engine.mask_channels,) + thermal.shape, 2.0, np.float32), \
+            engine._zero_text
+
+    engine._semantics = bad_semantics
+    with pytest.raises(NetworkInputError, match=r'masks must lie in \[0, 1\]'):
+        engine.process(ir, vi_bgr)

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 import torch
 import torch.nn.functional as F
 
-from tesg_ros.errors import ConfigError, TesgError
+from tesg_ros.errors import ConfigError, NetworkInputError, TesgError
 from tesg_ros.network import colour
 from tesg_ros.network import (
     load_fusion_net, MaskGuidedCrossAttention, save_fusion_net, TesgConfig, TesgFusionNet,
@@ -233,7 +233,7 @@ def sobel_energy(image):
 
 @pytest.mark.parametrize('bad', ['shape', 'range', 'mask_channels', 'text_dim', 'dtype',
                                  'bool_masks', 'mask_range', 'nan_text'])
-def test_bad_inputs_raise_config_error(small_net, bad):
+def test_bad_inputs_raise_network_input_error(small_net, bad):
     ir, vis, masks, text = random_inputs(1, 16, 16, SMALL)
     if bad == 'shape':
         vis = vis[..., :15]
@@ -251,8 +251,9 @@ def test_bad_inputs_raise_config_error(small_net, bad):
         text[0, 3] = float('nan')
     else:
         ir = (ir * 255).to(torch.uint8)
-    with pytest.raises(ConfigError):
+    with pytest.raises(NetworkInputError) as raised:
         small_net(ir, vis, masks, text)
+    assert not isinstance(raised.value, ConfigError), 'a bad tensor is not configuration'
 
 
 def test_config_round_trips_and_rejects_bad_values():

@@ -29,11 +29,12 @@ spills a few pixels past it (a bright glow or, where the IR surround is dark, a 
 from dataclasses import asdict, dataclass, fields
 import math
 
+import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from tesg_ros.errors import ConfigError
+from tesg_ros.errors import ConfigError, NetworkInputError
 from tesg_ros.network.mgca import MaskGuidedCrossAttention
 from tesg_ros.network.tdaf import TextDrivenAttentionalFusion
 
@@ -306,6 +307,74 @@ def apply_guided(coefficients, ir, vis):
                          coefficients[:, 1:2], vis).clamp_(0.0, 1.0)
 
 
+def check_input_values(ir, vis_y, masks=None, text=None):
+    """Raise NetworkInputError unless ir, vis_y, masks lie in [0, 1] and text is finite.
+
+    Works on torch tensors and numpy arrays. On CUDA tensors each check is a host
+    synchronisation: the engine checks its numpy inputs once per frame instead and turns
+    the network's own check (``validate_inputs``) off.
+    """
+    named = [('ir', ir), ('vis_y', vis_y)] + ([('masks', masks)] if masks is not None else [])
+    for name, values in named:
+        if isinstance(values, torch.Tensor):
+            low, high = (float(v) for v in torch.aminmax(values.detach()))
+        else:
+            low, high = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+        if not (low >= -RANGE_TOLERANCE and high <= 1.0 + RANGE_TOLERANCE):
+            raise NetworkInputError(f'{name} must lie in [0, 1], got values in [{low:.4g}, '
+                                    f'{high:.4g}] (uint8 images need uint8_to_float())')
+    if text is None:
+        return
+    finite = (bool(torch.isfinite(text.detach()).all()) if isinstance(text, torch.Tensor)
+              else bool(np.isfinite(text).all()))
+    if not finite:
+        raise NetworkInputError('text embedding contains NaN or Inf')
+
+
+class _Grid:
+    """Sizes of one forward pass: the input, its padding to a multiple of ``reduction`` and
+    the 1/reduction grid of the attention blocks."""
+
+    def __init__(self, height, width, reduction):
+        self.height, self.width = height, width
+        self.pad_h, self.pad_w = -height % reduction, -width % reduction
+        self.padded_h, self.padded_w = height + self.pad_h, width + self.pad_w
+        self.low_h, self.low_w = self.padded_h // reduction, self.padded_w // reduction
+
+
+def _pad_sources(ir, vis_y, grid):
+    """(B, 2, H', W'): one replicate pad serves all: a 1-pixel border for the unpadded
+    full-res 3x3 convs (so the zero-sum detail filter sees no artificial edge) and the
+    multiple of ``reduction``."""
+    return F.pad(torch.cat([ir, vis_y], dim=1), (1, 1 + grid.pad_w, 1, 1 + grid.pad_h),
+                 mode='replicate')
+
+
+def _full_resolution_maps(maps, weights, masks_full, grid):
+    """Bilinear maps to full resolution: ``(weight, gains, background_weight, target_weight)``.
+
+    With masks the two weights are blended at full resolution, so the target weight stops at
+    the mask edge, not 4 px past it.
+    """
+    maps = F.interpolate(maps, size=(grid.padded_h, grid.padded_w), mode='bilinear',
+                         align_corners=False)[:, :, :grid.height, :grid.width]
+    weight, gains = maps[:, :1], maps[:, weights:]
+    if masks_full is None:
+        return weight, gains, None, None
+    background_weight, target_weight = weight, maps[:, 1:2]
+    union = masks_full if masks_full.shape[1] == 1 else masks_full.amax(1, keepdim=True)
+    weight = torch.lerp(background_weight, target_weight, target_share(union))
+    return weight, gains, background_weight, target_weight
+
+
+def _compose(ir, vis_y, weight, gains, high_pass):
+    """vis + w (ir - vis) + g_ir hp(ir) + g_vis hp(vis), clipped to [0, 1]; in-place
+    multiply-adds: two fewer full-resolution temporaries per frame."""
+    fused = torch.lerp(vis_y, ir, weight)
+    fused = fused.addcmul_(gains[:, :1], high_pass[:, :1])
+    return fused.addcmul_(gains[:, 1:], high_pass[:, 1:]).clamp_(0.0, 1.0)
+
+
 class TesgFusionNet(nn.Module):
     """TeSG fusion: ``forward(ir, vis_y, masks=None, text=None) -> fused_y``.
 
@@ -334,39 +403,31 @@ class TesgFusionNet(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def _check_inputs(self, ir, vis_y, masks, text):
+        """Types and shapes (cheap, no host sync): TypeError / ValueError, not ConfigError."""
         if not isinstance(ir, torch.Tensor) or not isinstance(vis_y, torch.Tensor):
-            raise ConfigError('ir and vis_y must be torch tensors')
+            raise NetworkInputError('ir and vis_y must be torch tensors')
         if ir.dim() != 4 or ir.shape[1] != 1 or vis_y.shape != ir.shape:
-            raise ConfigError(f'ir and vis_y must both be (B, 1, H, W), got {tuple(ir.shape)} '
-                              f'and {tuple(vis_y.shape)}')
+            raise NetworkInputError(f'ir and vis_y must both be (B, 1, H, W), got '
+                                    f'{tuple(ir.shape)} and {tuple(vis_y.shape)}')
         if not ir.is_floating_point() or vis_y.dtype != ir.dtype:
-            raise ConfigError(f'ir and vis_y must be float tensors of one dtype, got {ir.dtype} '
-                              f'and {vis_y.dtype}')
+            raise NetworkInputError(f'ir and vis_y must be float tensors of one dtype, got '
+                                    f'{ir.dtype} and {vis_y.dtype}')
         batch, _, height, width = ir.shape
         for name, tensor in (('masks', masks), ('text', text)):
             if tensor is not None and (not isinstance(tensor, torch.Tensor)
                                        or not tensor.is_floating_point()):
-                raise ConfigError(f'{name} must be a float tensor or None, got '
-                                  f'{getattr(tensor, "dtype", type(tensor).__name__)}')
+                raise NetworkInputError(f'{name} must be a float tensor or None, got '
+                                        f'{getattr(tensor, "dtype", type(tensor).__name__)}')
         if masks is not None and (masks.dim() != 4 or masks.shape != (
                 batch, self.config.mask_channels, height, width)):
-            raise ConfigError(f'masks must be (B, M, H, W) = '
-                              f'{(batch, self.config.mask_channels, height, width)} '
-                              f'(M = config.mask_channels), got {tuple(masks.shape)}')
+            raise NetworkInputError(f'masks must be (B, M, H, W) = '
+                                    f'{(batch, self.config.mask_channels, height, width)} '
+                                    f'(M = config.mask_channels), got {tuple(masks.shape)}')
         if text is not None and text.shape != (batch, self.config.text_dim):
-            raise ConfigError(f'text must be (B, D) = {(batch, self.config.text_dim)} '
-                              f'(D = config.text_dim), got {tuple(text.shape)}')
-        if not self.validate_inputs:
-            return
-        named = [('ir', ir), ('vis_y', vis_y)] + ([('masks', masks)] if masks is not None else [])
-        for name, tensor in named:
-            low, high = torch.aminmax(tensor.detach())
-            low, high = float(low), float(high)
-            if not (low >= -RANGE_TOLERANCE and high <= 1.0 + RANGE_TOLERANCE):
-                raise ConfigError(f'{name} must lie in [0, 1], got values in [{low:.4g}, '
-                                  f'{high:.4g}] (uint8 images need uint8_to_float())')
-        if text is not None and not bool(torch.isfinite(text.detach()).all()):
-            raise ConfigError('text embedding contains NaN or Inf')
+            raise NetworkInputError(f'text must be (B, D) = {(batch, self.config.text_dim)} '
+                                    f'(D = config.text_dim), got {tuple(text.shape)}')
+        if self.validate_inputs:
+            check_input_values(ir, vis_y, masks, text)
 
     def _guided_maps(self, maps, weights, masks_quarter, quarter, ir, vis_y, intermediates):
         """Edge-aware weight map: blend the 1/4-resolution weights by the masks there, guided
@@ -410,78 +471,25 @@ class TesgFusionNet(nn.Module):
         ``channel_gates`` (B,2,C), ``spatial_gate`` (B,1,h,w) from TDAF.
         """
         self._check_inputs(ir, vis_y, masks, text)
-        config = self.config
-        batch, _, height, width = ir.shape
-        reduction = config.reduction
-        pad_h = -height % reduction
-        pad_w = -width % reduction
-        padded_h, padded_w = height + pad_h, width + pad_w
-        low_h, low_w = padded_h // reduction, padded_w // reduction
-        # One replicate pad serves all: a 1-pixel border for the unpadded full-res 3x3 convs
-        # (so the zero-sum detail filter sees no artificial edge) and the multiple of reduction.
-        images = F.pad(torch.cat([ir, vis_y], dim=1), (1, 1 + pad_w, 1, 1 + pad_h),
-                       mode='replicate')
-
+        grid = _Grid(*ir.shape[-2:], self.config.reduction)
+        images = _pad_sources(ir, vis_y, grid)
         skip, deep, high_pass = self.encoder(images)
-        feat_ir, feat_vis = deep.chunk(2, dim=1)
-        if masks is None:
-            masks_full = masks_quarter = None
-            masks_low = ir.new_zeros((batch, config.mask_channels, low_h, low_w))
-        else:
-            masks_full = masks_quarter = masks.to(ir.dtype)
-            if pad_h or pad_w:
-                masks_quarter = F.pad(masks_quarter, (0, pad_w, 0, pad_h), mode='replicate')
-            masks_quarter = F.avg_pool2d(masks_quarter, SKIP_REDUCTION)
-            masks_low = masks_quarter
-            if reduction > SKIP_REDUCTION:
-                masks_low = F.avg_pool2d(masks_quarter, reduction // SKIP_REDUCTION)
+        masks_full, masks_quarter, masks_low = self._pooled_masks(masks, ir, grid)
         if text is None:
-            text = ir.new_zeros((batch, config.text_dim))
-        attention_info = []
-        for block in self.mgca:
-            feat_ir, feat_vis, block_info = block(feat_ir, feat_vis, masks_low,
-                                                  return_intermediates)
-            attention_info.append(block_info)
-        fused_features, gate_info = self.tdaf(feat_ir, feat_vis, text.to(ir.dtype),
-                                              return_intermediates)
-
+            text = ir.new_zeros((ir.shape[0], self.config.text_dim))
+        fused_features, attention_info, gate_info = self._guide(
+            deep, masks_low, text.to(ir.dtype), return_intermediates)
         quarter = F.avg_pool2d(images[:, :, 1:-1, 1:-1], SKIP_REDUCTION)
-        saliency_ir, saliency_vis = saliency(quarter[:, :1]), saliency(quarter[:, 1:])
-        prior_logit = self.prior_scale * (saliency_ir - saliency_vis) / (
-            saliency_ir + saliency_vis + 0.02)
-        head = self.decoder(fused_features, skip, prior_logit, masks_quarter)
-        # Bounded correction: the weight logit stays within prior +- max_logit_correction, so the
-        # sigmoid cannot saturate to an exact 0/1 (dead gradient) early in training.
-        # Without masks the target weight is never used: skip its channel.
-        weights = 1 if masks_full is None else 2
-        correction = config.max_logit_correction * torch.tanh(
-            head[:, :weights] / config.max_logit_correction)
-        maps = torch.cat([torch.sigmoid(prior_logit + correction),
-                          config.max_detail_gain * torch.tanh(head[:, 2:])], dim=1)
-        if masks_full is not None:
-            maps = torch.cat([background_from_surroundings(maps[:, :1], masks_quarter),
-                              maps[:, 1:]], dim=1)
-        background_weight = target_weight = None
-        if config.guided_radius > 0:
+        prior_logit = self._prior_logit(quarter)
+        maps, weights = self._decode_maps(fused_features, skip, prior_logit, masks_quarter)
+        if self.config.guided_radius > 0:
             weight, gains, background_weight, target_weight = self._guided_maps(
                 maps, weights, masks_quarter, quarter, ir, vis_y, return_intermediates)
         else:
-            maps = F.interpolate(maps, size=(padded_h, padded_w), mode='bilinear',
-                                 align_corners=False)[:, :, :height, :width]
-            weight, gains = maps[:, :1], maps[:, weights:]
-            if masks_full is not None:
-                # Full-resolution blend: the target weight stops at the mask edge, not 4 px
-                # past it.
-                background_weight, target_weight = weight, maps[:, 1:2]
-                union = (masks_full if masks_full.shape[1] == 1
-                         else masks_full.amax(1, keepdim=True))
-                weight = torch.lerp(background_weight, target_weight, target_share(union))
-
-        high_pass = high_pass[:, :, :height, :width]
-        # In-place multiply-adds: two fewer full-resolution temporaries per frame.
-        fused = torch.lerp(vis_y, ir, weight)
-        fused = fused.addcmul_(gains[:, :1], high_pass[:, :1])
-        fused = fused.addcmul_(gains[:, 1:], high_pass[:, 1:]).clamp_(0.0, 1.0)
+            weight, gains, background_weight, target_weight = _full_resolution_maps(
+                maps, weights, masks_full, grid)
+        high_pass = high_pass[:, :, :grid.height, :grid.width]
+        fused = _compose(ir, vis_y, weight, gains, high_pass)
         if not return_intermediates:
             return fused
         detail = (gains * high_pass).sum(dim=1, keepdim=True)
@@ -490,3 +498,51 @@ class TesgFusionNet(nn.Module):
                 'target_weight': target_weight,
                 'mgca': attention_info, **gate_info}
         return fused, info
+
+    # The steps of forward, in order.
+    def _pooled_masks(self, masks, ir, grid):
+        """Masks at full, 1/4 and 1/reduction resolution (None, None, zeros without masks)."""
+        if masks is None:
+            low = ir.new_zeros((ir.shape[0], self.config.mask_channels, grid.low_h, grid.low_w))
+            return None, None, low
+        full = quarter = masks.to(ir.dtype)
+        if grid.pad_h or grid.pad_w:
+            quarter = F.pad(quarter, (0, grid.pad_w, 0, grid.pad_h), mode='replicate')
+        quarter = F.avg_pool2d(quarter, SKIP_REDUCTION)
+        low = quarter
+        if self.config.reduction > SKIP_REDUCTION:
+            low = F.avg_pool2d(quarter, self.config.reduction // SKIP_REDUCTION)
+        return full, quarter, low
+
+    def _guide(self, deep, masks_low, text, intermediates):
+        """MGCA blocks (mask guidance) then TDAF (text guidance) on the deep features."""
+        feat_ir, feat_vis = deep.chunk(2, dim=1)
+        attention_info = []
+        for block in self.mgca:
+            feat_ir, feat_vis, block_info = block(feat_ir, feat_vis, masks_low, intermediates)
+            attention_info.append(block_info)
+        fused_features, gate_info = self.tdaf(feat_ir, feat_vis, text, intermediates)
+        return fused_features, attention_info, gate_info
+
+    def _prior_logit(self, quarter):
+        """The fixed-form saliency prior of the IR weight, as a logit, at 1/4 resolution."""
+        saliency_ir, saliency_vis = saliency(quarter[:, :1]), saliency(quarter[:, 1:])
+        return self.prior_scale * (saliency_ir - saliency_vis) / (
+            saliency_ir + saliency_vis + 0.02)
+
+    def _decode_maps(self, fused_features, skip, prior_logit, masks_quarter):
+        """1/4-resolution maps [background weight, (target weight,) gain_ir, gain_vis] and the
+        number of weight channels (1 without masks: the target weight is never used)."""
+        config = self.config
+        head = self.decoder(fused_features, skip, prior_logit, masks_quarter)
+        # Bounded correction: the weight logit stays within prior +- max_logit_correction, so the
+        # sigmoid cannot saturate to an exact 0/1 (dead gradient) early in training.
+        weights = 1 if masks_quarter is None else 2
+        correction = config.max_logit_correction * torch.tanh(
+            head[:, :weights] / config.max_logit_correction)
+        maps = torch.cat([torch.sigmoid(prior_logit + correction),
+                          config.max_detail_gain * torch.tanh(head[:, 2:])], dim=1)
+        if masks_quarter is not None:
+            maps = torch.cat([background_from_surroundings(maps[:, :1], masks_quarter),
+                              maps[:, 1:]], dim=1)
+        return maps, weights
