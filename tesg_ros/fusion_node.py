@@ -18,6 +18,7 @@ Threads (while active):
 All ages and latencies use the node clock (sim-time aware); processing times are monotonic.
 """
 
+import contextlib
 import gc
 import json
 import os
@@ -139,6 +140,11 @@ class FusionNode(LifecycleNode):
         self._semantics_seen = None
         self._init_robustness_state()
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        # Jazzy and later apply a change once every on-set callback accepted it; Humble has
+        # no post-set callbacks, so there the validating callback applies it.
+        self._apply_on_set = not hasattr(self, 'add_post_set_parameters_callback')
+        if not self._apply_on_set:
+            self.add_post_set_parameters_callback(self._after_set_parameters)
         if self.get_parameter('autostart').value:
             self.start()
 
@@ -347,34 +353,45 @@ class FusionNode(LifecycleNode):
             raise ConfigError(f'parameter {error}') from None
 
     def _on_set_parameters(self, parameters):
+        """Validate a change (each value, the combination, the engine's settings); change
+        nothing: other callbacks may still reject it (:meth:`_after_set_parameters` applies)."""
+        try:
+            merged, changed = self._merged_parameters(parameters)
+            problem = cross_check(merged)
+            if problem:
+                raise ConfigError(problem)
+            if _SYNC_PARAMETERS & changed:
+                resolve_sync_backend(merged['sync.backend'], merged['thermal.time_offset'],
+                                     merged['sync.reorder_window'])
+            check_engine_settings(merged, device=False)
+        except TesgError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        if self._apply_on_set:
+            self._after_set_parameters(parameters)
+        return SetParametersResult(successful=True)
+
+    def _after_set_parameters(self, parameters):
+        """Apply a change every on-set callback accepted: the engine, then the pairing."""
+        merged, changed = self._merged_parameters(parameters)
+        engine = self.engine
+        if engine is not None:
+            try:
+                engine.update_settings(merged)
+            except TesgError as error:  # validated above: only a file changed under us
+                self.get_logger().error(f'parameter change not applied to the engine: {error}')
+        self._params = merged
+        if _SYNC_PARAMETERS & changed and self._synchronizer is not None:
+            self._build_synchronizer()
+
+    def _merged_parameters(self, parameters):
+        """(current values with the coerced new ones, names changed); ConfigError if one is
+        invalid. Parameters outside the table (use_sim_time, qos_overrides.*) are rclpy's."""
         updates = {}
         for parameter in parameters:
             spec = PARAMETERS_BY_NAME.get(parameter.name)
-            if spec is None:
-                continue  # use_sim_time, qos_overrides.* and friends are rclpy's business
-            try:
+            if spec is not None:
                 updates[spec.name] = spec.validate(parameter.value)
-            except ConfigError as error:
-                return SetParametersResult(successful=False, reason=str(error))
-        merged = dict(self._params, **updates)
-        problem = cross_check(merged)
-        if problem:
-            return SetParametersResult(successful=False, reason=problem)
-        try:
-            if _SYNC_PARAMETERS & updates.keys():
-                resolve_sync_backend(merged['sync.backend'], merged['thermal.time_offset'],
-                                     merged['sync.reorder_window'])
-            engine = self.engine
-            if engine is not None:
-                engine.update_settings(merged)
-            else:
-                check_engine_settings(merged, device=False)
-        except TesgError as error:
-            return SetParametersResult(successful=False, reason=str(error))
-        self._params = merged
-        if _SYNC_PARAMETERS & updates.keys() and self._synchronizer is not None:
-            self._build_synchronizer()
-        return SetParametersResult(successful=True)
+        return dict(self._params, **updates), updates.keys()
 
     def _build_synchronizer(self):
         """(Re)build the pairing policy atomically; pending unpaired frames are discarded."""
@@ -1008,12 +1025,36 @@ def main(args=None):
     # at once, under a worker that is still publishing (RCLError, a dropped frame) and with
     # threads still in native code at exit. The node is shut down first, then the context.
     _limit_malloc_arenas()
-    rclpy.init(args=args if args is not None else sys.argv,
-               signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
-    previous = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.signal(signum, lambda *_: stop.set())
+    previous = {signum: signal.signal(signum, lambda *_: stop.set())
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with _ros_context(args if args is not None else sys.argv):
+            return _run(stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _wait_for_backend_calls()
+
+
+@contextlib.contextmanager
+def _ros_context(args):
+    """rclpy initialised without its signal handlers, shut down on exit: ``with rclpy.init()``
+    where init returns a context manager (Kilted), else init and try_shutdown (Humble, Jazzy)."""
+    manager = rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    if manager is not None:
+        with manager:
+            yield
+        return
+    try:
+        yield
+    finally:
+        rclpy.try_shutdown()
+
+
+def _run(stop):
+    """Spin a FusionNode until ``stop`` is set; the exit code. The node is shut down here,
+    while the context is still valid."""
     node = executor = spinner = None
     try:
         node = FusionNode()
@@ -1039,10 +1080,6 @@ def main(args=None):
         if node is not None:
             node.shutdown()  # joins the worker and the semantics threads, context still valid
             node.destroy_node()
-        rclpy.try_shutdown()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        _wait_for_backend_calls()
     return 0
 
 

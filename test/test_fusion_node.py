@@ -250,6 +250,19 @@ def test_parameter_updates_apply_or_are_rejected_with_a_reason(graph_factory):
     assert not result.successful, 'read-only parameters must not change at runtime'
     result = node.set_parameters([Parameter('thermal.normalization', value='minmax')])[0]
     assert result.successful and node.engine.normalizer.mode == 'minmax'
+    # Applied only after every on-set callback accepted: a veto leaves the engine as it was.
+    from rcl_interfaces.msg import SetParametersResult
+
+    # rclpy runs the latest-added on-set callback first: re-add the node's after the veto so
+    # the node's validation runs first and accepts.
+    node.remove_on_set_parameters_callback(node._on_set_parameters)
+    node.add_on_set_parameters_callback(
+        lambda parameters: SetParametersResult(successful=False, reason='vetoed'))
+    node.add_on_set_parameters_callback(node._on_set_parameters)
+    result = node.set_parameters([Parameter('thermal.normalization', value='fixed_range')])[0]
+    assert not result.successful and result.reason == 'vetoed'
+    assert node.engine.normalizer.mode == 'minmax'
+    assert node.get_parameter('thermal.normalization').value == 'minmax'
 
 
 def test_live_semantics_are_published_latched(graph_factory, pair):
