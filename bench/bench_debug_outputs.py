@@ -44,7 +44,7 @@ def main(argv=None):
 
     from tesg_ros import debug_images
     from tesg_ros.engine import EngineSettings, FusionEngine
-    from tesg_ros.image_codec import numpy_to_compressed
+    from tesg_ros.sensor.image_codec import numpy_to_compressed
     from tesg_ros.network.colour import luma_from_bgr_uint8
     from tesg_ros.node_params import defaults
 

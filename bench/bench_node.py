@@ -81,7 +81,7 @@ def cameras_and_consumer(args, ready, start, results):
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
 
-    from tesg_ros.image_codec import numpy_to_image
+    from tesg_ros.sensor.image_codec import numpy_to_image
 
     if args.publisher_nice:
         os.nice(args.publisher_nice)

@@ -23,7 +23,8 @@ from types import SimpleNamespace
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tesg_ros.pairing import ApproximateTimePairingPolicy, NS_PER_S, RGB, THERMAL  # noqa: E402
+from tesg_ros.sensor.pairing import (  # noqa: E402
+    ApproximateTimePairingPolicy, NS_PER_S, RGB, THERMAL)
 
 MS = 1_000_000
 T0 = 1_700_000_000 * NS_PER_S

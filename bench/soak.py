@@ -82,7 +82,7 @@ class Driver:
         from rclpy.qos import qos_profile_sensor_data, QoSProfile
         from sensor_msgs.msg import Image
 
-        from tesg_ros.image_codec import numpy_to_image
+        from tesg_ros.sensor.image_codec import numpy_to_image
 
         self.rclpy = rclpy
         rclpy.init()

@@ -7,7 +7,7 @@ offered QoS profiles ``ros2 bag record`` stores (sensor-data best-effort for cam
 reliable + transient-local for a latched topic) and messages are written at a receive time in
 nanoseconds. Messages are the ``rosbags`` typestore classes of ROS 2 Kilted; build them with
 :func:`image_message`, :func:`compressed_image_message`, :func:`camera_info_message`,
-:func:`string_message` (images go through :mod:`tesg_ros.image_codec`).
+:func:`string_message` (images go through :mod:`tesg_ros.sensor.image_codec`).
 
 Reading: :func:`open_bag` opens a rosbag2 directory (``metadata.yaml`` + storage files) or a
 bare ``.mcap`` / ``.db3`` file and returns a :class:`Bag` that lists its topics
@@ -38,9 +38,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from tesg_ros.errors import ImageEncodingError, TesgError
-from tesg_ros.image_codec import (compressed_to_numpy, numpy_to_compressed, numpy_to_image,
-                                  parse_compressed_format, THERMAL_ENCODINGS,
-                                  VISIBLE_ENCODINGS)
+from tesg_ros.sensor.image_codec import (
+    compressed_to_numpy, numpy_to_compressed, numpy_to_image, parse_compressed_format,
+    THERMAL_ENCODINGS, VISIBLE_ENCODINGS)
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
@@ -117,7 +117,7 @@ def stamp_to_ns(stamp):
 def image_message(image, encoding, stamp_ns, frame_id=''):
     """A ``rosbags`` ``sensor_msgs/msg/Image`` holding ``image`` (H x W [x C]) in ``encoding``.
 
-    The array must match the encoding (:func:`tesg_ros.image_codec.numpy_to_image`).
+    The array must match the encoding (:func:`tesg_ros.sensor.image_codec.numpy_to_image`).
     """
     return numpy_to_image(image, encoding, header=make_header(stamp_ns, frame_id),
                           message_class=message_class(IMAGE))
@@ -126,7 +126,7 @@ def image_message(image, encoding, stamp_ns, frame_id=''):
 def compressed_image_message(image, fmt, stamp_ns, frame_id='', jpeg_quality=95):
     """A ``rosbags`` ``sensor_msgs/msg/CompressedImage`` (``fmt`` as image_transport writes it,
     e.g. ``'bgr8; jpeg compressed bgr8'``, ``'mono16; png compressed'``; see
-    :func:`tesg_ros.image_codec.numpy_to_compressed`)."""
+    :func:`tesg_ros.sensor.image_codec.numpy_to_compressed`)."""
     return numpy_to_compressed(image, fmt, header=make_header(stamp_ns, frame_id),
                                message_class=message_class(COMPRESSED_IMAGE),
                                jpeg_quality=jpeg_quality)
@@ -616,7 +616,7 @@ class Bag:
             start_ns, stop_ns: only receive times in ``[start_ns, stop_ns)``.
 
         ``msg`` is a rosbags typestore message (fields as in rclpy; ``data`` of Image is a
-        uint8 numpy array), readable by :mod:`tesg_ros.image_codec`.
+        uint8 numpy array), readable by :mod:`tesg_ros.sensor.image_codec`.
         """
         for connection, timestamp, data in self._checked(topics, start_ns, stop_ns):
             self._ensure_type(connection)

@@ -203,7 +203,7 @@ class FusionEngine:
     """Fuse registered thermal + RGB frames with the TeSG network (see the module docstring)."""
 
     def __init__(self, settings, logger=None, net=None):
-        from tesg_ros.thermal import ThermalNormalizer
+        from tesg_ros.sensor.thermal import ThermalNormalizer
 
         self._logger = logger if logger is not None else logging.getLogger(__name__)
         self.settings = settings
@@ -336,7 +336,7 @@ class FusionEngine:
         return self.registration
 
     def _simple_registration(self, thermal_size, rgb_size):
-        from tesg_ros.registration import Registration
+        from tesg_ros.sensor.registration import Registration
 
         if self.registration is None:
             self.registration = Registration.from_config(
@@ -496,7 +496,7 @@ class FusionEngine:
     # ------------------------------------------------------------------ runtime control
     def update_settings(self, params):
         """Apply runtime-tunable node parameters (validated before anything changes)."""
-        from tesg_ros.thermal import ThermalNormalizer
+        from tesg_ros.sensor.thermal import ThermalNormalizer
 
         config = thermal_config(params)
         normalizer = None
@@ -577,7 +577,7 @@ class FusionEngine:
         that would not be finite or not ``width`` x ``height``): the reason is kept in
         :attr:`camera_info_error` (diagnostics), the output never carries NaN or a wrong size.
         """
-        from tesg_ros.registration import CameraModel
+        from tesg_ros.sensor.registration import CameraModel
 
         if rgb_info is not None and self.registration is not None:
             try:
@@ -661,7 +661,7 @@ class FusionEngine:
         (duck-typed; None keeps the current one). A changed calibration rebuilds the
         registration at the next frame; an unchanged one costs a comparison. Raises
         CalibrationError for a message that is not a usable camera model."""
-        from tesg_ros.registration import CameraModel
+        from tesg_ros.sensor.registration import CameraModel
 
         thermal_model, rgb_model = self._camera_models
         if thermal_info is not None:
@@ -694,7 +694,7 @@ class FusionEngine:
     def _plane_registration(self, thermal_size, rgb_size):
         """Plane-induced registration from the CameraInfo models, the extrinsics and the
         configured plane; rebuilt only when one of them (or an image size) changes."""
-        from tesg_ros.registration import Registration
+        from tesg_ros.sensor.registration import Registration
 
         thermal_model, rgb_model = self._camera_models
         missing = [f'{name}/camera_info' for name, model

@@ -44,15 +44,16 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 
-from tesg_ros import debug_images, image_codec
+from tesg_ros import debug_images
+from tesg_ros.sensor import image_codec
 from tesg_ros.engine import EngineSettings, FusionEngine
 from tesg_ros.errors import ConfigError, TesgError
 from tesg_ros.mailbox import LatestMailbox
 from tesg_ros.node_params import NODE_NAME, PARAMETERS, PARAMETERS_BY_NAME
-from tesg_ros.pairing import stamp_to_ns
+from tesg_ros.sensor.pairing import stamp_to_ns
 from tesg_ros.settings import (check_engine_settings, cross_check, extrinsics_source,
                                make_synchronizer, resolve_sync_backend, resolve_torch_threads)
-from tesg_ros.stamp_order import BACKWARD_JUMP, FUTURE, OUT_OF_ORDER, OutputOrder
+from tesg_ros.sensor.stamp_order import BACKWARD_JUMP, FUTURE, OUT_OF_ORDER, OutputOrder
 from tesg_ros.stats import RateMeter, RunningStats
 
 _PARAMETER_TYPES = {
@@ -623,7 +624,7 @@ class FusionNode(LifecycleNode):
         mailbox.overwritten = mailbox.expired = mailbox.discarded = mailbox.rejected = 0
 
     def _check_order(self, stamp, paired_monotonic):
-        """Apply the output-ordering policy (tesg_ros/stamp_order.py); False drops the pair."""
+        """Apply the output-ordering policy (sensor/stamp_order.py); False drops the pair."""
         jump_s = self._params['worker.time_jump']
         if jump_s != self._order_jump_s:  # changed at runtime: takes effect at once
             self._order = OutputOrder(_seconds_ns(jump_s))
@@ -802,7 +803,7 @@ class FusionNode(LifecycleNode):
         try:
             transform = geometry.tf_buffer.lookup_transform(target_frame, source_frame,
                                                             rclpy.time.Time())
-            from tesg_ros.registration import extrinsics_from_transform
+            from tesg_ros.sensor.registration import extrinsics_from_transform
             rotation, translation = extrinsics_from_transform(transform)
         except (tf2_ros.TransformException, TesgError) as error:
             geometry.tf_error = f'{target_frame} <- {source_frame}: {error}'

@@ -13,7 +13,7 @@ fused frames, the drop rate and end-to-end latency percentiles, as JSON and Mark
 Definitions (docs/replay.md has the details):
 
 * input pairs: the pairs the node's approximate-time policy forms from the published stamps,
-  computed here with the builtin policy (:mod:`tesg_ros.pairing`) and the node's
+  computed here with the builtin policy (:mod:`tesg_ros.sensor.pairing`) and the node's
   ``sync.queue_size``, ``sync.slop`` and ``thermal.time_offset``;
 * drop rate: the fraction of input pairs whose RGB stamp never came back on ``fused/image``;
 * latency: wall time from publishing the later input of a pair to receiving the fused frame
@@ -42,7 +42,7 @@ from tesg_ros import bags
 from tesg_ros.errors import ConfigError, TesgError
 from tesg_ros.node_params import (load_params_file, NODE_NAME, PARAMETERS_BY_NAME,
                                   validate_overrides)
-from tesg_ros.pairing import ApproximateTimePairingPolicy, RGB, stamp_to_ns, THERMAL
+from tesg_ros.sensor.pairing import ApproximateTimePairingPolicy, RGB, stamp_to_ns, THERMAL
 from tesg_ros.stats import counted_percentiles
 from tesg_ros.tools import split_ros_args
 
@@ -830,14 +830,14 @@ def image_from_cdr(data, msgtype):
 
     ``sensor_msgs/msg/Image`` is read as it is (``rclpy.serialization.deserialize_message``;
     rosbags and rclpy write the same CDR). ``sensor_msgs/msg/CompressedImage`` is decoded
-    (:func:`tesg_ros.image_codec.compressed_to_numpy`) into an Image of the encoding it
+    (:func:`tesg_ros.sensor.image_codec.compressed_to_numpy`) into an Image of the encoding it
     carries, header kept, as image_transport's republisher would: the node subscribes to raw
     images only.
     """
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import CompressedImage, Image
 
-    from tesg_ros.image_codec import compressed_to_numpy, numpy_to_image
+    from tesg_ros.sensor.image_codec import compressed_to_numpy, numpy_to_image
 
     if msgtype == bags.IMAGE:
         return deserialize_message(bytes(data), Image)

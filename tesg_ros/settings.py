@@ -51,7 +51,7 @@ def make_synchronizer(backend, queue_size, slop, thermal_time_offset, reorder_wi
         inputs = [message_filters.SimpleFilter(), message_filters.SimpleFilter()]
         synchronizer = message_filters.ApproximateTimeSynchronizer(inputs, queue_size, slop)
     else:
-        from tesg_ros.pairing import ApproximateTimeSynchronizer, InputFilter
+        from tesg_ros.sensor.pairing import ApproximateTimeSynchronizer, InputFilter
         inputs = [InputFilter(), InputFilter()]
         synchronizer = ApproximateTimeSynchronizer(inputs, queue_size, slop,
                                                    thermal_time_offset=thermal_time_offset,
@@ -94,8 +94,9 @@ def check_engine_settings(params, device=True):
 
     The registration maps themselves need the image sizes and are built at the first pair.
     """
-    from tesg_ros.registration import check_invertible, load_homography_file, resolve_config_path
-    from tesg_ros.thermal import ThermalNormalizer
+    from tesg_ros.sensor.registration import (check_invertible, load_homography_file,
+                                              resolve_config_path)
+    from tesg_ros.sensor.thermal import ThermalNormalizer
 
     ThermalNormalizer.from_config(thermal_config(params))
     if device and params.get('model.backend', 'torch') == 'torch':
@@ -116,7 +117,7 @@ def check_plane_settings(params, registration):
     """ConfigError for a plane configuration that cannot work, before any image arrives."""
     if registration['mode'] != 'plane':
         return
-    from tesg_ros.registration import rotation_from_spec
+    from tesg_ros.sensor.registration import rotation_from_spec
 
     if params['registration.file']:
         raise ConfigError('registration.file is a homography; it is not used with '

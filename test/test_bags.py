@@ -12,8 +12,8 @@ from ruamel.yaml import YAML
 
 from tesg_ros import bags
 from tesg_ros.errors import TesgError
-from tesg_ros.image_codec import (compressed_to_numpy, image_to_numpy, thermal_to_array,
-                                  visible_to_bgr8)
+from tesg_ros.sensor.image_codec import (compressed_to_numpy, image_to_numpy,
+                                         thermal_to_array, visible_to_bgr8)
 from tesg_ros.tools import make_bag
 
 STORAGES = ('mcap', 'sqlite3')

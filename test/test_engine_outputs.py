@@ -68,7 +68,7 @@ def test_engine_plane_registration_from_camera_info_and_extrinsics(random_weight
                                                                    monkeypatch):
     from scipy.spatial.transform import Rotation
 
-    from tesg_ros.registration import plane_homography
+    from tesg_ros.sensor.registration import plane_homography
 
     ir, vi_bgr = pair
     thermal_info = _camera_info(360, 270, 300.0, 180.0, 135.0, 'thermal_optical')
@@ -119,7 +119,7 @@ def test_engine_plane_registration_from_camera_info_and_extrinsics(random_weight
     # An uncalibrated CameraInfo (K = 0) is refused with the reason, cached per calibration.
     engine.set_extrinsics(np.eye(3), [0.2, 0.0, 0.0])
     engine.set_camera_info(thermal_info=_camera_info(360, 270, 0.0, 0.0, 0.0, 'thermal'))
-    from tesg_ros import registration as registration_module
+    from tesg_ros.sensor import registration as registration_module
     builds = []
     original = registration_module.Registration.from_config
     monkeypatch.setattr(registration_module.Registration, 'from_config',

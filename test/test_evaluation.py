@@ -29,7 +29,7 @@ from tesg_ros.evaluation.evaluate import (_FrameSampler, baseline_images, Evalua
                                           EvaluationResult, FrameLabels, FrameRecord,
                                           recorded_semantics_record, resolve_params,
                                           summarise_metrics)
-from tesg_ros.image_codec import image_to_numpy
+from tesg_ros.sensor.image_codec import image_to_numpy
 
 STAMP0 = 1_700_000_000_000_000_000
 PERIOD_NS = 100_000_000

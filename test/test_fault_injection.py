@@ -30,7 +30,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data, QoSProfile  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
-from tesg_ros.image_codec import numpy_to_image  # noqa: E402
+from tesg_ros.sensor.image_codec import numpy_to_image  # noqa: E402
 
 torch = pytest.importorskip('torch')
 

@@ -25,7 +25,7 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 
-from tesg_ros.image_codec import image_to_numpy, numpy_to_image  # noqa: E402
+from tesg_ros.sensor.image_codec import image_to_numpy, numpy_to_image  # noqa: E402
 
 torch = pytest.importorskip('torch')
 
@@ -292,7 +292,7 @@ def test_live_semantics_are_published_latched(graph_factory, pair):
 def test_compressed_transport_inputs(graph_factory, pair):
     from sensor_msgs.msg import CompressedImage
 
-    from tesg_ros.image_codec import numpy_to_compressed
+    from tesg_ros.sensor.image_codec import numpy_to_compressed
 
     ir, vi_bgr = pair
     graph = graph_factory(**{'thermal.transport': 'compressed', 'rgb.transport': 'compressed'})

@@ -1,6 +1,6 @@
 # Copyright 2026 The tesg_ros authors
 # SPDX-License-Identifier: Apache-2.0
-"""Tests of tesg_ros.image_codec: Image/CompressedImage <-> numpy with cv_bridge semantics."""
+"""Tests of tesg_ros.sensor.image_codec: Image/CompressedImage <-> numpy, cv_bridge semantics."""
 
 import array
 from types import SimpleNamespace
@@ -13,7 +13,7 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from tesg_ros import image_codec as codec
+from tesg_ros.sensor import image_codec as codec
 from tesg_ros.errors import ImageEncodingError, TesgError
 
 ROUND_TRIP_ENCODINGS = [

@@ -100,7 +100,7 @@ def _info(width, height, fx, frame_id):
 
 
 def test_plane_registration_from_camera_info_and_parameter_extrinsics(graph_factory, pair):
-    from tesg_ros.registration import plane_homography
+    from tesg_ros.sensor.registration import plane_homography
 
     ir, vi_bgr = pair
     graph = graph_factory(**{
@@ -188,7 +188,7 @@ def test_lazy_outputs_cost_nothing_unsubscribed_and_match_fused_image(graph_fact
                                                                       monkeypatch):
     from tesg_ros import debug_images
     from tesg_ros.engine import SEMANTICS_SCHEMA
-    from tesg_ros.image_codec import compressed_to_numpy, image_to_numpy
+    from tesg_ros.sensor.image_codec import compressed_to_numpy, image_to_numpy
 
     ir, vi_bgr = pair
     overlays = []
@@ -334,7 +334,7 @@ def _tf2_stand_in():
 def test_plane_extrinsics_from_tf_where_tf2_ros_is_importable(graph_factory, pair, monkeypatch):
     import sys
 
-    from tesg_ros.registration import plane_homography
+    from tesg_ros.sensor.registration import plane_homography
 
     tf2 = _tf2_stand_in()
     monkeypatch.setitem(sys.modules, 'tf2_ros', tf2)
@@ -377,7 +377,7 @@ def test_plane_extrinsics_from_tf_where_tf2_ros_is_importable(graph_factory, pai
     # A new activation (new engine) builds with the TF extrinsics only, never the parameters.
     from rclpy.lifecycle import TransitionCallbackReturn
 
-    from tesg_ros.registration import Registration
+    from tesg_ros.sensor.registration import Registration
     built_with = []
     original = Registration.from_config.__func__
     monkeypatch.setattr(Registration, 'from_config', classmethod(

@@ -1,8 +1,9 @@
 # Copyright 2026 The tesg_ros authors
 # SPDX-License-Identifier: Apache-2.0
-"""The node's pair callback reads stamps with tesg_ros.pairing.stamp_to_ns: a pair whose stamp
-is malformed (message_filters pairs it; the builtin policy refuses it earlier) is counted as
-bad input with the reason, never a wrong pair interval or an exception in the executor."""
+"""The node's pair callback reads stamps with tesg_ros.sensor.pairing.stamp_to_ns: a pair
+whose stamp is malformed (message_filters pairs it; the builtin policy refuses it earlier) is
+counted as bad input with the reason, never a wrong pair interval or an exception in the
+executor."""
 
 import threading
 from types import SimpleNamespace

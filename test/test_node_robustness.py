@@ -26,7 +26,7 @@ BACKWARD_JUMP, FORWARD_JUMP = 'backward', 'forward'
 
 
 def OutputOrder(jump_ns):  # noqa: N802 - imported late so the other tests run without it
-    from tesg_ros.stamp_order import OutputOrder as order_class
+    from tesg_ros.sensor.stamp_order import OutputOrder as order_class
     return order_class(jump_ns)
 
 

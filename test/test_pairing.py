@@ -14,7 +14,7 @@ from hypothesis import given, HealthCheck, settings, strategies as st
 import pytest
 
 from tesg_ros.errors import ConfigError, TesgError
-from tesg_ros.pairing import (
+from tesg_ros.sensor.pairing import (
     ApproximateTimePairingPolicy, ApproximateTimeSynchronizer, InputFilter, message_stamp_ns,
     NS_PER_S, PairingCounters, RGB, SimpleFilter, stamp_to_ns, THERMAL)
 

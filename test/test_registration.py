@@ -1,6 +1,6 @@
 # Copyright 2026 The tesg_ros authors
 # SPDX-License-Identifier: Apache-2.0
-"""Tests of tesg_ros.registration and the tesg-compute-homography tool (real TNO images)."""
+"""Tests of tesg_ros.sensor.registration and the tesg-compute-homography tool (real TNO images)."""
 
 from types import SimpleNamespace
 
@@ -11,9 +11,9 @@ from scipy.spatial.transform import Rotation
 import yaml
 
 from tesg_ros.errors import CalibrationError, ConfigError, ImageEncodingError
-from tesg_ros.registration import (CameraModel, crop_camera_model, largest_valid_rectangle,
-                                   load_homography_file, plane_homography, Registration,
-                                   rotation_from_spec)
+from tesg_ros.sensor.registration import (
+    CameraModel, crop_camera_model, largest_valid_rectangle, load_homography_file,
+    plane_homography, Registration, rotation_from_spec)
 from tesg_ros.tools import compute_homography
 
 # A mild perspective warp of a 256x256 thermal image into a 300x240 RGB grid.
@@ -646,7 +646,7 @@ def test_relative_paths_resolve_under_the_share_directory():
 
 def test_example_config_loads_and_documents_every_key(thermal):
     from tesg_ros.paths import share_path
-    from tesg_ros.registration import CONFIG_KEYS
+    from tesg_ros.sensor.registration import CONFIG_KEYS
     path = share_path('config', 'registration_example.yaml')
     text = path.read_text(encoding='utf-8')
     for key in CONFIG_KEYS + ('translation', 'rpy', 'quaternion', 'rotation', 'normal',
@@ -748,7 +748,7 @@ def test_plane_mode_registers_a_rendered_planar_scene(thermal):
 def test_core_and_tool_do_not_import_rclpy():
     import subprocess
     import sys
-    code = ('import sys, tesg_ros.registration, tesg_ros.tools.compute_homography; '
+    code = ('import sys, tesg_ros.sensor.registration, tesg_ros.tools.compute_homography; '
             'assert "rclpy" not in sys.modules, "rclpy imported"')
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -799,7 +799,7 @@ def test_identity_refuses_to_stretch_5_4_thermal_into_16_9_rgb_and_names_the_way
 
 
 def test_identity_same_aspect_resizes_with_a_warning_and_tolerates_one_percent():
-    from tesg_ros.registration import ASPECT_TOLERANCE, aspect_difference
+    from tesg_ros.sensor.registration import ASPECT_TOLERANCE, aspect_difference
     assert aspect_difference((640, 512), (1280, 1024)) == 0.0
     assert aspect_difference((640, 512), (1280, 720)) == pytest.approx(1 - 1.25 / (16 / 9))
     with pytest.warns(RuntimeWarning, match='scales the thermal image 640x512'):
@@ -818,7 +818,7 @@ def test_extrinsics_from_a_tf_transform_give_the_plane_homography_of_a_projectio
     frame, as tf2's lookup_transform(rgb, thermal) returns it) -> R, t -> H, checked against
     points on the plane projected through both cameras."""
     geometry_msgs = pytest.importorskip('geometry_msgs.msg')
-    from tesg_ros.registration import extrinsics_from_transform
+    from tesg_ros.sensor.registration import extrinsics_from_transform
 
     rotation = Rotation.from_euler('xyz', [0.03, -0.04, 0.02])
     translation = np.array([0.08, -0.02, 0.01])

@@ -232,7 +232,7 @@ def test_bag_cdr_is_published_as_rclpy_images(frames):
     from rclpy.serialization import serialize_message
     from rosbags.typesys import get_typestore
 
-    from tesg_ros.image_codec import image_to_numpy
+    from tesg_ros.sensor.image_codec import image_to_numpy
 
     typestore = get_typestore(bags.TYPESTORE)
     ir, vi = frames[2]

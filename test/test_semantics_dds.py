@@ -20,7 +20,7 @@ rclpy = pytest.importorskip('rclpy')
 from rclpy.parameter import Parameter  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from tesg_ros.image_codec import image_to_numpy  # noqa: E402
+from tesg_ros.sensor.image_codec import image_to_numpy  # noqa: E402
 from test_fusion_node import Graph, rgb_message, thermal_message  # noqa: E402
 from test_sig_text_encoder import load_minilm  # noqa: E402
 

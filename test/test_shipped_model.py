@@ -10,7 +10,7 @@ import pytest
 
 from tesg_ros import bags, metrics
 from tesg_ros.evaluation import evaluate_bag
-from tesg_ros.image_codec import image_to_numpy
+from tesg_ros.sensor.image_codec import image_to_numpy
 from tesg_ros.network.colour import (bgr_to_ycbcr_np, float_to_uint8, restore_colour_np,
                                      uint8_to_float)
 from tesg_ros.paths import share_path

@@ -1,7 +1,7 @@
 # Copyright 2026 The tesg_ros authors
 # SPDX-License-Identifier: Apache-2.0
-"""Tests of tesg_ros.thermal: every window mode against values worked out by hand, smoothing,
-invalid pixels, CLAHE, configuration errors, and the real TNO infrared images."""
+"""Tests of tesg_ros.sensor.thermal: every window mode against values worked out by hand,
+smoothing, invalid pixels, CLAHE, configuration errors, and the real TNO infrared images."""
 
 import math
 
@@ -15,9 +15,9 @@ import pytest
 from tesg_ros.errors import ConfigError
 from tesg_ros.errors import ImageEncodingError
 from tesg_ros.errors import TesgError
-from tesg_ros.thermal import DEFAULTS
-from tesg_ros.thermal import ThermalNormalizer
-from tesg_ros.thermal import ThermalStats
+from tesg_ros.sensor.thermal import DEFAULTS
+from tesg_ros.sensor.thermal import ThermalNormalizer
+from tesg_ros.sensor.thermal import ThermalStats
 
 KELVIN_AT_0_DEGC = 273.15
 

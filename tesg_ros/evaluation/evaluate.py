@@ -3,7 +3,7 @@
 """Replay a rosbag2 through the fusion pipeline offline and score every fused frame.
 
 The bag is read in receive-time order (:mod:`tesg_ros.bags`), thermal and RGB images are
-paired by the node's own :class:`~tesg_ros.pairing.ApproximateTimePairingPolicy` (so the
+paired by the node's own :class:`~tesg_ros.sensor.pairing.ApproximateTimePairingPolicy` (so the
 offline pairs are the live ones) and each pair is fused by a
 :class:`~tesg_ros.engine.FusionEngine` built from the node's parameters. Nothing depends on
 thread timing:
@@ -46,8 +46,8 @@ from tesg_ros import bags, metrics, node_params
 from tesg_ros.errors import ConfigError, TesgError
 from tesg_ros.evaluation.common import (  # noqa: F401 - re-exported by the package
     BASELINES, LOWER_IS_BETTER, METHOD_TITLES, METHODS, SCENE_CHANGE_LEVELS, STAGES)
-from tesg_ros.pairing import (ApproximateTimePairingPolicy, message_stamp_ns, RGB,
-                              seconds_to_ns, THERMAL)
+from tesg_ros.sensor.pairing import (ApproximateTimePairingPolicy, message_stamp_ns, RGB,
+                                     seconds_to_ns, THERMAL)
 from tesg_ros.stats import percentiles_or_nan
 
 FUSED_TOPIC = '/fused/image'
@@ -809,7 +809,7 @@ class _Evaluation:
 
     # ------------------------------------------------------------------ one pair
     def _fuse(self, pair, receive_ns):
-        from tesg_ros.image_codec import thermal_to_array, visible_to_bgr8
+        from tesg_ros.sensor.image_codec import thermal_to_array, visible_to_bgr8
 
         result = self.result
         if self.last_rgb_stamp is not None and pair.rgb_stamp_ns <= self.last_rgb_stamp:
@@ -891,7 +891,7 @@ class _Evaluation:
         return float(np.abs(thumbnail - previous).mean())
 
     def _write_frame(self, header, fused_bgr, ir8, receive_ns):
-        from tesg_ros.image_codec import numpy_to_image
+        from tesg_ros.sensor.image_codec import numpy_to_image
 
         image_class = bags.message_class(bags.IMAGE)
         if self.params['output.encoding'] == 'rgb8':
@@ -911,7 +911,7 @@ class _Evaluation:
         """The RGB CameraInfo adjusted for the crop, as the node publishes it; without a
         calibrated RGB CameraInfo only the size, with zero K / R / P."""
         from tesg_ros.errors import CalibrationError
-        from tesg_ros.registration import CameraModel
+        from tesg_ros.sensor.registration import CameraModel
 
         registration = self.engine.registration
         model = None

@@ -361,7 +361,7 @@ class FusionDataset(torch.utils.data.Dataset):
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.stretched_ir = None
         if self.ir_stretch > 0.0:
-            from tesg_ros.thermal import ThermalNormalizer
+            from tesg_ros.sensor.thermal import ThermalNormalizer
             normalizer = ThermalNormalizer('percentile')
             self.stretched_ir = [normalizer.normalize(
                 np.round(sample.ir * 255.0).astype(np.uint8)) for sample in samples]
