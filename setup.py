@@ -36,11 +36,11 @@ setup(
     license='Apache-2.0',
     entry_points={
         'console_scripts': [
-            'fusion_node = tesg_ros.fusion_node:main',
+            'fusion_node = tesg_ros.ros.fusion_node:main',
             'tesg-compute-homography = tesg_ros.tools.compute_homography:main',
             'tesg-make-bag = tesg_ros.tools.make_bag:main',
             'tesg-eval = tesg_ros.evaluation.cli:main',
-            'tesg-replay = tesg_ros.replay:main',
+            'tesg-replay = tesg_ros.cli.replay:main',
             'tesg-train = tesg_ros.training.cli:main',
             'tesg-export = tesg_ros.tools.export_onnx:main',
         ],

@@ -194,7 +194,7 @@ def main(argv=None):
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from tesg_ros.fusion_node import FusionNode, STAGES
+    from tesg_ros.ros.fusion_node import FusionNode, STAGES
 
     rclpy.init()
     overrides = {'model.device': args.device, 'semantics.mode': args.semantics,

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Soak and lifecycle churn of the fusion node over real DDS: memory, threads, accounting.
 
-The node runs alone in a child process (``python -m tesg_ros.fusion_node``, the shipped
+The node runs alone in a child process (``python -m tesg_ros.ros.fusion_node``, the shipped
 weights, live semantics, one torch thread), as on a robot; this process plays the cameras
 (thermal mono16 + RGB bgr8 built from a TNO pair, best-effort QoS, loopback), reads
 ``/diagnostics`` and drives the lifecycle services. The node's resident size (VmRSS) and
@@ -64,7 +64,7 @@ def start_node(args, extra):
     params = {'model.threads': 1, 'semantics.mode': 'live', 'diagnostics.period': 0.5,
               'worker.max_wait': 0.0}
     params.update(extra)
-    command = [sys.executable, '-m', 'tesg_ros.fusion_node', '--ros-args']
+    command = [sys.executable, '-m', 'tesg_ros.ros.fusion_node', '--ros-args']
     for name, value in params.items():
         command += ['-p', f'{name}:={json.dumps(value) if isinstance(value, bool) else value}']
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

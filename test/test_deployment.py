@@ -253,7 +253,7 @@ def test_engine_with_max_pixels_fuses_at_full_size_close_to_the_full_network(
 
 # ---------------------------------------------------------------- overload, describer
 def test_overload_message_names_the_share_and_the_fusion_time_against_the_period():
-    from tesg_ros.fusion_node import overload_message
+    from tesg_ros.ros.fusion_node import overload_message
 
     assert overload_message(30, 30, 0.8, 20.0, 30.0) == ''
     assert overload_message(2, 0, 0.8, 20.0, 30.0) == ''  # too few pairs to judge
@@ -282,16 +282,17 @@ def test_describer_hog_height_zero_runs_at_the_frame_size():
 
 
 def test_replay_report_warns_of_overload_and_records_platform_and_plot(tmp_path):
-    from tesg_ros import replay
+    from tesg_ros import replay, replay_report
 
     result = {'input_pairs': 100, 'fused_matched': 20}
     node = {'processing_ms': {'p50': 180.0}, 'device': 'cpu', 'backend': 'torch',
             'torch_threads': 1}
-    warning = replay.overload_warning(result, node, planned_wall_seconds=10.0)
+    warning = replay_report.overload_warning(result, node, planned_wall_seconds=10.0)
     assert 'fused 20 of 100 pairs (20%' in warning and '180 ms' in warning
     assert '100 ms' in warning  # 10 s / 100 pairs
-    assert replay.overload_warning({'input_pairs': 100, 'fused_matched': 95}, node, 10.0) == ''
-    info = replay.platform_info(node)
+    assert replay_report.overload_warning({'input_pairs': 100, 'fused_matched': 95}, node,
+                                          10.0) == ''
+    info = replay_report.platform_info(node)
     assert info['backend'] == 'torch' and info['device'] == 'cpu' and info['usable_cpus'] >= 1
     assert info['cpu']
     tracker = replay.PairTracker(10, 0.05, 0.0)
@@ -303,16 +304,16 @@ def test_replay_report_warns_of_overload_and_records_platform_and_plot(tmp_path)
             tracker.fused(stamp, index * 0.1 + 0.05)
     latencies = tracker.latencies_ms()
     assert len(latencies) == 3 and all(abs(v - 40.0) < 1e-6 for v in latencies)
-    path = replay.write_latency_plot(latencies, tmp_path / 'latency.png')
+    path = replay_report.write_latency_plot(latencies, tmp_path / 'latency.png')
     assert path and (tmp_path / 'latency.png').stat().st_size > 1000
-    assert replay.write_latency_plot([], tmp_path / 'none.png') is None
+    assert replay_report.write_latency_plot([], tmp_path / 'none.png') is None
     report = {'platform': info, 'process_cpu': {'covers': 'x', 'seconds': 1.0,
                                                 'wall_seconds': 2.0, 'cores': 0.5},
               'latency_plot': path}
-    assert 'Platform: cpu' in _markdown_tail(replay, report)
+    assert 'Platform: cpu' in _markdown_tail(replay_report, report)
 
 
-def _markdown_tail(replay, extra):
+def _markdown_tail(replay_report, extra):
     report = {'bag': 'b', 'command': 'c', 'mode': 'in-process', 'rate': 1.0, 'loops': 1,
               'storage': 'mcap', 'output_bag': 'o', 'bag_seconds': 1.0,
               'publish_wall_seconds': 1.0, 'planned_wall_seconds': 1.0, 'wall_seconds': 1.0,
@@ -321,13 +322,13 @@ def _markdown_tail(replay, extra):
                          'fused_matched': 0, 'unexpected_fused': 0, 'duplicate_fused': 0,
                          'pairs_without_output': 0, 'latency_ms': {'count': 0}},
               'warnings': [], **extra}
-    return replay.format_markdown(report)
+    return replay_report.format_markdown(report)
 
 
 def test_node_overload_check_covers_one_diagnostics_period():
     from types import SimpleNamespace
 
-    from tesg_ros.fusion_node import FusionNode
+    from tesg_ros.ros.fusion_node import FusionNode
 
     warned = []
     node = SimpleNamespace(_params={'diagnostics.min_fused_share': 0.8},

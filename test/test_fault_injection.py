@@ -7,7 +7,7 @@ a pair stamped in the future, a backward clock jump, a stale ordering after deac
 activate, pairs that arrive while nothing is published, degenerate frame sizes, bad
 CameraInfo, frames that never arrive beside their CameraInfo, hostile weights metadata, and
 Ctrl-C after lifecycle cycles under load. The node runs in this process (a seeded, untrained
-network) or, where the process itself is under test, as ``python -m tesg_ros.fusion_node``.
+network) or, where the process itself is under test, as ``python -m tesg_ros.ros.fusion_node``.
 """
 
 import json
@@ -52,7 +52,7 @@ class Graph:
     """The node under test and a driver node in one context, spun by one executor thread."""
 
     def __init__(self, weights, frames, overrides=None):
-        from tesg_ros.fusion_node import FusionNode
+        from tesg_ros.ros.fusion_node import FusionNode
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
@@ -272,7 +272,7 @@ def test_camera_info_without_its_images_is_reported(graph):
 
 
 def _node_command(*params):
-    command = [sys.executable, '-m', 'tesg_ros.fusion_node', '--ros-args']
+    command = [sys.executable, '-m', 'tesg_ros.ros.fusion_node', '--ros-args']
     for param in params:
         command += ['-p', param]
     return command

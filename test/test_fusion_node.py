@@ -39,7 +39,7 @@ class Graph:
     """The node under test plus a helper node, spun by one executor thread."""
 
     def __init__(self, weights, overrides=None):
-        from tesg_ros.fusion_node import FusionNode
+        from tesg_ros.ros.fusion_node import FusionNode
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
@@ -325,7 +325,7 @@ def _threads_named(*names):
 
 def test_bad_configuration_fails_configure_and_autostart_raises_the_reason(weights):
     from tesg_ros.errors import ConfigError
-    from tesg_ros.fusion_node import FusionNode
+    from tesg_ros.ros.fusion_node import FusionNode
 
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -351,7 +351,7 @@ def test_bad_configuration_fails_configure_and_autostart_raises_the_reason(weigh
 def test_lifecycle_services_gate_the_output_and_shutdown_joins_the_threads(weights, pair):
     from lifecycle_msgs.srv import ChangeState, GetState
 
-    from tesg_ros.fusion_node import FusionNode
+    from tesg_ros.ros.fusion_node import FusionNode
 
     ir, vi_bgr = pair
     context = rclpy.Context()

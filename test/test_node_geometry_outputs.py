@@ -153,7 +153,7 @@ def test_plane_mode_configuration_errors_fail_configure(random_weights):
     from rclpy.parameter import Parameter
 
     from tesg_ros.errors import ConfigError
-    from tesg_ros.fusion_node import FusionNode
+    from tesg_ros.ros.fusion_node import FusionNode
 
     context = rclpy.Context()
     rclpy.init(context=context)

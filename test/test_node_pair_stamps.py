@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 pytest.importorskip('rclpy')
-fusion_node = pytest.importorskip('tesg_ros.fusion_node')
+fusion_node = pytest.importorskip('tesg_ros.ros.fusion_node')
 
 from tesg_ros.mailbox import LatestMailbox  # noqa: E402
 from tesg_ros.stats import RateMeter, RunningStats  # noqa: E402

@@ -16,9 +16,10 @@ import cv2
 import numpy as np
 import pytest
 
-from tesg_ros import bags
+from tesg_ros import bags, replay, replay_report
+from tesg_ros.cli import replay as replay_cli
 from tesg_ros.errors import ConfigError
-from tesg_ros import replay
+from tesg_ros.ros import live_replay
 
 rclpy = pytest.importorskip('rclpy')
 torch = pytest.importorskip('torch')
@@ -101,10 +102,10 @@ def check_report_consistency(report):
 
 # ---------------------------------------------------------------------------- ROS-free
 def test_ros_args_are_split_off_and_set_values_are_validated():
-    own, ros = replay.split_ros_args(['bag', '--rate', '2', '--ros-args', '-p', 'a:=1'])
+    own, ros = replay_cli.split_ros_args(['bag', '--rate', '2', '--ros-args', '-p', 'a:=1'])
     assert own == ['bag', '--rate', '2'] and ros == ['--ros-args', '-p', 'a:=1']
-    assert replay.split_ros_args(['bag']) == (['bag'], [])
-    assert replay.split_ros_args(['--ros-args', '-r', 'a:=b', '--', 'bag']) == (
+    assert replay_cli.split_ros_args(['bag']) == (['bag'], [])
+    assert replay_cli.split_ros_args(['--ros-args', '-r', 'a:=b', '--', 'bag']) == (
         ['bag'], ['--ros-args', '-r', 'a:=b'])
     values = replay.parse_set_values(['sync.slop=0.03', 'thermal.clahe=true',
                                       'sync.queue_size=7', 'semantics.prompt=no'])
@@ -205,26 +206,26 @@ def test_replay_verdict_against_the_frame_period(tmp_path):
     latency = {'count': 10, 'p50': 40.0, 'p90': 60.0}
     result = {'input_pairs': 10, 'fused_matched': 10, 'latency_ms': latency}
     # 1 s of bag at rate 1 over 10 pairs: a 100 ms frame period.
-    text = replay.replay_verdict(result, {'processing_ms': {'p50': 30.0}}, 1.0, 1.0)
+    text = replay_report.replay_verdict(result, {'processing_ms': {'p50': 30.0}}, 1.0, 1.0)
     assert text == ('Verdict: keeps up: fused 10 of 10 input pairs (100%; at least 80% '
                     'wanted); node fusion time p50 30 ms, latency p90 60 ms against a frame '
                     'period of 100 ms at rate x1.')
     # Without the node's numbers the latency judges; rate 4 shortens the period to 25 ms.
-    slow = replay.replay_verdict(result, None, 0.25, 4.0)
+    slow = replay_report.replay_verdict(result, None, 0.25, 4.0)
     assert slow.startswith('Verdict: falls behind:') and 'latency p50 40 ms' in slow
     assert '25 ms at rate x4' in slow
-    dropped = replay.replay_verdict({**result, 'fused_matched': 5}, None, 1.0, 1.0)
+    dropped = replay_report.replay_verdict({**result, 'fused_matched': 5}, None, 1.0, 1.0)
     assert dropped.startswith('Verdict: falls behind: fused 5 of 10 input pairs (50%')
-    assert replay.replay_verdict({'input_pairs': 0}, None, 1.0, 1.0).startswith(
+    assert replay_report.replay_verdict({'input_pairs': 0}, None, 1.0, 1.0).startswith(
         'Verdict: none')
     series = {'window_s': 1.0, 't_s': [0.0, 1.0], 'input_pairs': [2, 0], 'fused': [2, 0],
               'share': [1.0, None]}
-    path = replay.write_fused_share_plot(series, tmp_path / 'share.png', 0.8)
+    path = replay_report.write_fused_share_plot(series, tmp_path / 'share.png', 0.8)
     image = cv2.imread(path)
     assert image is not None and image.shape[0] > 100
-    assert replay.write_fused_share_plot(None, tmp_path / 'none.png') is None
-    plot = replay.write_latency_plot([30.0, 40.0, 50.0], tmp_path / 'latency.png',
-                                     period_ms=100.0)
+    assert replay_report.write_fused_share_plot(None, tmp_path / 'none.png') is None
+    plot = replay_report.write_latency_plot([30.0, 40.0, 50.0], tmp_path / 'latency.png',
+                                            period_ms=100.0)
     assert cv2.imread(plot) is not None
 
 
@@ -238,7 +239,7 @@ def test_bag_cdr_is_published_as_rclpy_images(frames):
     ir, vi = frames[2]
     raw = typestore.serialize_cdr(bags.image_message(vi, 'bgr8', START_NS + 5, 'rgb'),
                                   bags.IMAGE)
-    image = replay.image_from_cdr(raw, bags.IMAGE)
+    image = live_replay.image_from_cdr(raw, bags.IMAGE)
     assert type(image).__module__.startswith('sensor_msgs.msg')
     assert (image.header.stamp.sec, image.header.stamp.nanosec) == (1_700_000_000, 5)
     assert image.header.frame_id == 'rgb' and image.encoding == 'bgr8'
@@ -254,11 +255,11 @@ def test_bag_cdr_is_published_as_rclpy_images(frames):
     # Compressed (PNG, lossless 16 bit) thermal comes out as a raw mono16 Image.
     png = typestore.serialize_cdr(bags.compressed_image_message(
         ir, 'mono16; png compressed', START_NS, 'thermal'), bags.COMPRESSED_IMAGE)
-    thermal = replay.image_from_cdr(png, bags.COMPRESSED_IMAGE)
+    thermal = live_replay.image_from_cdr(png, bags.COMPRESSED_IMAGE)
     assert thermal.encoding == 'mono16' and thermal.header.frame_id == 'thermal'
     np.testing.assert_array_equal(image_to_numpy(thermal), ir)
     with pytest.raises(replay.ReplayError, match='CameraInfo'):
-        replay.image_from_cdr(raw, bags.CAMERA_INFO)
+        live_replay.image_from_cdr(raw, bags.CAMERA_INFO)
 
 
 def test_replay_clock_loop_shift_and_warmup_stamps():
@@ -284,12 +285,12 @@ def test_report_markdown_and_node_counters(tmp_path):
     snapshot = {'pairs': 12, 'published': 9, 'dropped_busy': 3, 'network_ms': {'count': 10,
                 'p50': 30.0, 'p99': 50.0, 'max': 60.0},
                 'pairing': {'paired': 12, 'pending_rgb': 1}}
-    node = replay.node_report(snapshot, {'pairs': 2, 'published': 2,
-                                         'pairing': {'paired': 2, 'pending_rgb': 0}})
+    node = replay_report.node_report(snapshot, {'pairs': 2, 'published': 2,
+                                                'pairing': {'paired': 2, 'pending_rgb': 0}})
     assert node['counters'] == {'pairs': 10, 'published': 7, 'dropped_busy': 3}
     assert node['pairing'] == {'paired': 10, 'pending_rgb': 1}
-    values = replay.parse_diagnostic_values([('pairs', '12'), ('network_ms', '{"p50": 3.5}'),
-                                             ('device', 'cpu')])
+    values = replay_report.parse_diagnostic_values(
+        [('pairs', '12'), ('network_ms', '{"p50": 3.5}'), ('device', 'cpu')])
     assert values == {'pairs': 12, 'network_ms': {'p50': 3.5}, 'device': 'cpu'}
 
 
@@ -297,7 +298,7 @@ def test_report_markdown_and_node_counters(tmp_path):
 def test_missing_topics_and_empty_bags_fail_clearly(tmp_path, frames, capsys):
     only_rgb = tmp_path / 'only_rgb'
     write_bag(only_rgb, frames, 2, 10.0, thermal=False)
-    assert replay.main([str(only_rgb), '--out', str(tmp_path / 'o1')]) == replay.EXIT_ERROR
+    assert replay_cli.main([str(only_rgb), '--out', str(tmp_path / 'o1')]) == replay.EXIT_ERROR
     error = capsys.readouterr().err
     assert 'no thermal image topic' in error and '/rgb/image' in error
     assert 'Traceback' not in error
@@ -305,42 +306,42 @@ def test_missing_topics_and_empty_bags_fail_clearly(tmp_path, frames, capsys):
 
     both = tmp_path / 'both'
     write_bag(both, frames, 2, 10.0)
-    assert replay.main([str(both), '--rgb-topic', '/nope', '--out',
-                        str(tmp_path / 'o2')]) == replay.EXIT_ERROR
+    assert replay_cli.main([str(both), '--rgb-topic', '/nope', '--out',
+                            str(tmp_path / 'o2')]) == replay.EXIT_ERROR
     error = capsys.readouterr().err
     assert "['/nope'] not in bag" in error and '/thermal/image' in error
 
     empty = tmp_path / 'empty'
     with bags.BagWriter(empty) as writer:
         writer.add_topic('/rgb/image', bags.IMAGE)
-    assert replay.main([str(empty), '--out', str(tmp_path / 'o3')]) == replay.EXIT_ERROR
+    assert replay_cli.main([str(empty), '--out', str(tmp_path / 'o3')]) == replay.EXIT_ERROR
     assert 'is empty' in capsys.readouterr().err
 
-    assert replay.main([str(tmp_path / 'absent'), '--out',
-                        str(tmp_path / 'o4')]) == replay.EXIT_ERROR
+    assert replay_cli.main([str(tmp_path / 'absent'), '--out',
+                            str(tmp_path / 'o4')]) == replay.EXIT_ERROR
     assert 'does not exist' in capsys.readouterr().err
 
     busy = tmp_path / 'busy'
     busy.mkdir()
     (busy / 'old.json').write_text('{}')
-    assert replay.main([str(both), '--out', str(busy)]) == replay.EXIT_ERROR
+    assert replay_cli.main([str(both), '--out', str(busy)]) == replay.EXIT_ERROR
     assert 'not empty' in capsys.readouterr().err
 
     # The node cannot start: one line, and the output folder this run made is gone again.
-    assert replay.main([str(both), '--out', str(tmp_path / 'o6'), '--semantics', 'disabled',
-                        '--weights', str(tmp_path / 'none.safetensors')]) == replay.EXIT_ERROR
+    assert replay_cli.main([str(both), '--out', str(tmp_path / 'o6'), '--semantics', 'disabled',
+                            '--weights', str(tmp_path / 'none.safetensors')]) == replay.EXIT_ERROR
     error = capsys.readouterr().err
     assert 'none.safetensors' in error and 'Traceback' not in error
     assert not (tmp_path / 'o6').exists()
-    assert replay.main([str(both), '--out', str(tmp_path / 'o7'), '--semantics', 'disabled',
-                        '--ros-args', '-p', 'sync.slop:=wide']) == replay.EXIT_ERROR
+    assert replay_cli.main([str(both), '--out', str(tmp_path / 'o7'), '--semantics', 'disabled',
+                            '--ros-args', '-p', 'sync.slop:=wide']) == replay.EXIT_ERROR
     assert "'sync.slop'" in capsys.readouterr().err
 
     with pytest.raises(SystemExit):
-        replay.main([str(both), '--external', '--weights', '/w.safetensors'])
+        replay_cli.main([str(both), '--external', '--weights', '/w.safetensors'])
     assert 'configure the in-process node' in capsys.readouterr().err
-    assert replay.main([str(both), '--out', str(tmp_path / 'o5'),
-                        '--semantics', 'replay']) == replay.EXIT_ERROR
+    assert replay_cli.main([str(both), '--out', str(tmp_path / 'o5'),
+                            '--semantics', 'replay']) == replay.EXIT_ERROR
     assert 'needs one recorded std_msgs/String topic' in capsys.readouterr().err
 
 
@@ -352,9 +353,9 @@ def in_process_run(tmp_path_factory, frames, weights):
     bag = root / 'bag'
     rgb_stamps = write_bag(bag, frames, 8, 10.0)
     out = root / 'out'
-    status = replay.main([str(bag), '--out', str(out), '--weights', weights,
-                          '--semantics', 'disabled', '--rate', '2', '--loop', '2',
-                          '--set', 'sync.slop=0.02', '--drain-timeout', '2'])
+    status = replay_cli.main([str(bag), '--out', str(out), '--weights', weights,
+                              '--semantics', 'disabled', '--rate', '2', '--loop', '2',
+                              '--set', 'sync.slop=0.02', '--drain-timeout', '2'])
     report = json.loads((out / replay.REPORT_JSON).read_text())
     return status, report, out, rgb_stamps
 
@@ -415,8 +416,8 @@ def test_recorded_semantics_are_replayed_latched_to_the_node(tmp_path, frames, w
     bag = tmp_path / 'bag'
     write_bag(bag, frames, 4, 10.0, camera_info=False, semantics='a person near a fence')
     out = tmp_path / 'out'
-    status = replay.main([str(bag), '--out', str(out), '--weights', weights,
-                          '--semantics', 'replay', '--rate', '4', '--drain-timeout', '2'])
+    status = replay_cli.main([str(bag), '--out', str(out), '--weights', weights,
+                              '--semantics', 'replay', '--rate', '4', '--drain-timeout', '2'])
     report = json.loads((out / replay.REPORT_JSON).read_text())
     assert status == replay.EXIT_OK, report
     assert report['published'] == {'semantics': 1, 'thermal': 4, 'rgb': 4}
@@ -435,7 +436,7 @@ def external_node(weights):
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from tesg_ros.fusion_node import FusionNode
+    from tesg_ros.ros.fusion_node import FusionNode
 
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -459,8 +460,8 @@ def test_external_mode_replays_into_a_running_node(tmp_path, frames, external_no
     bag = tmp_path / 'bag'
     rgb_stamps = write_bag(bag, frames, 6, 10.0)
     out = tmp_path / 'out'
-    status = replay.main([str(bag), '--out', str(out), '--external', '--rate', '4',
-                          '--drain-timeout', '2', '--storage', 'sqlite3'])
+    status = replay_cli.main([str(bag), '--out', str(out), '--external', '--rate', '4',
+                              '--drain-timeout', '2', '--storage', 'sqlite3'])
     report = json.loads((out / replay.REPORT_JSON).read_text())
     assert status == replay.EXIT_OK, report
     assert report['mode'] == 'external'
@@ -487,8 +488,8 @@ def test_external_mode_replays_into_a_running_node(tmp_path, frames, external_no
 def test_external_mode_without_a_node_says_so(tmp_path, frames, capsys):
     bag = tmp_path / 'bag'
     write_bag(bag, frames, 2, 10.0)
-    status = replay.main([str(bag), '--out', str(tmp_path / 'out'), '--external',
-                          '--discovery-timeout', '1'])
+    status = replay_cli.main([str(bag), '--out', str(tmp_path / 'out'), '--external',
+                              '--discovery-timeout', '1'])
     assert status == replay.EXIT_ERROR
     assert 'no node subscribes to thermal/image' in capsys.readouterr().err
 
@@ -512,8 +513,8 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_was_recorded(tmp_path, frames, weig
     previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     out = tmp_path / 'out'
     try:
-        status = replay.main([str(bag), '--out', str(out), '--weights', weights,
-                              '--semantics', 'disabled'])
+        status = replay_cli.main([str(bag), '--out', str(out), '--weights', weights,
+                                  '--semantics', 'disabled'])
     finally:
         signal.signal(signal.SIGINT, previous_handler)
     assert status == replay.EXIT_INTERRUPTED
