@@ -19,10 +19,9 @@ import numpy as np
 
 from tesg_ros.errors import CalibrationError, ConfigError, ImageEncodingError
 from tesg_ros.node_params import defaults, PARAMETERS_BY_NAME
-from tesg_ros.paths import share_path
+from tesg_ros.paths import DEFAULT_WEIGHTS, share_path
 from tesg_ros.sig.masks import fit_masks
 
-DEFAULT_WEIGHTS = ('model', 'tesg_fusion.safetensors')
 SEMANTICS_MODES = PARAMETERS_BY_NAME['semantics.mode'].choices
 # Version of the JSON on the semantics topic (docs/node.md, "The semantics message"): the
 # major number changes when a field is removed or changes meaning, the minor when one is added.

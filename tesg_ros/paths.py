@@ -10,6 +10,8 @@ The working directory is never consulted.
 from pathlib import Path
 
 PACKAGE_NAME = 'tesg_ros'
+# The shipped fusion weights, relative to the share directory.
+DEFAULT_WEIGHTS = ('model', 'tesg_fusion.safetensors')
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -628,8 +628,7 @@ class _Evaluation:
         return mode, topic if mode == 'replay' else None
 
     def _weights_path(self, params):
-        from tesg_ros.engine import DEFAULT_WEIGHTS
-        from tesg_ros.paths import share_path
+        from tesg_ros.paths import DEFAULT_WEIGHTS, share_path
 
         weights = self.options.weights or params['model.weights']
         if not weights:

@@ -55,8 +55,7 @@ def file_sha256(path):
 
 
 def default_weights():
-    from tesg_ros.engine import DEFAULT_WEIGHTS
-    from tesg_ros.paths import share_path
+    from tesg_ros.paths import DEFAULT_WEIGHTS, share_path
 
     return str(share_path(*DEFAULT_WEIGHTS))
 
