@@ -37,12 +37,12 @@ setup(
     entry_points={
         'console_scripts': [
             'fusion_node = tesg_ros.ros.fusion_node:main',
-            'tesg-compute-homography = tesg_ros.tools.compute_homography:main',
-            'tesg-make-bag = tesg_ros.tools.make_bag:main',
-            'tesg-eval = tesg_ros.evaluation.cli:main',
+            'tesg-compute-homography = tesg_ros.cli.compute_homography:main',
+            'tesg-make-bag = tesg_ros.cli.make_bag:main',
+            'tesg-eval = tesg_ros.cli.eval:main',
             'tesg-replay = tesg_ros.cli.replay:main',
             'tesg-train = tesg_ros.training.cli:main',
-            'tesg-export = tesg_ros.tools.export_onnx:main',
+            'tesg-export = tesg_ros.cli.export:main',
         ],
     },
 )

@@ -70,7 +70,7 @@ def main(argv=None):
     from tesg_ros.engine import guided_upsample, working_size
     from tesg_ros.network.ort_backend import OrtFusionNet, quantize_dynamic_int8
     from tesg_ros.network.weights import load_fusion_net
-    from tesg_ros.tools.export_onnx import default_weights, ensure_onnx, test_data_pairs
+    from tesg_ros.network.onnx_export import default_weights, ensure_onnx, test_data_pairs
 
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)

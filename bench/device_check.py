@@ -79,7 +79,7 @@ def ort_check(device, onnx_path='', runs=50, sizes=((640, 480), (1920, 1080))):
         return
     from tesg_ros.network.ort_backend import CPU, CUDA, OrtFusionNet, TENSORRT
     from tesg_ros.network.weights import load_fusion_net
-    from tesg_ros.tools.export_onnx import ensure_onnx
+    from tesg_ros.network.onnx_export import ensure_onnx
 
     available = onnxruntime.get_available_providers()
     print(f'## ONNX Runtime {onnxruntime.__version__}: providers available '

@@ -267,7 +267,7 @@ class FusionEngine:
 
     def _build_ort(self, settings):
         from tesg_ros.network.ort_backend import OrtFusionNet
-        from tesg_ros.tools.export_onnx import ensure_onnx
+        from tesg_ros.network.onnx_export import ensure_onnx
 
         path = ensure_onnx(self.weights_path or settings.weights or None, settings.onnx,
                            logger=self._logger)

@@ -14,7 +14,7 @@ from tesg_ros import bags
 from tesg_ros.errors import TesgError
 from tesg_ros.sensor.image_codec import (compressed_to_numpy, image_to_numpy,
                                          thermal_to_array, visible_to_bgr8)
-from tesg_ros.tools import make_bag
+from tesg_ros.cli import make_bag
 
 STORAGES = ('mcap', 'sqlite3')
 STAMP0 = 1_700_000_000_123_456_789

@@ -16,7 +16,7 @@ onnxruntime = pytest.importorskip('onnxruntime')
 
 @pytest.fixture(scope='module')
 def shipped_weights():
-    from tesg_ros.tools.export_onnx import default_weights
+    from tesg_ros.network.onnx_export import default_weights
 
     return default_weights()
 
@@ -24,7 +24,7 @@ def shipped_weights():
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory, shipped_weights):
     """The shipped network exported once for this module (about a minute on 2 cores)."""
-    from tesg_ros.tools.export_onnx import export_onnx
+    from tesg_ros.network.onnx_export import export_onnx
 
     path = tmp_path_factory.mktemp('onnx') / 'tesg_fusion.onnx'
     metadata = export_onnx(path, shipped_weights)
@@ -33,7 +33,7 @@ def exported(tmp_path_factory, shipped_weights):
 
 @pytest.fixture(scope='module')
 def tno_pairs():
-    from tesg_ros.tools.export_onnx import test_data_pairs
+    from tesg_ros.network.onnx_export import test_data_pairs
 
     pairs = test_data_pairs()
     if not pairs:
@@ -43,7 +43,7 @@ def tno_pairs():
 
 def test_export_records_opset_config_weights_hash_and_dynamic_size(exported, shipped_weights):
     from tesg_ros.network.weights import read_config
-    from tesg_ros.tools import export_onnx as tool
+    from tesg_ros.network import onnx_export as tool
 
     path, metadata = exported
     stored = tool.read_metadata(path)
@@ -61,7 +61,7 @@ def test_export_records_opset_config_weights_hash_and_dynamic_size(exported, shi
 
 
 def test_onnx_runtime_matches_torch_on_real_pairs_at_several_sizes(exported, tno_pairs):
-    from tesg_ros.tools.export_onnx import parity
+    from tesg_ros.network.onnx_export import parity
 
     sizes = ((480, 640), (243, 321), (97, 131), (360, 270), (17, 9))
     results = parity(exported[0], sizes=sizes, pairs=tno_pairs)
@@ -74,7 +74,7 @@ def test_onnx_file_of_other_weights_is_refused(exported, shipped_weights, tmp_pa
     import torch
 
     from tesg_ros.network.weights import load_fusion_net, save_fusion_net
-    from tesg_ros.tools.export_onnx import check_matches, ensure_onnx
+    from tesg_ros.network.onnx_export import check_matches, ensure_onnx
 
     net = load_fusion_net(shipped_weights)
     with torch.no_grad():

@@ -14,7 +14,7 @@ from tesg_ros.errors import CalibrationError, ConfigError, ImageEncodingError
 from tesg_ros.sensor.registration import (
     CameraModel, crop_camera_model, largest_valid_rectangle, load_homography_file,
     plane_homography, Registration, rotation_from_spec)
-from tesg_ros.tools import compute_homography
+from tesg_ros.cli import compute_homography
 
 # A mild perspective warp of a 256x256 thermal image into a 300x240 RGB grid.
 TRUE_H = np.array([[0.9, 0.05, 10.0], [-0.04, 0.95, 5.0], [1e-4, 5e-5, 1.0]])
@@ -748,7 +748,7 @@ def test_plane_mode_registers_a_rendered_planar_scene(thermal):
 def test_core_and_tool_do_not_import_rclpy():
     import subprocess
     import sys
-    code = ('import sys, tesg_ros.sensor.registration, tesg_ros.tools.compute_homography; '
+    code = ('import sys, tesg_ros.sensor.registration, tesg_ros.cli.compute_homography; '
             'assert "rclpy" not in sys.modules, "rclpy imported"')
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -13,7 +13,7 @@ from tesg_ros.errors import TesgError
 from tesg_ros.node_params import NODE_NAME
 from tesg_ros.replay import EXIT_ERROR, EXIT_INTERRUPTED, SEMANTICS_MODES
 from tesg_ros.ros.live_replay import replay
-from tesg_ros.tools import split_ros_args
+from tesg_ros.cli import split_ros_args
 
 
 # ---------------------------------------------------------------------------- main

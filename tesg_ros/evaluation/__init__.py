@@ -6,7 +6,7 @@
 :class:`~tesg_ros.engine.FusionEngine`, scores the fused frames and three baselines (IR copy,
 visible copy, pixel average) with :mod:`tesg_ros.metrics`, writes a bag with the fused topic,
 per-frame and summary tables and a Markdown + self-contained HTML report. ``tesg-eval`` is its
-command line (:mod:`tesg_ros.evaluation.cli`). See docs/evaluation.md.
+command line (:mod:`tesg_ros.cli.eval`). See docs/evaluation.md.
 """
 
 from tesg_ros.evaluation.evaluate import (

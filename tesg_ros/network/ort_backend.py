@@ -61,7 +61,7 @@ class OrtFusionNet:
         self._logger = logger if logger is not None else logging.getLogger(__name__)
         self.path = str(path)
         available = onnxruntime.get_available_providers()
-        from tesg_ros.tools.export_onnx import cache_dir
+        from tesg_ros.network.onnx_export import cache_dir
         providers, wanted_gpu = choose_providers(device, half, available,
                                                  cache_dir=cache_dir() / 'tensorrt')
         if only is not None:  # one provider, for benchmarks (bench/device_check.py)

@@ -14,7 +14,7 @@ import logging
 import sys
 
 from tesg_ros.errors import TesgError
-from tesg_ros.tools import strip_ros_args
+from tesg_ros.cli import strip_ros_args
 
 
 def build_parser():

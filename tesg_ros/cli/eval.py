@@ -20,10 +20,10 @@ import sys
 import yaml
 
 from tesg_ros import bags
+from tesg_ros.cli import strip_ros_args
 from tesg_ros.errors import ConfigError, TesgError
 from tesg_ros.evaluation.evaluate import DEPRECATED_SEMANTICS, evaluate_bag, SEMANTICS_MODES
 from tesg_ros.metrics import CONVENTIONS
-from tesg_ros.tools import strip_ros_args
 
 
 def parse_assignment(text):

@@ -40,8 +40,8 @@ import numpy as np
 from tqdm import tqdm
 
 from tesg_ros import bags
+from tesg_ros.cli import strip_ros_args
 from tesg_ros.errors import ConfigError, TesgError
-from tesg_ros.tools import strip_ros_args
 
 IMAGE_EXTENSIONS = frozenset({'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.pgm',
                               '.ppm', '.webp'})

@@ -28,10 +28,10 @@ import cv2
 import numpy as np
 import yaml
 
+from tesg_ros.cli import strip_ros_args
 from tesg_ros.errors import CalibrationError, ConfigError, TesgError
 from tesg_ros.sensor.registration import (CameraModel, plane_homography, rotation_from_spec,
                                           save_homography_file)
-from tesg_ros.tools import strip_ros_args
 
 POINT_COLUMNS = ('thermal_x', 'thermal_y', 'rgb_x', 'rgb_y')
 

@@ -1,6 +1,6 @@
 # Copyright 2026 The tesg_ros authors
 # SPDX-License-Identifier: Apache-2.0
-"""``tesg-export``: the fusion network (a safetensors checkpoint) to ONNX.
+"""The fusion network (a safetensors checkpoint) to ONNX, its metadata and the export cache.
 
 The graph is :meth:`TesgFusionNet.forward` with all four inputs, batch 1::
 
@@ -13,17 +13,15 @@ all float32 in [0, 1] (text: the sentence embedding), with ``height`` and ``widt
 the ONNX ``metadata_props`` (keys :data:`META_CONFIG`, :data:`META_SHA256`...), so a runtime
 can refuse an ONNX file that no longer matches the weights it claims to come from.
 
-    python -m tesg_ros.tools.export_onnx --out tesg_fusion.onnx [--weights FILE] [--check]
+The console script is ``tesg-export`` (:mod:`tesg_ros.cli.export`).
 """
 
-import argparse
 import hashlib
 import json
 import logging
 import os
 from pathlib import Path
 import re
-import sys
 import time
 
 from tesg_ros.errors import ConfigError, TesgError
@@ -249,44 +247,3 @@ def test_data_pairs(names=None):
         if ir is not None and vis is not None:
             pairs.append((path.stem, ir, vis))
     return pairs
-
-
-def main(argv=None):
-    from tesg_ros.tools import strip_ros_args
-
-    parser = argparse.ArgumentParser(
-        prog='tesg-export', description=__doc__.split('\n\n')[0],
-        epilog=f'Opset {OPSET}; inputs {", ".join(INPUT_NAMES)}; dynamic height and width.')
-    parser.add_argument('--weights', default=None,
-                        help='safetensors checkpoint (default: the shipped weights)')
-    parser.add_argument('--out', default='tesg_fusion.onnx', help='ONNX file to write')
-    parser.add_argument('--opset', type=int, default=OPSET, help=f'default {OPSET}')
-    parser.add_argument('--check', action='store_true',
-                        help='compare ONNX Runtime with torch on the TNO pairs in test/data '
-                             '(480x640, 243x321, 97x131); exit 1 above 1 grey level')
-    args = parser.parse_args(strip_ros_args(sys.argv[1:] if argv is None else argv))
-    try:
-        start = time.monotonic()
-        metadata = export_onnx(args.out, args.weights, args.opset)
-        print(f'wrote {args.out} (opset {args.opset}, dynamic height/width, weights sha256 '
-              f'{metadata[META_SHA256][:16]}...) in {time.monotonic() - start:.0f} s')
-        if args.check:
-            results = parity(args.out, args.weights,
-                             sizes=((480, 640), (243, 321), (97, 131)))
-            if not results:
-                print('no TNO pairs under test/data: nothing compared', file=sys.stderr)
-                return 1
-            worst = max(difference for _, _, difference in results)
-            for name, size, difference in results:
-                print(f'  pair {name} {size[0]}x{size[1]}: max |ort - torch| '
-                      f'{difference:.4f} grey levels')
-            print(f'parity: worst {worst:.4f} grey levels (limit 1)')
-            return 0 if worst <= 1.0 else 1
-    except TesgError as error:
-        print(f'tesg-export: {error}', file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())
