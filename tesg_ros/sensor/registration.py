@@ -19,9 +19,11 @@ Conventions (see docs/registration.md):
 * The plane is ``n . X_thermal + d = 0`` in the thermal optical frame: ``n`` is the unit normal
   of the plane's visible side (pointing towards the thermal camera), ``d > 0`` the thermal
   camera's distance to the plane. Then ``H = K_rgb (R - t n^T / d) K_thermal^-1``.
+
+The camera model is :mod:`tesg_ros.sensor.camera_model`, the homographies (plane, resize,
+file) :mod:`tesg_ros.sensor.homography`; this module builds and applies the maps.
 """
 
-from dataclasses import dataclass, field, replace
 import math
 from pathlib import Path
 from typing import NamedTuple
@@ -29,20 +31,14 @@ import warnings
 
 import cv2
 import numpy as np
-from scipy.spatial.transform import Rotation
-import yaml
 
 from tesg_ros.errors import CalibrationError, ConfigError, ImageEncodingError
-
-DISTORTION_MODELS = ('plumb_bob', 'rational_polynomial', 'equidistant')
-# Numbers of distortion coefficients OpenCV accepts for each ROS distortion model.
-_DISTORTION_LENGTHS = {
-    'plumb_bob': (4, 5),
-    'rational_polynomial': (8, 12, 14),
-    'equidistant': (4,),
-}
-# Length ROS uses for each model (when a message leaves D empty).
-_ROS_DISTORTION_LENGTH = {'plumb_bob': 5, 'rational_polynomial': 8, 'equidistant': 4}
+# The registration API in one import: the camera model and the homographies are re-exported.
+from tesg_ros.sensor.camera_model import (  # noqa: F401
+    as_matrix, CameraModel, crop_camera_model, DISTORTION_MODELS)
+from tesg_ros.sensor.homography import (  # noqa: F401
+    check_invertible, extrinsics_from_transform, HOMOGRAPHY_FILE_FORMAT, load_homography_file,
+    plane_homography, resize_homography, rotation_from_spec, save_homography_file)
 MODES = ('identity', 'homography', 'plane')
 INTERPOLATIONS = {
     'nearest': cv2.INTER_NEAREST,
@@ -63,322 +59,10 @@ _OUTSIDE = -1.0e4
 # The exact largest-rectangle search is a Python loop over pixels; above this many pixels it
 # runs on a conservatively down-sampled mask (the result stays inside the valid region).
 _RECTANGLE_MAX_PIXELS = 400_000
-HOMOGRAPHY_FILE_FORMAT = 'tesg_ros/homography/v1'
 # Identity registration scales a thermal image of another size only when the aspect ratios
 # agree to this relative tolerance (1 % is one pixel in a hundred: invisible); anything more is
 # a stretch that needs allow_stretch.
 ASPECT_TOLERANCE = 0.01
-
-
-# ---------------------------------------------------------------------------------------------
-# Camera model
-# ---------------------------------------------------------------------------------------------
-
-def _as_matrix(values, shape, name, error=CalibrationError):
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise error(f'{name} must be numbers, got {values!r}') from exc
-    if array.size != int(np.prod(shape)):
-        raise error(f'{name} needs {int(np.prod(shape))} numbers, got {array.size}')
-    array = array.reshape(shape)
-    if not np.all(np.isfinite(array)):
-        raise error(f'{name} contains NaN or infinity: {array.tolist()}')
-    return array
-
-
-def _field(msg, name):
-    """Read a CameraInfo field from rclpy (``k``), rosbags (``k``) or ROS 1 style (``K``)."""
-    for candidate in (name, name.upper()):
-        if hasattr(msg, candidate):
-            return getattr(msg, candidate)
-    raise CalibrationError(f'camera info message has no field {name!r}')
-
-
-@dataclass(eq=False)
-class CameraModel:
-    """Intrinsic calibration of one camera, as in ``sensor_msgs/CameraInfo``.
-
-    ``K`` 3x3 float64 (all zeros: uncalibrated), ``D`` 1-D float64 distortion coefficients in
-    ROS order for ``distortion_model`` ('plumb_bob' k1 k2 t1 t2 k3, 'rational_polynomial'
-    k1 k2 t1 t2 k3 k4 k5 k6, 'equidistant' k1 k2 k3 k4), ``R`` 3x3 rectification rotation and
-    ``P`` 3x4 projection matrix (None when absent), ``roi`` ``(x_offset, y_offset, width,
-    height)`` or None for the full image, ``binning`` ``(x, y)``.
-    """
-
-    width: int
-    height: int
-    K: np.ndarray
-    D: np.ndarray = field(default_factory=lambda: np.zeros(5))
-    distortion_model: str = 'plumb_bob'
-    R: np.ndarray = None
-    P: np.ndarray = None
-    roi: tuple = None
-    binning: tuple = (1, 1)
-    frame_id: str = ''
-
-    def __post_init__(self):
-        try:
-            self.width, self.height = int(self.width), int(self.height)
-        except (TypeError, ValueError) as exc:
-            raise CalibrationError(f'camera width/height must be integers: {exc}') from exc
-        if self.width < 0 or self.height < 0:
-            raise CalibrationError(f'negative camera size {self.width}x{self.height}')
-        self.K = _as_matrix(self.K, (3, 3), 'K')
-        if not self.distortion_model and not np.any(np.asarray(self.D, dtype=float)):
-            self.distortion_model = 'plumb_bob'  # uncalibrated messages leave it empty
-        if self.distortion_model not in DISTORTION_MODELS:
-            raise CalibrationError(
-                f'distortion_model {self.distortion_model!r} is not supported; '
-                f'use one of {DISTORTION_MODELS}')
-        D = np.asarray(self.D, dtype=np.float64).ravel()
-        if D.size == 0:  # no coefficients: no distortion
-            D = np.zeros(_ROS_DISTORTION_LENGTH[self.distortion_model])
-        if D.size not in _DISTORTION_LENGTHS[self.distortion_model]:
-            raise CalibrationError(
-                f'{self.distortion_model} needs '
-                f'{" or ".join(map(str, _DISTORTION_LENGTHS[self.distortion_model]))} '
-                f'distortion coefficients, got {D.size}')
-        if not np.all(np.isfinite(D)):
-            raise CalibrationError(f'D contains NaN or infinity: {D.tolist()}')
-        self.D = D
-        if self.R is not None:
-            self.R = _as_matrix(self.R, (3, 3), 'R')
-        if self.P is not None:
-            self.P = _as_matrix(self.P, (3, 4), 'P')
-        if self.roi is not None:
-            self.roi = tuple(int(v) for v in self.roi)
-        self.binning = tuple(int(v) for v in self.binning)
-
-    # -- properties ---------------------------------------------------------------------------
-    @property
-    def size(self):
-        """``(width, height)`` in pixels."""
-        return (self.width, self.height)
-
-    @property
-    def is_calibrated(self):
-        """True when K holds usable intrinsics (fx, fy > 0; all-zero K means uncalibrated)."""
-        return bool(self.K[0, 0] > 0 and self.K[1, 1] > 0 and self.K[2, 2] != 0)
-
-    @property
-    def has_distortion(self):
-        return bool(np.any(self.D != 0))
-
-    def require_intrinsics(self, purpose, name='camera'):
-        """Raise CalibrationError unless K is calibrated; ``purpose`` goes in the message."""
-        if not np.any(self.K):
-            raise CalibrationError(
-                f'{name} is uncalibrated (K is all zeros) but {purpose} needs its intrinsics')
-        if not self.is_calibrated:
-            raise CalibrationError(
-                f'{name} K is not a valid camera matrix (fx, fy must be > 0) but {purpose} '
-                f'needs its intrinsics: {self.K.tolist()}')
-
-    def require_full_frame(self, name='camera'):
-        """Raise CalibrationError when the model describes a binned or ROI image."""
-        if self.binning not in ((1, 1), (0, 0), (0, 1), (1, 0)):
-            raise CalibrationError(f'{name}: binning {self.binning} is not supported')
-        if self.roi is not None and self.roi != (0, 0, self.width, self.height) and any(
-                self.roi[2:]):
-            raise CalibrationError(f'{name}: a region of interest {self.roi} is not supported')
-
-    def fingerprint(self):
-        """A hashable value that changes whenever any calibration number changes.
-
-        Absent R / P count as their defaults (identity, ``[K | 0]``), so a model loaded from
-        YAML and the same model read back from a CameraInfo message compare equal.
-        """
-        return (self.width, self.height, self.distortion_model, self.K.tobytes(),
-                self.D.tobytes(), self.rectification.tobytes(), self.projection.tobytes(),
-                self.roi, self.binning)
-
-    # -- conversions --------------------------------------------------------------------------
-    @classmethod
-    def from_camera_info(cls, msg):
-        """Build from a duck-typed ``sensor_msgs/CameraInfo`` (rclpy or rosbags message)."""
-        R = np.asarray(_field(msg, 'r'), dtype=np.float64)
-        P = np.asarray(_field(msg, 'p'), dtype=np.float64)
-        roi = None
-        roi_msg = getattr(msg, 'roi', None)
-        if roi_msg is not None and (roi_msg.width or roi_msg.height):
-            roi = (roi_msg.x_offset, roi_msg.y_offset, roi_msg.width, roi_msg.height)
-        header = getattr(msg, 'header', None)
-        return cls(
-            width=_field(msg, 'width'), height=_field(msg, 'height'),
-            K=list(_field(msg, 'k')), D=list(_field(msg, 'd')),
-            distortion_model=str(getattr(msg, 'distortion_model', '') or ''),
-            R=R if np.any(R) else None, P=P if np.any(P) else None, roi=roi,
-            binning=(getattr(msg, 'binning_x', 1), getattr(msg, 'binning_y', 1)),
-            frame_id=str(getattr(header, 'frame_id', '') or ''))
-
-    def to_camera_info(self, header=None, message_class=None):
-        """Return a ``sensor_msgs.msg.CameraInfo`` (or ``message_class()``) with these values.
-
-        ``message_class`` must be constructible without arguments (rclpy style); ``R`` and
-        ``P`` default to identity and ``[K | 0]``.
-        """
-        if message_class is None:
-            from sensor_msgs.msg import CameraInfo as message_class  # lazy: ROS-free core
-        msg = message_class()
-        if header is not None:
-            msg.header = header
-        elif self.frame_id and hasattr(msg, 'header'):
-            msg.header.frame_id = self.frame_id
-        msg.width, msg.height = self.width, self.height
-        msg.distortion_model = self.distortion_model
-        msg.d = [float(v) for v in self.D]
-        msg.k = [float(v) for v in self.K.ravel()]
-        msg.r = [float(v) for v in self.rectification.ravel()]
-        msg.p = [float(v) for v in self.projection.ravel()]
-        msg.binning_x, msg.binning_y = self.binning
-        if self.roi is not None:
-            msg.roi.x_offset, msg.roi.y_offset, msg.roi.width, msg.roi.height = self.roi
-        return msg
-
-    @property
-    def rectification(self):
-        """R, or identity when absent (3x3 float64)."""
-        return np.eye(3) if self.R is None else self.R
-
-    @property
-    def projection(self):
-        """P, or ``[K | 0]`` when absent (3x4 float64)."""
-        return np.hstack([self.K, np.zeros((3, 1))]) if self.P is None else self.P
-
-    @classmethod
-    def from_yaml(cls, source):
-        """Load the ROS ``camera_calibration`` YAML format (a path or an already-parsed dict).
-
-        Keys: image_width, image_height, camera_name, camera_matrix, distortion_model,
-        distortion_coefficients, rectification_matrix, projection_matrix; matrices are
-        ``{rows, cols, data}``.
-        """
-        if isinstance(source, dict):
-            data, where = source, 'calibration'
-        else:
-            where = str(source)
-            try:
-                with open(source, encoding='utf-8') as stream:
-                    data = yaml.safe_load(stream)
-            except (OSError, yaml.YAMLError) as exc:
-                raise CalibrationError(f'cannot read calibration file {where}: {exc}') from exc
-        if not isinstance(data, dict):
-            raise CalibrationError(f'{where}: expected a mapping of calibration keys')
-
-        def matrix(key, shape, required=True):
-            entry = data.get(key)
-            if entry is None:
-                if required:
-                    raise CalibrationError(f'{where}: missing key {key!r}')
-                return None
-            if not isinstance(entry, dict) or 'data' not in entry:
-                raise CalibrationError(f'{where}: {key} must be {{rows, cols, data}}')
-            values = np.asarray(entry['data'], dtype=np.float64).ravel()
-            rows, cols = entry.get('rows'), entry.get('cols')
-            if rows is not None and cols is not None and rows * cols != values.size:
-                raise CalibrationError(
-                    f'{where}: {key} says {rows}x{cols} but has {values.size} numbers')
-            if shape is None:
-                return values
-            return _as_matrix(values, shape, f'{where}: {key}')
-
-        for key in ('image_width', 'image_height'):
-            if key not in data:
-                raise CalibrationError(f'{where}: missing key {key!r}')
-        return cls(
-            width=data['image_width'], height=data['image_height'],
-            K=matrix('camera_matrix', (3, 3)),
-            D=matrix('distortion_coefficients', None, required=False)
-            if data.get('distortion_coefficients') is not None else [],
-            distortion_model=data.get('distortion_model', 'plumb_bob') or 'plumb_bob',
-            R=matrix('rectification_matrix', (3, 3), required=False),
-            P=matrix('projection_matrix', (3, 4), required=False),
-            frame_id=str(data.get('camera_name', '') or ''))
-
-    def to_yaml_dict(self):
-        """The ROS ``camera_calibration`` YAML mapping (inverse of :meth:`from_yaml`)."""
-        def entry(matrix):
-            matrix = np.atleast_2d(matrix)
-            return {'rows': int(matrix.shape[0]), 'cols': int(matrix.shape[1]),
-                    'data': [float(v) for v in matrix.ravel()]}
-        return {
-            'image_width': self.width, 'image_height': self.height,
-            'camera_name': self.frame_id or 'camera',
-            'camera_matrix': entry(self.K),
-            'distortion_model': self.distortion_model,
-            'distortion_coefficients': entry(self.D[None, :]),
-            'rectification_matrix': entry(self.rectification),
-            'projection_matrix': entry(self.projection),
-        }
-
-
-# ---------------------------------------------------------------------------------------------
-# Homography sources
-# ---------------------------------------------------------------------------------------------
-
-def rotation_from_spec(rotation=None, quaternion=None, rpy=None, error=ConfigError,
-                       prefix='extrinsics'):
-    """Rotation matrix (3x3 float64) from exactly one of the three forms.
-
-    ``rotation``: 9 numbers, row-major 3x3; ``quaternion``: ``[x, y, z, w]`` (ROS order);
-    ``rpy``: ``[roll, pitch, yaw]`` radians, fixed axes x, y, z, i.e.
-    ``R = Rz(yaw) Ry(pitch) Rx(roll)`` like tf2.
-    """
-    given = [name for name, value in
-             (('rotation', rotation), ('quaternion', quaternion), ('rpy', rpy))
-             if value is not None]
-    if len(given) != 1:
-        raise error(f'{prefix}: give exactly one of rotation, quaternion, rpy (got '
-                    f'{given or "none"})')
-    if rotation is not None:
-        matrix = _as_matrix(rotation, (3, 3), f'{prefix}.rotation', error)
-        # 1e-4 tolerates calibration files printed with ~5 decimals; the matrix is used as is.
-        if not np.allclose(matrix @ matrix.T, np.eye(3), atol=1e-4) or np.linalg.det(matrix) < 0:
-            raise error(f'{prefix}.rotation is not a rotation matrix (orthonormal, det +1): '
-                        f'{matrix.tolist()}')
-        return matrix
-    if quaternion is not None:
-        quat = _as_matrix(quaternion, (4,), f'{prefix}.quaternion', error)
-        norm = np.linalg.norm(quat)
-        if abs(norm - 1.0) > 1e-3:
-            raise error(f'{prefix}.quaternion [x, y, z, w] must have unit norm, got {norm:.6f}')
-        return Rotation.from_quat(quat / norm).as_matrix()
-    angles = _as_matrix(rpy, (3,), f'{prefix}.rpy', error)
-    return Rotation.from_euler('xyz', angles).as_matrix()
-
-
-def plane_homography(thermal_K, rgb_K, rotation, translation, normal, distance):
-    """Plane-induced homography ``H = K_rgb (R - t n^T / d) K_thermal^-1`` (3x3 float64).
-
-    ``rotation`` (3x3) and ``translation`` (3,) map thermal-frame points into the RGB frame;
-    the plane is ``n . X + d = 0`` in the thermal frame (``n`` unit normal pointing towards the
-    thermal camera, ``d > 0`` metres). H is scaled so that ``H[2, 2] == 1`` when possible.
-    """
-    normal = _as_matrix(normal, (3,), 'plane.normal', CalibrationError)
-    norm = np.linalg.norm(normal)
-    if norm < 1e-9:
-        raise CalibrationError('plane.normal must be a non-zero vector')
-    distance = float(distance)
-    if not math.isfinite(distance) or distance <= 0:
-        raise CalibrationError(f'plane.distance must be > 0 metres, got {distance}')
-    translation = _as_matrix(translation, (3,), 'extrinsics.translation', CalibrationError)
-    rotation = _as_matrix(rotation, (3, 3), 'extrinsics.rotation', CalibrationError)
-    euclidean = rotation - np.outer(translation, normal / norm) / distance
-    homography = _as_matrix(rgb_K, (3, 3), 'rgb K') @ euclidean @ np.linalg.inv(
-        _as_matrix(thermal_K, (3, 3), 'thermal K'))
-    if abs(homography[2, 2]) > 1e-12:
-        homography = homography / homography[2, 2]
-    return homography
-
-
-def resize_homography(thermal_size, rgb_size):
-    """Scale homography of a plain resize (pixel-centre convention, like ``cv2.resize``)."""
-    scale_x = rgb_size[0] / thermal_size[0]
-    scale_y = rgb_size[1] / thermal_size[1]
-    return np.array([[scale_x, 0.0, 0.5 * scale_x - 0.5],
-                     [0.0, scale_y, 0.5 * scale_y - 0.5],
-                     [0.0, 0.0, 1.0]])
 
 
 def aspect_difference(thermal_size, rgb_size):
@@ -391,64 +75,6 @@ def aspect_difference(thermal_size, rgb_size):
 def _aspect_text(size):
     divisor = math.gcd(int(size[0]), int(size[1]))
     return f'{size[0]}x{size[1]} ({size[0] // divisor}:{size[1] // divisor})'
-
-
-def extrinsics_from_transform(transform):
-    """``(R 3x3, t (3,))`` from a duck-typed ``geometry_msgs/Transform`` (or
-    ``TransformStamped``): what ``tf2`` returns for ``lookup_transform(target=<rgb optical
-    frame>, source=<thermal optical frame>)`` maps thermal points into the RGB frame,
-    ``X_rgb = R X_thermal + t``, the convention of :func:`plane_homography`."""
-    transform = getattr(transform, 'transform', transform)
-    try:
-        translation = [float(getattr(transform.translation, axis)) for axis in 'xyz']
-        quaternion = [float(getattr(transform.rotation, axis)) for axis in 'xyzw']
-    except AttributeError as exc:
-        raise CalibrationError(f'not a geometry_msgs/Transform: {exc}') from None
-    rotation = rotation_from_spec(quaternion=quaternion, error=CalibrationError,
-                                  prefix='transform')
-    return rotation, _as_matrix(translation, (3,), 'transform.translation', CalibrationError)
-
-
-def save_homography_file(path, homography, thermal_size=None, rgb_size=None, **metadata):
-    """Write H (thermal -> RGB pixels) as the YAML :func:`load_homography_file` reads."""
-    homography = _as_matrix(homography, (3, 3), 'homography', CalibrationError)
-    document = {
-        'format': HOMOGRAPHY_FILE_FORMAT,
-        'direction': 'thermal_to_rgb',
-        'homography': {'rows': 3, 'cols': 3,
-                       'data': [float(v) for v in homography.ravel()]},
-    }
-    if thermal_size is not None:
-        document['thermal_size'] = [int(v) for v in thermal_size]
-    if rgb_size is not None:
-        document['rgb_size'] = [int(v) for v in rgb_size]
-    document.update(metadata)
-    with open(path, 'w', encoding='utf-8') as stream:
-        stream.write('# thermal -> RGB pixel homography, p_rgb ~ H p_thermal '
-                     '(see docs/registration.md)\n')
-        yaml.safe_dump(document, stream, sort_keys=False, default_flow_style=None)
-    return Path(path)
-
-
-def load_homography_file(path):
-    """Read a homography YAML; returns ``(H 3x3 float64, document dict)``.
-
-    Accepts the tool's format (``homography: {rows, cols, data}``) or a bare list of 9.
-    """
-    try:
-        with open(path, encoding='utf-8') as stream:
-            document = yaml.safe_load(stream)
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f'homography_file: cannot read {path}: {exc}') from exc
-    if not isinstance(document, dict) or 'homography' not in document:
-        raise ConfigError(f'homography_file: {path} has no "homography" key')
-    direction = document.get('direction', 'thermal_to_rgb')
-    if direction != 'thermal_to_rgb':
-        raise ConfigError(f'homography_file: {path} direction {direction!r}; only '
-                          '"thermal_to_rgb" is supported')
-    entry = document['homography']
-    values = entry.get('data') if isinstance(entry, dict) else entry
-    return _as_matrix(values, (3, 3), f'homography_file {path}', ConfigError), document
 
 
 # ---------------------------------------------------------------------------------------------
@@ -490,29 +116,6 @@ def largest_valid_rectangle(mask):
     blocks = mask[:rows * factor, :cols * factor].reshape(rows, factor, cols, factor)
     x, y, width, height = _largest_rectangle_exact(blocks.all(axis=(1, 3)))
     return (x * factor, y * factor, width * factor, height * factor)
-
-
-def crop_camera_model(model, roi, undistorted=False):
-    """Camera model of the ``roi = (x, y, width, height)`` crop of ``model``'s image.
-
-    The result describes the cropped image as a camera of its own: cx, cy and P's principal
-    point shifted by the offset, width/height set to the crop, ``roi`` left unset (so
-    image_geometry does not shift again). With ``undistorted`` the image was undistorted
-    with new camera matrix K, so D becomes zeros and P becomes ``[K | P[:, 3]]``.
-    """
-    x, y, width, height = (int(v) for v in roi)
-    if x < 0 or y < 0 or width <= 0 or height <= 0 or x + width > model.width \
-            or y + height > model.height:
-        raise CalibrationError(f'crop {roi} is not inside the {model.width}x{model.height} '
-                               'image')
-    shift = np.array([[1.0, 0.0, -x], [0.0, 1.0, -y], [0.0, 0.0, 1.0]])
-    distortion = np.zeros_like(model.D) if undistorted else model.D.copy()
-    projection = model.P
-    if undistorted:
-        last_column = np.zeros((3, 1)) if model.P is None else model.P[:, 3:]
-        projection = np.hstack([model.K, last_column])
-    return replace(model, width=width, height=height, K=shift @ model.K, D=distortion,
-                   P=None if projection is None else shift @ projection, roi=None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -654,7 +257,7 @@ class Registration:
             if homography is None:
                 raise ConfigError('homography mode needs "homography" (9 numbers) or '
                                   '"homography_file"')
-            self._homography_input = _as_matrix(homography, (3, 3), 'homography', ConfigError)
+            self._homography_input = as_matrix(homography, (3, 3), 'homography', ConfigError)
         self._plane = None
         if mode == 'plane':
             missing = [name for name, value in (
@@ -664,9 +267,9 @@ class Registration:
             if missing:
                 raise ConfigError(f'plane mode needs {", ".join(missing)}')
             self._plane = (
-                _as_matrix(rotation, (3, 3), 'extrinsics rotation', ConfigError),
-                _as_matrix(translation, (3,), 'extrinsics.translation', ConfigError),
-                _as_matrix(plane_normal, (3,), 'plane.normal', ConfigError),
+                as_matrix(rotation, (3, 3), 'extrinsics rotation', ConfigError),
+                as_matrix(translation, (3,), 'extrinsics.translation', ConfigError),
+                as_matrix(plane_normal, (3,), 'plane.normal', ConfigError),
                 float(plane_distance))
         inputs = _Inputs(_check_size(thermal_size, 'thermal_size'),
                          _check_size(rgb_size, 'rgb_size'), thermal_model, rgb_model)
@@ -728,8 +331,8 @@ class Registration:
                 raise ConfigError('homography mode needs exactly one of "homography" '
                                   '(9 numbers) and "homography_file"')
             if has_numbers:
-                kwargs['homography'] = _as_matrix(config['homography'], (3, 3), 'homography',
-                                                  ConfigError)
+                kwargs['homography'] = as_matrix(config['homography'], (3, 3), 'homography',
+                                                 ConfigError)
             else:
                 kwargs['homography'], document = load_homography_file(
                     resolve_config_path(config['homography_file'], 'homography_file'))
@@ -757,10 +360,10 @@ class Registration:
                     raise ConfigError(f'plane mode needs plane.{key}')
             kwargs['rotation'] = rotation_from_spec(
                 extrinsics.get('rotation'), extrinsics.get('quaternion'), extrinsics.get('rpy'))
-            kwargs['translation'] = _as_matrix(extrinsics['translation'], (3,),
-                                               'extrinsics.translation', ConfigError)
-            kwargs['plane_normal'] = _as_matrix(plane['normal'], (3,), 'plane.normal',
-                                                ConfigError)
+            kwargs['translation'] = as_matrix(extrinsics['translation'], (3,),
+                                              'extrinsics.translation', ConfigError)
+            kwargs['plane_normal'] = as_matrix(plane['normal'], (3,), 'plane.normal',
+                                               ConfigError)
             distance = plane['distance']
             if isinstance(distance, bool) or not isinstance(distance, (int, float)) \
                     or not distance > 0:
@@ -1092,14 +695,6 @@ class Registration:
             'warnings': list(built.warnings),
             'ok': not built.warnings,
         }
-
-
-def check_invertible(homography):
-    """Raise CalibrationError when the 3x3 ``homography`` is singular (any scale: a
-    homography is defined up to one)."""
-    homography = np.asarray(homography, np.float64).reshape(3, 3)
-    if not np.max(np.abs(homography)) > 0 or np.linalg.cond(homography) > 1e12:
-        raise CalibrationError(f'homography is singular: {homography.tolist()}')
 
 
 def _inside(map_x, map_y, width, height):
