@@ -87,6 +87,7 @@ class EngineSettings:
     backend: str = 'torch'
     onnx: str = ''
     max_pixels: int = 0
+    restore_range: bool = False
 
     @classmethod
     def from_params(cls, params):
@@ -98,7 +99,8 @@ class EngineSettings:
                    half=params['model.half'], threads=params.get('model.threads', 0),
                    semantics=semantics, backend=params.get('model.backend', 'torch'),
                    onnx=params.get('model.onnx', ''),
-                   max_pixels=params.get('model.max_pixels', 0))
+                   max_pixels=params.get('model.max_pixels', 0),
+                   restore_range=params.get('model.restore_range', False))
 
 
 @dataclass
@@ -363,6 +365,7 @@ class FusionEngine:
         ``want_weights``: also return the network's infrared-share map (FusedFrame.weights).
         """
         from tesg_ros.network.colour import luma_from_bgr_uint8, restore_colour_uint8
+        from tesg_ros.network.tone import restore_range
 
         rgb_bgr = np.asarray(rgb_bgr)
         if rgb_bgr.ndim != 3 or rgb_bgr.shape[2] != 3 or rgb_bgr.dtype != np.uint8:
@@ -424,6 +427,8 @@ class FusionEngine:
         timings['network'] = _lap(mark)
 
         mark = time.perf_counter()
+        if self.settings.restore_range:
+            fused_y = restore_range(fused_y, ir_grid, vis_y)
         bgr = restore_colour_uint8(fused_y, vis_y, visible)
         timings['colour'] = _lap(mark)
         timings['total'] = _lap(start)
@@ -618,7 +623,8 @@ class FusionEngine:
                   'cuda_fallbacks': self.fallbacks, 'weights': self.weights_path or '',
                   'thermal_mode': self.normalizer.mode,
                   'semantics_mode': self._semantics_mode, 'backend': self.settings.backend,
-                  'max_pixels': self.settings.max_pixels}
+                  'max_pixels': self.settings.max_pixels,
+                  'restore_range': self.settings.restore_range}
         if self.ort is not None:
             values['device'] = self.ort.device_name
             values['ort_providers'] = self.ort.providers
