@@ -82,8 +82,11 @@ def load_engine(weights):
     from tesg_ros.node_params import defaults
     params = dict(defaults())
     # replay: semantics set per call; no temporal smoothing between unrelated pairs
+    # The shares are measured on the network's output: the range restoration (one global
+    # stretch after the network) would move every share by the same map.
     params.update({'model.device': 'cpu', 'semantics.mode': 'replay',
-                   'thermal.temporal_alpha': 1.0, 'model.weights': weights or ''})
+                   'thermal.temporal_alpha': 1.0, 'model.weights': weights or '',
+                   'model.restore_range': False})
     return FusionEngine(EngineSettings.from_params(params))
 
 

@@ -88,6 +88,7 @@ class EngineSettings:
     backend: str = 'torch'
     onnx: str = ''
     max_pixels: int = 0
+    restore_range: bool = False
 
     @classmethod
     def from_params(cls, params):
@@ -97,7 +98,8 @@ class EngineSettings:
                    weights=params['model.weights'], device=params['model.device'],
                    half=params['model.half'], threads=params['model.threads'],
                    semantics=_semantics_section(params), backend=params['model.backend'],
-                   onnx=params['model.onnx'], max_pixels=params['model.max_pixels'])
+                   onnx=params['model.onnx'], max_pixels=params['model.max_pixels'],
+                   restore_range=params['model.restore_range'])
 
 
 def _semantics_section(params):
@@ -355,6 +357,7 @@ class FusionEngine:
         """
         from tesg_ros.network.colour import luma_from_bgr_uint8, restore_colour_uint8
         from tesg_ros.network.tesg_net import check_input_values
+        from tesg_ros.network.tone import restore_range
 
         rgb_bgr = np.asarray(rgb_bgr)
         if rgb_bgr.ndim != 3 or rgb_bgr.shape[2] != 3 or rgb_bgr.dtype != np.uint8:
@@ -417,6 +420,8 @@ class FusionEngine:
         timings['network'] = _lap(mark)
 
         mark = time.perf_counter()
+        if self.settings.restore_range:
+            fused_y = restore_range(fused_y, ir_grid, vis_y)
         bgr = restore_colour_uint8(fused_y, vis_y, visible)
         timings['colour'] = _lap(mark)
         timings['total'] = _lap(start)
@@ -611,7 +616,8 @@ class FusionEngine:
                   'cuda_fallbacks': self.fallbacks, 'weights': self.weights_path or '',
                   'thermal_mode': self.normalizer.mode,
                   'semantics_mode': self._semantics_mode, 'backend': self.settings.backend,
-                  'max_pixels': self.settings.max_pixels}
+                  'max_pixels': self.settings.max_pixels,
+                  'restore_range': self.settings.restore_range}
         if self.ort is not None:
             values['device'] = self.ort.device_name
             values['ort_providers'] = self.ort.providers

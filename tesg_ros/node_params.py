@@ -199,6 +199,11 @@ PARAMETERS = (
               'Run the network (and the masks) at most at this many pixels, aspect kept, and '
               'bring the fused luma back to full size guided by the sources; 0 = full size.',
               read_only=True, minimum=0, maximum=100_000_000),
+    ParamSpec('model.restore_range', 'bool', False,
+              'Stretch the fused luma (one global, monotonic map) so it spans the range the two '
+              'sources span together: a mix of a dark visible and a bright thermal image is '
+              'otherwise flat (network/tone.py; off by default: it raises Nabf, docs/metrics.md).',
+              read_only=True),
     # Semantics
     ParamSpec('semantics.mode', 'string', 'live',
               'live: compute semantics in the background; replay: take them from the '

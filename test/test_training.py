@@ -840,3 +840,89 @@ def test_dataset_degrades_the_visible_input_and_keeps_the_clean_luma():
         dataset.FusionDataset([sample], crop_size=48, degrade=1.5)
     with pytest.raises(ConfigError):
         dataset.FusionDataset([sample], crop_size=48, scale_range=(2.0, 1.0))
+
+
+# ----------------------------------------------------------------------------- text targets
+
+
+def _text_target_samples(count=3):
+    """Samples whose per-class masks are known: person left half, vehicle right half."""
+    from tesg_ros.training.text_targets import TextTargetSampler  # noqa: F401 (import check)
+    samples = []
+    for index in range(count):
+        sample = _unique_sample(40, 40, masks=1)
+        per_class = np.zeros((4, 40, 40), np.float32)
+        per_class[0, :, :20] = 1.0          # person
+        per_class[1, :, 20:] = 1.0          # vehicle
+        per_class[3] = 1.0                  # warm: everything
+        sample.class_masks = per_class
+        sample.vis_ycbcr[0] = 0.02          # a dark visible image: a thermal intent shifts
+        samples.append(sample)
+    return samples
+
+
+def _table():
+    from tesg_ros.training.text_targets import all_requests
+    rng = np.random.default_rng(0)
+    return {request.canonical: (np.zeros(4, np.float32) if request.neutral
+                                else rng.normal(size=4).astype(np.float32))
+            for request in all_requests()}
+
+
+def test_text_target_crops_carry_the_drawn_requests_masks_text_and_shift():
+    from tesg_ros.sig.request import PERSON, THERMAL, VEHICLE, VISIBLE
+    from tesg_ros.training.text_targets import TextTargetSampler
+    table = _table()
+    data = dataset.FusionDataset(_text_target_samples(), crop_size=40, horizontal_flip=False,
+                                 text_targets=TextTargetSampler(strength=0.5), text_table=table)
+    seen = set()
+    for epoch in range(40):
+        data.set_epoch(epoch)
+        for index in range(len(data)):
+            item = data[index]
+            masks, text, shift = item['masks'][0], item['text'].numpy(), item['shift'][0]
+            match = [key for key, value in table.items() if np.array_equal(value, text)]
+            assert len(match) == 1
+            from tesg_ros.sig.request import parse_request
+            request = parse_request(match[0])
+            names = set(request.classes)
+            left, right = float(masks[:, :20].mean()), float(masks[:, 20:].mean())
+            assert left == (1.0 if names & {PERSON, 'warm'} else 0.0)
+            assert right == (1.0 if names & {VEHICLE, 'warm'} else 0.0)
+            if request.intent == THERMAL:
+                assert float(shift.min()) > 0.3   # dark visible: lean to the IR
+            elif request.intent == VISIBLE:
+                assert float(shift.max()) == pytest.approx(-0.5)
+            else:
+                assert not shift.any()
+            assert float(item['intent_free']) == float(request.intent is None)
+            seen.add((tuple(sorted(names)), request.intent))
+    assert len(seen) > 8
+    with pytest.raises(ConfigError):
+        dataset.FusionDataset([_unique_sample(40, 40)], crop_size=40,
+                              text_targets=TextTargetSampler(), text_table=table)
+
+
+def test_intent_shift_moves_the_background_target():
+    ir, vis = torch.full((1, 1, 8, 8), 0.8), torch.full((1, 1, 8, 8), 0.2)
+    base = losses.background_target(ir, vis, None, 0.0)
+    towards_ir = losses.background_target(ir, vis, None, 0.0, shift=torch.full_like(ir, 0.5))
+    towards_vis = losses.background_target(ir, vis, None, 0.0, shift=torch.full_like(ir, -0.5))
+    assert float(base.mean()) == pytest.approx(0.8)
+    assert float(towards_vis.mean()) == pytest.approx(0.5)
+    assert float(towards_ir.mean()) == pytest.approx(0.8)
+    informed = losses.background_target(ir, vis, None, 0.0, information=1.0)
+    more_ir = losses.background_target(ir, vis, None, 0.0, information=1.0,
+                                       shift=torch.full_like(ir, 0.5))
+    assert float(more_ir.mean()) > float(informed.mean()) + 0.1
+
+
+def test_training_with_text_targets_runs_and_validates_on_parsed_captions(
+        synthetic_data, tmp_path):
+    config = _config(synthetic_data, tmp_path / 't', data__text_targets=True,
+                     loss__text_consistency=1.0, train__max_steps=2)
+    result = trainer.train(config, progress=False)
+    assert result.step == 2
+    records = [json.loads(line) for line in
+               (tmp_path / 't' / 'train_log.jsonl').read_text().splitlines()]
+    assert any('loss/text_consistency' in r for r in records if r['event'] == 'train')

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 from pathlib import Path
+import random
 import tempfile
 
 import cv2
@@ -31,6 +32,7 @@ import torch
 
 from tesg_ros.errors import ConfigError, ImageEncodingError
 from tesg_ros.sig.masks import fit_masks as fit_mask_channels
+from tesg_ros.training import text_targets as text_targets_module
 
 LOGGER = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
@@ -180,6 +182,7 @@ class Sample:
     text: np.ndarray
     caption: str
     is_colour: bool
+    class_masks: np.ndarray = None   # (4, H, W) per-class SIG masks for text targets, or None
 
 
 class SigComponents:
@@ -286,13 +289,23 @@ class SemanticsCache:
         return caption, text, masks.astype(np.float32)
 
 
-def load_samples(roots, cache=None, mask_channels=1, text_dim=384):
+def load_samples(roots, cache=None, mask_channels=1, text_dim=384, class_mask_backend=None,
+                 text_table=None):
     """Read every pair under ``roots`` into memory as :class:`Sample` objects.
 
     ``cache`` None disables semantics (zero masks, zero text: the network's "no
     semantics" input). Masks are fitted to ``mask_channels`` by :func:`fit_mask_channels`.
+
+    With ``class_mask_backend`` (a SIG mask backend) each sample also holds its per-class masks
+    (:func:`~tesg_ros.training.text_targets.class_masks`), the source of text-target crops.
+    With ``text_table`` too ({canonical sentence: (D,) embedding}), a sample's own masks and
+    text become what the node makes of its caption: the request it parses to
+    (:func:`~tesg_ros.sig.request.parse_request`), its classes' masks and the embedding of its
+    canonical sentence (validation then sees the node's inputs).
     """
     from tesg_ros.network import colour
+    from tesg_ros.sig.request import parse_request
+    from tesg_ros.training import text_targets
     samples = []
     for root in roots:
         for pair in find_pairs(root):
@@ -307,6 +320,13 @@ def load_samples(roots, cache=None, mask_channels=1, text_dim=384):
                     raise ConfigError(
                         f'text embedding of "{pair.name}" has shape {text.shape}, the network '
                         f'expects model.text_dim = {text_dim}')
+            per_class = None
+            if class_mask_backend is not None:
+                per_class = text_targets.class_masks(visible, ir, class_mask_backend)
+                if text_table is not None:
+                    request = parse_request(caption)
+                    masks = text_targets.request_masks(request, per_class)
+                    text = np.array(text_table[request.canonical], np.float32)
             ycbcr = colour.bgr_to_ycbcr_np(colour.uint8_to_float(visible))
             is_colour = not (np.array_equal(visible[..., 0], visible[..., 1])
                              and np.array_equal(visible[..., 1], visible[..., 2]))
@@ -314,7 +334,7 @@ def load_samples(roots, cache=None, mask_channels=1, text_dim=384):
                 name=f'{Path(root).name}/{pair.name}', ir=ir,
                 vis_ycbcr=np.ascontiguousarray(ycbcr.transpose(2, 0, 1), np.float32),
                 masks=fit_mask_channels(masks, mask_channels), text=text,
-                caption=caption, is_colour=is_colour))
+                caption=caption, is_colour=is_colour, class_masks=per_class))
     return samples
 
 
@@ -337,7 +357,7 @@ class FusionDataset(torch.utils.data.Dataset):
 
     def __init__(self, samples, crop_size=None, horizontal_flip=True, vertical_flip=False,
                  seed=0, semantics_drop=0.0, text_drop=0.0, degrade=0.0, ir_stretch=0.0,
-                 scale_range=(1.0, 1.0)):
+                 scale_range=(1.0, 1.0), text_targets=None, text_table=None):
         for name, value in (('semantics_drop', semantics_drop), ('text_drop', text_drop),
                             ('degrade', degrade), ('ir_stretch', ir_stretch)):
             if not 0.0 <= value <= 1.0:
@@ -359,6 +379,12 @@ class FusionDataset(torch.utils.data.Dataset):
         self.degrade = float(degrade)
         self.ir_stretch = float(ir_stretch)
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
+        if text_targets is not None and (text_table is None or any(
+                sample.class_masks is None for sample in samples)):
+            raise ConfigError('text targets need the canonical embedding table and every '
+                              "sample's per-class masks (load_samples(class_mask_backend=...))")
+        self.text_targets = text_targets
+        self.text_table = text_table
         self.stretched_ir = None
         if self.ir_stretch > 0.0:
             from tesg_ros.sensor.thermal import ThermalNormalizer
@@ -403,13 +429,16 @@ class FusionDataset(torch.utils.data.Dataset):
         # One stack so every crop/flip applies identically to IR, visible and masks.
         ir = sample.ir
         rng = None
-        if self.crop_size is not None:
+        training = self.crop_size is not None
+        drawn = training and self.text_targets is not None
+        if training:
             rng = np.random.default_rng((self.seed, self.epoch, index))
             if self.stretched_ir is not None and rng.random() < self.ir_stretch:
                 # What the node feeds by default (percentile stretch of the raw frame).
                 ir = self.stretched_ir[index]
-        stack = np.concatenate([ir[None], sample.vis_ycbcr, sample.masks], axis=0)
-        if self.crop_size is not None:
+        masks = sample.class_masks if drawn else sample.masks
+        stack = np.concatenate([ir[None], sample.vis_ycbcr, masks], axis=0)
+        if training:
             stack = self._crop(stack, rng)
             if self.horizontal_flip and rng.random() < 0.5:
                 stack = stack[:, :, ::-1]
@@ -417,19 +446,34 @@ class FusionDataset(torch.utils.data.Dataset):
                 stack = stack[:, ::-1, :]
         text = sample.text.copy()
         stack = np.ascontiguousarray(stack, np.float32)
-        if self.crop_size is not None and self.semantics_drop > 0.0 \
-                and rng.random() < self.semantics_drop:
+        target = None
+        if drawn:
+            # The drawn request decides the masks, the text and (via its intent) the target.
+            target = self.text_targets.draw(random.Random(int(rng.integers(2 ** 62))))
+            union = text_targets_module.request_masks(target, stack[4:])
+            stack = np.concatenate(
+                [stack[:4], fit_mask_channels(union, sample.masks.shape[0])], axis=0)
+            text = np.array(self.text_table[target.canonical], np.float32)
+        if training and self.semantics_drop > 0.0 and rng.random() < self.semantics_drop:
             stack[4:] = 0.0
             text[:] = 0.0
-        if self.crop_size is not None and self.text_drop > 0.0 and rng.random() < self.text_drop:
+            target = None
+        if training and not drawn and self.text_drop > 0.0 and rng.random() < self.text_drop:
             text[:] = 0.0
         clean = stack[1:2].copy()
-        if self.crop_size is not None and self.degrade > 0.0 and rng.random() < self.degrade:
+        if training and self.degrade > 0.0 and rng.random() < self.degrade:
             stack[1] = degrade_visible(stack[1], rng)
+        if target is not None and target.intent is not None:
+            shift = text_targets_module.background_shift(target, stack[1])[None]
+        else:
+            shift = np.zeros((1,) + stack.shape[1:], np.float32)
+        intent_free = target is None or target.intent is None
         stack = torch.from_numpy(stack)
         return {'ir': stack[0:1], 'vis_y': stack[1:2], 'vis_cbcr': stack[2:4],
                 'masks': stack[4:], 'text': torch.from_numpy(text),
                 'vis_y_clean': torch.from_numpy(clean),
+                'shift': torch.from_numpy(np.ascontiguousarray(shift, np.float32)),
+                'intent_free': torch.tensor(float(intent_free)),
                 'colour': torch.tensor(sample.is_colour)}
 
 

@@ -85,22 +85,28 @@ def warm_part(ir, union, radius=WARM_RADIUS, ramp=WARM_RAMP):
     return ((ir - surroundings) / ramp).clamp(0.0, 1.0)
 
 
-def background_target(ir, vis_y, has_targets, background_visible, information=0.0):
+def background_target(ir, vis_y, has_targets, background_visible, information=0.0,
+                      shift=None):
     """Intensity target outside the masks: ``max(I, V)``, leaning toward V by
     ``background_visible`` in images that have targets (see :func:`intensity_loss`), and
     toward the information-based target ``V + s (I - V)`` (:func:`information_share`) by
-    ``information``."""
+    ``information``; then moved by a text intent's ``shift`` (B x 1 x H x W in [-1, 1]):
+    ``T + relu(shift) (I - T) + relu(-shift) (V - T)``
+    (:func:`~tesg_ros.training.text_targets.shifted_background`)."""
     target = torch.maximum(ir, vis_y)
     if has_targets is not None and background_visible != 0.0:
         target = target + background_visible * has_targets * (vis_y - target)
     if information != 0.0:
         informed = torch.lerp(vis_y, ir, information_share(ir, vis_y))
         target = torch.lerp(target, informed, information)
+    if shift is not None:
+        target = target + shift.clamp_min(0.0) * (ir - target) \
+            + (-shift).clamp_min(0.0) * (vis_y - target)
     return target
 
 
 def intensity_loss(fused, ir, vis_y, masks=None, mask_weight=1.0, background_visible=0.0,
-                   information=0.0):
+                   information=0.0, shift=None):
     """Mask-aware (target-aware) intensity loss.
 
     With ``m = max_k masks_k`` (the union of the SIG masks, B x 1 x H x W) and the background
@@ -118,8 +124,10 @@ def intensity_loss(fused, ir, vis_y, masks=None, mask_weight=1.0, background_vis
     """
     union, has_targets = target_union(masks)
     if union is None:
-        return (fused - background_target(ir, vis_y, None, 0.0, information)).abs().mean()
-    background = background_target(ir, vis_y, has_targets, background_visible, information)
+        return (fused - background_target(ir, vis_y, None, 0.0, information, shift)
+                ).abs().mean()
+    background = background_target(ir, vis_y, has_targets, background_visible, information,
+                                   shift)
     loss = ((1.0 - union) * (fused - background).abs()).mean()
     if mask_weight != 0.0:
         inside = (union * (fused - ir).abs()).sum(dim=(1, 2, 3))
@@ -137,7 +145,8 @@ def edge_band_map(union, radius):
     return dilated - eroded
 
 
-def edge_guidance(ir, vis_y, masks, edge_band, background_visible=0.0, information=0.0):
+def edge_guidance(ir, vis_y, masks, edge_band, background_visible=0.0, information=0.0,
+                  shift=None):
     """``(composite, band)`` for the edge-aware gradient and SSIM terms, or ``(None, None)``.
 
     ``composite`` C = m I + (1 - m) B (B x 1 x H x W): the image the intensity loss asks for
@@ -150,7 +159,7 @@ def edge_guidance(ir, vis_y, masks, edge_band, background_visible=0.0, informati
     if not edge_band or union is None:
         return None, None
     composite = torch.lerp(background_target(ir, vis_y, has_targets, background_visible,
-                                             information), ir, union)
+                                             information, shift), ir, union)
     return composite, edge_band_map(union, edge_band)
 
 
@@ -302,14 +311,16 @@ def effective_masks(ir, masks, warm_only):
     return masks * torch.lerp(torch.ones_like(union), warm_part(ir, union), warm_only)
 
 
-def fusion_loss(fused, ir, vis_y, vis_cbcr=None, masks=None, weights=None, vis_clean=None):
+def fusion_loss(fused, ir, vis_y, vis_cbcr=None, masks=None, weights=None, vis_clean=None,
+                shift=None):
     """Weighted total ``L = a L_int + b L_grad + c L_ssim + d L_colour``.
 
     ``vis_cbcr`` None (grey visible) skips the colour term. ``vis_clean`` is the visible
     image before a synthesised degradation (low light, noise, glare, haze; ``vis_y`` is what
     the network saw): the gradient and SSIM terms compare with it, so copying noise or a
     glare edge costs, while the intensity target stays one the network can reach from its
-    inputs. Returns ``(total, parts)`` where ``parts`` maps 'intensity', 'gradient',
+    inputs. ``shift`` (B x 1 x H x W, or None) moves the background target as a text's intent
+    asks (:func:`background_target`). Returns ``(total, parts)`` where ``parts`` maps 'intensity', 'gradient',
     'ssim', 'colour' and 'total' to detached scalar tensors (unweighted components,
     weighted total).
     """
@@ -317,10 +328,12 @@ def fusion_loss(fused, ir, vis_y, vis_cbcr=None, masks=None, weights=None, vis_c
     masks = effective_masks(ir, masks, weights.mask_warm_only)
     reference = vis_y if vis_clean is None else vis_clean
     composite, band = edge_guidance(ir, vis_y, masks, weights.edge_band,
-                                    weights.background_visible, weights.information_target)
+                                    weights.background_visible, weights.information_target,
+                                    shift)
     parts = {
         'intensity': intensity_loss(fused, ir, vis_y, masks, weights.intensity_mask,
-                                    weights.background_visible, weights.information_target),
+                                    weights.background_visible, weights.information_target,
+                                    shift),
         'gradient': gradient_loss(fused, ir, reference, weights.gradient_excess, composite,
                                   band),
         'ssim': ssim_loss(fused, ir, reference, weights.ssim_ir_weight, composite, band),

@@ -54,6 +54,8 @@ class DataConfig:
     ir_stretch: float = 0.0     # share of crops with the node's percentile-stretched IR
     scale_min: float = 1.0      # random rescale of the crop (objects at other sizes)
     scale_max: float = 1.0
+    text_targets: bool = False  # per crop a drawn request decides masks, text and target
+    intent_strength: float = 0.5  # background shift of an intent (training/text_targets.py)
 
 
 @dataclass
@@ -555,10 +557,30 @@ class Trainer:
             settings.cache_dir, data_module.SigComponents.settings(*components),
             lambda: data_module.SigComponents(*components))
 
+    def _text_sampler(self):
+        if not self.config.data.text_targets:
+            return None
+        from tesg_ros.training.text_targets import TextTargetSampler
+        return TextTargetSampler(strength=self.config.data.intent_strength)
+
     def _load_data(self, network_config):
         cache = self._semantics_cache(network_config.text_dim)
         kwargs = dict(cache=cache, mask_channels=network_config.mask_channels,
                       text_dim=network_config.text_dim)
+        self._text_table = None
+        if self.config.data.text_targets:
+            if cache is None:
+                raise ConfigError('data.text_targets needs semantics.enabled')
+            from tesg_ros.sig.masks import ThermalMaskBackend
+            from tesg_ros.sig.text_encoder import make_text_encoder
+            from tesg_ros.training.text_targets import canonical_embeddings
+            settings = self.config.semantics
+            encoder = make_text_encoder(settings.text_encoder_kind,
+                                        settings.text_encoder_path or None,
+                                        expected_dim=network_config.text_dim,
+                                        parameter='semantics.text_encoder')
+            self._text_table = canonical_embeddings(encoder)
+            kwargs.update(class_mask_backend=ThermalMaskBackend(), text_table=self._text_table)
         # Rank 0 fills the cache first; the others then only read it.
         if not self.is_main:
             _barrier(self.world_size)
@@ -584,7 +606,8 @@ class Trainer:
         # Chroma only matters for colour images; a grey visible image has Cb = Cr = 0.5.
         vis_cbcr = batch['vis_cbcr'] if bool(batch['colour'].any()) else None
         total, parts = fusion_loss(fused, batch['ir'], batch['vis_y'], vis_cbcr, batch['masks'],
-                                   self.config.loss, batch.get('vis_y_clean'))
+                                   self.config.loss, batch.get('vis_y_clean'),
+                                   batch.get('shift'))
         weight = self.config.loss.text_consistency
         if weight > 0.0 and model.training:
             total, parts = self._add_text_consistency(model, batch, fused, total, parts, weight)
@@ -593,13 +616,17 @@ class Trainer:
     @staticmethod
     def _add_text_consistency(model, batch, fused, total, parts, weight):
         """Outside the masks, the fused image with the text must match the one with zero text
-        (a no-grad forward): a description alone must not swing the global balance."""
+        (a no-grad forward): a description alone must not swing the global balance. Crops
+        whose text states an intent (``intent_free`` 0) are exempt: there it must."""
         with torch.no_grad():
             plain = model(batch['ir'], batch['vis_y'], batch['masks'],
                           torch.zeros_like(batch['text']))
         outside = 1.0 - batch['masks'].amax(dim=1, keepdim=True) if batch['masks'].shape[1] \
             else torch.ones_like(fused)
-        term = (outside * (fused - plain).abs()).mean()
+        difference = outside * (fused - plain).abs()
+        if 'intent_free' in batch:
+            difference = difference * batch['intent_free'].view(-1, 1, 1, 1)
+        term = difference.mean()
         parts = dict(parts, text_consistency=term.detach())
         parts['total'] = (total + weight * term).detach()
         return total + weight * term, parts
@@ -690,7 +717,8 @@ class Trainer:
             config.data.vertical_flip, seed=config.seed,
             semantics_drop=config.data.semantics_drop, text_drop=config.data.text_drop,
             degrade=config.data.degrade, ir_stretch=config.data.ir_stretch,
-            scale_range=(config.data.scale_min, config.data.scale_max))
+            scale_range=(config.data.scale_min, config.data.scale_max),
+            text_targets=self._text_sampler(), text_table=self._text_table)
         sampler = ResumableDistributedSampler(
             train_set, num_replicas=self.world_size, rank=self.rank, shuffle=True,
             seed=config.seed, drop_last=True)
