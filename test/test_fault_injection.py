@@ -26,10 +26,10 @@ import pytest
 rclpy = pytest.importorskip('rclpy')
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data, QoSProfile  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
+from dds_graph import NodeGraph  # noqa: E402
 from tesg_ros.sensor.image_codec import numpy_to_image  # noqa: E402
 
 torch = pytest.importorskip('torch')
@@ -48,52 +48,30 @@ def frames(test_data):
     return ir.astype(np.uint16) * 64 + 1000, vi
 
 
-class Graph:
-    """The node under test and a driver node in one context, spun by one executor thread."""
+class Graph(NodeGraph):
+    """The node under test (fast diagnostics, no wait in the worker) and a driver node that
+    publishes the module's frames; the node's fusion statuses collected."""
+
+    driver_name = 'tesg_fault_driver'
+    output_depth = 50
 
     def __init__(self, weights, frames, overrides=None):
-        from tesg_ros.ros.fusion_node import FusionNode
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
         params = {'model.weights': weights, 'semantics.mode': 'disabled', 'sync.slop': 0.02,
                   'model.threads': 1, 'worker.max_wait': 0.0, 'diagnostics.period': 0.2,
                   'diagnostics.stall_timeout': 0.3}
         params.update(overrides or {})
-        self.node = FusionNode(context=self.context, parameter_overrides=[
-            Parameter(name, value=value) for name, value in params.items()])
-        self.driver = rclpy.create_node('tesg_fault_driver', context=self.context)
-        self.fused, self.infos, self.statuses = [], [], []
-        self.driver.create_subscription(Image, 'fused/image', self.fused.append,
-                                        QoSProfile(depth=50))
-        self.driver.create_subscription(CameraInfo, 'fused/camera_info', self.infos.append,
-                                        QoSProfile(depth=50))
-        self.driver.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics,
-                                        50)
-        sensor = qos_profile_sensor_data
-        self.thermal_pub = self.driver.create_publisher(Image, 'thermal/image', sensor)
-        self.rgb_pub = self.driver.create_publisher(Image, 'rgb/image', sensor)
-        self.rgb_info_pub = self.driver.create_publisher(CameraInfo, 'rgb/camera_info', sensor)
         self.thermal, self.rgb = frames
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.driver)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-        self.wait_for(lambda: self.thermal_pub.get_subscription_count() > 0
-                      and self.rgb_pub.get_subscription_count() > 0, 'discovery')
+        super().__init__(params)
+
+    def _add_entities(self, driver):
+        self.statuses = []
+        driver.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 50)
 
     def _on_diagnostics(self, msg):
         self.statuses.extend(status for status in msg.status if status.name.endswith('fusion'))
 
-    def wait_for(self, predicate, what, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.02)
-        raise AssertionError(f'timed out waiting for {what}: '
-                             f'{self.node.diagnostics_snapshot()}')
+    def _timeout_detail(self):
+        return str(self.node.diagnostics_snapshot())
 
     def publish_pair(self, stamp_s, thermal=None, rgb=None):
         thermal = thermal if thermal is not None else numpy_to_image(
@@ -127,14 +105,6 @@ class Graph:
 
     def snapshot(self):
         return self.node.diagnostics_snapshot()
-
-    def close(self):
-        self.executor.shutdown()  # first: no callback runs while the node tears down
-        self.thread.join(timeout=10.0)
-        self.node.shutdown()
-        self.node.destroy_node()
-        self.driver.destroy_node()
-        rclpy.shutdown(context=self.context)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from dds_graph import NodeGraph  # noqa: E402
 
 from tesg_ros.sensor.image_codec import image_to_numpy, numpy_to_image  # noqa: E402
 
@@ -35,51 +36,24 @@ def weights(random_weights):
     return random_weights
 
 
-class Graph:
-    """The node under test plus a helper node, spun by one executor thread."""
+class Graph(NodeGraph):
+    """The node under test and a driver node; diagnostics and semantics collected, a /clock
+    publisher for sim time."""
 
     def __init__(self, weights, overrides=None):
-        from tesg_ros.ros.fusion_node import FusionNode
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
         params = {'model.weights': weights, 'semantics.mode': 'disabled', 'sync.slop': 0.02}
         params.update(overrides or {})
-        self.node = FusionNode(context=self.context, parameter_overrides=[
-            Parameter(name, value=value) for name, value in params.items()])
-        self.helper = rclpy.create_node('tesg_test_driver', context=self.context)
-        self.fused, self.infos, self.diagnostics, self.semantics = [], [], [], []
-        reliable = QoSProfile(depth=10)
-        self.helper.create_subscription(Image, 'fused/image', self.fused.append, reliable)
-        self.helper.create_subscription(CameraInfo, 'fused/camera_info', self.infos.append,
-                                        reliable)
-        self.helper.create_subscription(DiagnosticArray, '/diagnostics',
-                                        self.diagnostics.append, 10)
-        self.helper.create_subscription(
+        super().__init__(params, wait_for_discovery='compressed' not in (
+            params.get('thermal.transport'), params.get('rgb.transport')))
+
+    def _add_entities(self, driver):
+        self.diagnostics, self.semantics = [], []
+        driver.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append, 10)
+        driver.create_subscription(
             String, 'semantics', self.semantics.append,
             QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        sensor = qos_profile_sensor_data
-        self.thermal_pub = self.helper.create_publisher(Image, 'thermal/image', sensor)
-        self.rgb_pub = self.helper.create_publisher(Image, 'rgb/image', sensor)
-        self.rgb_info_pub = self.helper.create_publisher(CameraInfo, 'rgb/camera_info', sensor)
-        self.clock_pub = self.helper.create_publisher(Clock, '/clock', 10)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.helper)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-        if 'compressed' not in (params.get('thermal.transport'), params.get('rgb.transport')):
-            self.wait_for(lambda: self.thermal_pub.get_subscription_count() > 0
-                          and self.rgb_pub.get_subscription_count() > 0, 'discovery')
-
-    def wait_for(self, predicate, what, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.02)
-        raise AssertionError(f'timed out waiting for {what}')
+        self.clock_pub = driver.create_publisher(Clock, '/clock', 10)
 
     def publish_pair(self, thermal, rgb, sec, nanosec=0, rgb_offset_ns=0):
         thermal.header.stamp.sec, thermal.header.stamp.nanosec = sec, nanosec
@@ -87,14 +61,6 @@ class Graph:
         rgb.header.stamp.sec, rgb.header.stamp.nanosec = divmod(rgb_total, 10**9)
         self.thermal_pub.publish(thermal)
         self.rgb_pub.publish(rgb)
-
-    def close(self):
-        self.node.shutdown()
-        self.executor.shutdown()
-        self.thread.join(timeout=10.0)
-        self.node.destroy_node()
-        self.helper.destroy_node()
-        rclpy.shutdown(context=self.context)
 
 
 @pytest.fixture
@@ -276,7 +242,7 @@ def test_live_semantics_are_published_latched(graph_factory, pair):
     import json
     record = json.loads(graph.semantics[-1].data)
     assert record['description'] and isinstance(record['phrases'], list)
-    prompt_pub = graph.helper.create_publisher(String, '/tesg_fusion/prompt', 10)
+    prompt_pub = graph.driver.create_publisher(String, '/tesg_fusion/prompt', 10)
     graph.wait_for(lambda: prompt_pub.get_subscription_count() > 0, 'prompt subscriber')
     prompt_pub.publish(String(data='highlight the pedestrians'))
 
@@ -296,9 +262,9 @@ def test_compressed_transport_inputs(graph_factory, pair):
 
     ir, vi_bgr = pair
     graph = graph_factory(**{'thermal.transport': 'compressed', 'rgb.transport': 'compressed'})
-    thermal_pub = graph.helper.create_publisher(CompressedImage, 'thermal/image/compressed',
+    thermal_pub = graph.driver.create_publisher(CompressedImage, 'thermal/image/compressed',
                                                 qos_profile_sensor_data)
-    rgb_pub = graph.helper.create_publisher(CompressedImage, 'rgb/image/compressed',
+    rgb_pub = graph.driver.create_publisher(CompressedImage, 'rgb/image/compressed',
                                             qos_profile_sensor_data)
     graph.wait_for(lambda: thermal_pub.get_subscription_count() > 0
                    and rgb_pub.get_subscription_count() > 0, 'compressed subscribers')

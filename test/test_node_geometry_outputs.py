@@ -107,7 +107,7 @@ def test_plane_registration_from_camera_info_and_parameter_extrinsics(graph_fact
         'registration.mode': 'plane', 'registration.extrinsics.source': 'parameters',
         'registration.extrinsics.translation': [0.1, 0.0, 0.0],
         'registration.plane.distance': 5.0, 'diagnostics.period': 0.2})
-    thermal_info_pub = graph.helper.create_publisher(
+    thermal_info_pub = graph.driver.create_publisher(
         CameraInfo, 'thermal/camera_info', rclpy.qos.qos_profile_sensor_data)
     graph.wait_for(lambda: thermal_info_pub.get_subscription_count() > 0, 'info subscriber')
 
@@ -199,7 +199,7 @@ def test_lazy_outputs_cost_nothing_unsubscribed_and_match_fused_image(graph_fact
     # describer thread (and the record's schema field is what the node reads).
     graph = graph_factory(**{'semantics.mode': 'replay', 'output.jpeg_quality': 95})
     node = graph.node
-    recorded_pub = graph.helper.create_publisher(String, 'semantics', QoSProfile(
+    recorded_pub = graph.driver.create_publisher(String, 'semantics', QoSProfile(
         depth=1, reliability=ReliabilityPolicy.RELIABLE,
         durability=DurabilityPolicy.TRANSIENT_LOCAL))
     recorded_pub.publish(String(data=json.dumps({
@@ -220,11 +220,11 @@ def test_lazy_outputs_cost_nothing_unsubscribed_and_match_fused_image(graph_fact
 
     received = {'compressed': [], 'masks': [], 'weights': []}
     reliable = QoSProfile(depth=10)
-    graph.helper.create_subscription(CompressedImage, 'fused/image/compressed',
+    graph.driver.create_subscription(CompressedImage, 'fused/image/compressed',
                                      received['compressed'].append, reliable)
-    graph.helper.create_subscription(Image, '/tesg_fusion/debug/masks',
+    graph.driver.create_subscription(Image, '/tesg_fusion/debug/masks',
                                      received['masks'].append, reliable)
-    graph.helper.create_subscription(Image, '/tesg_fusion/debug/weights',
+    graph.driver.create_subscription(Image, '/tesg_fusion/debug/weights',
                                      received['weights'].append, reliable)
     graph.wait_for(lambda: node._debug_weights_pub.get_subscription_count() > 0
                    and node._debug_masks_pub.get_subscription_count() > 0
@@ -341,7 +341,7 @@ def test_plane_extrinsics_from_tf_where_tf2_ros_is_importable(graph_factory, pai
     ir, vi_bgr = pair
     graph = graph_factory(**{'registration.mode': 'plane', 'registration.plane.distance': 6.0,
                              'diagnostics.period': 0.2})  # extrinsics.source: auto
-    thermal_info_pub = graph.helper.create_publisher(
+    thermal_info_pub = graph.driver.create_publisher(
         CameraInfo, 'thermal/camera_info', rclpy.qos.qos_profile_sensor_data)
     graph.wait_for(lambda: thermal_info_pub.get_subscription_count() > 0, 'info subscriber')
     thermal_info = _info(360, 270, 400.0, 'thermal_optical_frame')

@@ -105,7 +105,7 @@ def test_prompt_topic_and_parameter_drive_the_same_fusion(random_weights, refere
         assert record['stamp'] == {'sec': 100, 'nanosec': 0}
         assert np.abs(neutral - reference(None, ir, vi_bgr)).max() <= 1
 
-        prompt = graph.helper.create_publisher(String, '/tesg_fusion/prompt', 10)
+        prompt = graph.driver.create_publisher(String, '/tesg_fusion/prompt', 10)
         graph.wait_for(lambda: prompt.get_subscription_count() > 0, 'prompt subscriber')
         prompt.publish(String(data='people walking'))
         graph.wait_for(lambda: engine._describer.prompt == 'people walking', 'the prompt')
