@@ -3,6 +3,7 @@
 """The ``tesg-replay`` report: verdict, Markdown and JSON, latency and fused-share plots,
 the node's own figures and the platform."""
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -219,12 +220,15 @@ def write_latency_plot(latencies_ms, path, title='', period_ms=None):
     None."""
     if not latencies_ms:
         return None
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
     values = np.sort(np.asarray(latencies_ms, np.float64))
-    figure, (histogram, cdf) = plt.subplots(1, 2, figsize=(10, 3.6))
+    with _png_figure(path, title or 'input published -> fused received', ncols=2,
+                     figsize=(10, 3.6)) as (histogram, cdf):
+        _latency_axes(histogram, cdf, values, period_ms)
+    return str(path)
+
+
+def _latency_axes(histogram, cdf, values, period_ms):
+    """Histogram and CDF of the sorted ``values``, percentiles and frame period marked."""
     low, high = float(values[0]), float(values[-1])
     if high - low < 1e-3:  # all equal: numpy cannot split a zero range into bins
         low, high = low - 0.5, high + 0.5
@@ -244,11 +248,6 @@ def write_latency_plot(latencies_ms, path, title='', period_ms=None):
     cdf.set_ylim(0, 1.01)
     histogram.legend(fontsize=8)
     cdf.legend(fontsize=8, loc='lower right')
-    figure.suptitle(title or 'input published -> fused received')
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return str(path)
 
 
 def write_fused_share_plot(series, path, min_share=None, title=''):
@@ -256,28 +255,38 @@ def write_fused_share_plot(series, path, min_share=None, title=''):
     as a PNG with a legend, the ``min_share`` threshold marked; returns the path or None."""
     if not series:
         return None
+    times = [t for t, s in zip(series['t_s'], series['share']) if s is not None]
+    shares = [s for s in series['share'] if s is not None]
+    with _png_figure(path, title or 'fused share over time', figsize=(10, 3.2)) as axis:
+        axis.bar(times, shares, width=series['window_s'] * 0.9, align='edge', color='tab:blue',
+                 label=f'fused share per {series["window_s"]:g} s window')
+        if min_share:
+            axis.axhline(min_share, color='tab:red', lw=1.0, ls='--',
+                         label=f'diagnostics.min_fused_share {min_share:g}')
+        axis.set_ylim(-0.02, 1.05)
+        axis.set_xlabel('RGB stamp time from the first input pair (s)')
+        axis.set_ylabel('share of input pairs fused')
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8, loc='lower left')
+    return str(path)
+
+
+@contextlib.contextmanager
+def _png_figure(path, title, **subplots):
+    """The axes of a new matplotlib (Agg) figure; on exit it is titled, saved to ``path`` as a
+    PNG and closed."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    times = [t for t, s in zip(series['t_s'], series['share']) if s is not None]
-    shares = [s for s in series['share'] if s is not None]
-    figure, axis = plt.subplots(figsize=(10, 3.2))
-    axis.bar(times, shares, width=series['window_s'] * 0.9, align='edge', color='tab:blue',
-             label=f'fused share per {series["window_s"]:g} s window')
-    if min_share:
-        axis.axhline(min_share, color='tab:red', lw=1.0, ls='--',
-                     label=f'diagnostics.min_fused_share {min_share:g}')
-    axis.set_ylim(-0.02, 1.05)
-    axis.set_xlabel('RGB stamp time from the first input pair (s)')
-    axis.set_ylabel('share of input pairs fused')
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc='lower left')
-    figure.suptitle(title or 'fused share over time')
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return str(path)
+    figure, axes = plt.subplots(**subplots)
+    try:
+        yield axes
+        figure.suptitle(title)
+        figure.tight_layout()
+        figure.savefig(path, dpi=90)
+    finally:
+        plt.close(figure)
 
 
 def parse_diagnostic_values(key_values):
