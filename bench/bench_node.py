@@ -29,7 +29,11 @@ import time
 
 import numpy as np
 
+from cameras import sample_pair
+
 ROOT = Path(__file__).resolve().parent.parent
+# TNO pair 10, bilinear: the input of every figure this bench produced in docs/benchmarks.md.
+SAMPLE = {'pair': '10', 'linear': True}
 
 
 def rss_mb():
@@ -57,52 +61,22 @@ def thread_cpu_seconds(pid, names):
     return seconds
 
 
-def sample_pair(width, height):
-    import cv2
-
-    data = ROOT / 'test' / 'data' / 'tno'
-    ir = cv2.imread(str(data / 'ir' / '10.png'), cv2.IMREAD_GRAYSCALE)
-    vi = cv2.imread(str(data / 'vi' / '10.png'), cv2.IMREAD_GRAYSCALE)
-    ir = cv2.resize(ir, (width, height), interpolation=cv2.INTER_LINEAR)
-    vi = cv2.cvtColor(cv2.resize(vi, (width, height), interpolation=cv2.INTER_LINEAR),
-                      cv2.COLOR_GRAY2BGR)
-    return ir.astype(np.uint16) * 64 + 1000, vi
-
-
 def cameras_and_consumer(args, ready, start, results):
     """Child process: publish ``args.frames`` pairs at ``args.rate`` Hz, record fused frames.
 
     Sends ``(received [(arrival_ns, stamp_ns)], cpu seconds of this process)`` on
     ``results`` when done.
     """
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSProfile, qos_profile_sensor_data
-    from sensor_msgs.msg import Image
-    from std_msgs.msg import Header
-
-    from tesg_ros.sensor.image_codec import numpy_to_image
+    from cameras import Cameras
 
     if args.publisher_nice:
         os.nice(args.publisher_nice)
-    rclpy.init()
-    node = rclpy.create_node('tesg_bench_cameras')
-    thermal_pub = node.create_publisher(Image, 'thermal/image', qos_profile_sensor_data)
-    rgb_pub = node.create_publisher(Image, 'rgb/image', qos_profile_sensor_data)
     received = []
-    node.create_subscription(
-        Image, 'fused/image',
-        lambda msg: received.append((time.time_ns(), msg.header.stamp.sec * 10**9
-                                     + msg.header.stamp.nanosec)), QoSProfile(depth=10))
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    thermal, rgb = sample_pair(args.width, args.height)
-    thermal_msg = numpy_to_image(thermal, 'mono16', header=Header(frame_id='thermal'))
-    rgb_msg = numpy_to_image(rgb, 'bgr8', header=Header(frame_id='rgb'))
-    while (thermal_pub.get_subscription_count() == 0 or rgb_pub.get_subscription_count() == 0
-           or node.count_publishers('fused/image') == 0):
+    cameras = Cameras('tesg_bench_cameras', args.width, args.height, lambda msg: received.append(
+        (time.time_ns(), msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)),
+        frame_ids=('thermal', 'rgb'), **SAMPLE)
+    cameras.spin()
+    while not cameras.discovered():
         time.sleep(0.05)
     ready.set()
     start.wait()
@@ -113,18 +87,11 @@ def cameras_and_consumer(args, ready, start, results):
         delay = target - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        stamp_ns = time.time_ns()
-        for msg in (thermal_msg, rgb_msg):
-            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
-        thermal_pub.publish(thermal_msg)
-        rgb_pub.publish(rgb_msg)
+        cameras.publish_pair(time.time_ns())
     time.sleep(1.5)  # the last fused frames
     cpu = thread_cpu_seconds(os.getpid(), {threading.main_thread().native_id: 'cameras',
-                                           spinner.native_id: 'consumer executor'})
-    executor.shutdown()
-    spinner.join(timeout=10.0)
-    node.destroy_node()
-    rclpy.shutdown()
+                                           cameras.spinner.native_id: 'consumer executor'})
+    cameras.close()
     results.send((list(received), dict(cpu)))
 
 
@@ -154,7 +121,7 @@ def python_thread_names(node, spinner):
 
 def engine_baseline(engine, args):
     """Network ms of ``args.baseline_runs`` engine.process calls on the benchmark's pair."""
-    thermal, rgb = sample_pair(args.width, args.height)
+    thermal, rgb = sample_pair(args.width, args.height, **SAMPLE)
     times = []
     for _ in range(args.baseline_runs):
         times.append(engine.process(thermal, rgb).timings_ms['network'])

@@ -32,6 +32,8 @@ import time
 
 import numpy as np
 
+from cameras import Cameras
+
 ROOT = Path(__file__).resolve().parent.parent
 BAD_OUTPUT = ('terminate called', 'RCLError', 'fusion failed', 'Traceback')
 
@@ -48,18 +50,6 @@ def proc_status(pid):
     return rss, threads
 
 
-def sample_pair(width, height):
-    import cv2
-
-    data = ROOT / 'test' / 'data' / 'tno'
-    ir = cv2.imread(str(data / 'ir' / '19.png'), cv2.IMREAD_GRAYSCALE)
-    vi = cv2.imread(str(data / 'vi' / '19.png'), cv2.IMREAD_GRAYSCALE)
-    ir = cv2.resize(ir, (width, height), interpolation=cv2.INTER_AREA)
-    vi = cv2.cvtColor(cv2.resize(vi, (width, height), interpolation=cv2.INTER_AREA),
-                      cv2.COLOR_GRAY2BGR)
-    return ir.astype(np.uint16) * 64 + 1000, vi
-
-
 def start_node(args, extra):
     params = {'model.threads': 1, 'semantics.mode': 'live', 'diagnostics.period': 0.5,
               'worker.max_wait': 0.0}
@@ -71,41 +61,20 @@ def start_node(args, extra):
                             text=True, cwd=ROOT)
 
 
-class Driver:
+class Driver(Cameras):
     """Cameras, a fused-image counter, /diagnostics and lifecycle clients in one rclpy node."""
 
     def __init__(self, width, height):
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from lifecycle_msgs.srv import ChangeState
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import qos_profile_sensor_data, QoSProfile
-        from sensor_msgs.msg import Image
 
-        from tesg_ros.sensor.image_codec import numpy_to_image
-
-        self.rclpy = rclpy
-        rclpy.init()
-        self.node = rclpy.create_node('tesg_soak_driver')
-        thermal, rgb = sample_pair(width, height)
-        self.thermal_msg = numpy_to_image(thermal, 'mono16', message_class=Image)
-        self.rgb_msg = numpy_to_image(rgb, 'bgr8', message_class=Image)
-        self.thermal_msg.header.frame_id = 'thermal_optical_frame'
-        self.rgb_msg.header.frame_id = 'rgb_optical_frame'
-        self.thermal_pub = self.node.create_publisher(Image, 'thermal/image',
-                                                      qos_profile_sensor_data)
-        self.rgb_pub = self.node.create_publisher(Image, 'rgb/image', qos_profile_sensor_data)
+        super().__init__('tesg_soak_driver', width, height, self._on_fused)
         self.fused = 0
-        self.node.create_subscription(Image, 'fused/image', self._on_fused, QoSProfile(depth=10))
         self.diagnostics = None
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
         self.change = self.node.create_client(ChangeState, '/tesg_fusion/change_state')
         self.ChangeState = ChangeState
-        self.sent = 0
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
-        self.spinner.start()
+        self.spin()
 
     def _on_fused(self, msg):
         self.fused += 1
@@ -117,13 +86,6 @@ class Driver:
                 values['_level'] = int.from_bytes(status.level, 'little')
                 values['_message'] = status.message
                 self.diagnostics = values
-
-    def publish_pair(self, stamp_ns):
-        sec, nanosec = divmod(stamp_ns, 10**9)
-        for msg, pub in ((self.thermal_msg, self.thermal_pub), (self.rgb_msg, self.rgb_pub)):
-            msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
-            pub.publish(msg)
-        self.sent += 1
 
     def transition(self, label, timeout=120.0):
         assert self.change.wait_for_service(timeout_sec=30.0), 'no change_state service'
@@ -144,12 +106,6 @@ class Driver:
             if time.monotonic() > deadline:
                 raise RuntimeError(f'timed out waiting for {what}')
             time.sleep(0.05)
-
-    def close(self):
-        self.executor.shutdown()
-        self.spinner.join(timeout=10.0)
-        self.node.destroy_node()
-        self.rclpy.try_shutdown()
 
 
 class Streamer:
