@@ -727,7 +727,7 @@ def test_remote_code_model_needs_trust_remote_code(tmp_path, model_dirs, modules
 
 
 def test_evaluator_passes_detector_settings(model_dirs):
-    from tesg_ros.evaluation.evaluate import make_detector
+    from tesg_ros.evaluation.detections import make_detector
 
     # The fixed DETR scores 'car' at e^4 / (e^4 + 3) = 0.948 for every query.
     low = make_detector(str(model_dirs['fixed_detr']), threshold=0.9, device='cpu')

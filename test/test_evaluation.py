@@ -26,8 +26,9 @@ from tesg_ros.errors import ConfigError
 from tesg_ros.evaluation import (evaluate_bag, FUSED_INFO_TOPIC, FUSED_TOPIC, METHODS,
                                  REGISTERED_TOPIC, SEMANTICS_MODES)
 from tesg_ros.evaluation import report
+from tesg_ros.evaluation.detections import FrameLabels
 from tesg_ros.evaluation.evaluate import (_FrameSampler, baseline_images, EvaluationOptions,
-                                          EvaluationResult, FrameLabels, FrameRecord,
+                                          EvaluationResult, FrameRecord,
                                           recorded_semantics_record, resolve_params,
                                           summarise_metrics)
 from tesg_ros.sensor.image_codec import image_to_numpy

@@ -46,6 +46,7 @@ from tesg_ros import bags, metrics, node_params
 from tesg_ros.errors import ConfigError, TesgError
 from tesg_ros.evaluation.common import (  # noqa: F401 - re-exported by the package
     BASELINES, LOWER_IS_BETTER, METHOD_TITLES, METHODS, SCENE_CHANGE_LEVELS, STAGES)
+from tesg_ros.evaluation.detections import DetectionRun, FrameLabels, make_detector
 from tesg_ros.sensor.pairing import (ApproximateTimePairingPolicy, message_stamp_ns, RGB,
                                      seconds_to_ns, THERMAL)
 from tesg_ros.stats import percentiles_or_nan
@@ -453,71 +454,6 @@ def rgb_camera_info_topic(bag, rgb_topic):
     return None
 
 
-def make_detector(spec, threshold=0.5, device='cpu', trust_remote_code=False):
-    """'hog' -> HogPeopleDetector; a directory -> TransformersDetector; None -> None.
-
-    threshold / device / trust_remote_code apply to a transformers detector only.
-    """
-    if spec is None:
-        return None
-    from tesg_ros import detection
-
-    if spec == 'hog':
-        return detection.HogPeopleDetector()
-    if not Path(spec).is_dir():
-        raise ConfigError(f'detector must be "hog" or a local transformers object-detection '
-                          f'model directory, got {spec!r}')
-    return detection.TransformersDetector(spec, threshold=threshold, device=device,
-                                          trust_remote_code=trust_remote_code,
-                                          parameter='--detector')
-
-
-def _yolo_class_names(label_dir):
-    for folder in (label_dir, label_dir.parent):
-        for name in ('classes.txt', 'data.yaml', 'dataset.yaml'):
-            if (folder / name).is_file():
-                return folder / name
-    raise ConfigError(f'yolo labels: no classes.txt, data.yaml or dataset.yaml in '
-                      f'{label_dir} or its parent to name the classes')
-
-
-class FrameLabels:
-    """Ground truth per frame from a COCO JSON file or a YOLO label directory.
-
-    A frame is looked up by its RGB stamp in ns as the image (or label file) stem.
-    """
-
-    def __init__(self, path):
-        from tesg_ros import detection
-
-        self.path = Path(path)
-        if self.path.is_dir():
-            self.class_names = detection.read_class_names(_yolo_class_names(self.path))
-            self.by_stem = None
-        elif self.path.is_file():
-            labels = detection.load_coco_labels(self.path)
-            self.by_stem = {}
-            for name, boxes in labels.items():
-                stem = Path(name).stem
-                if stem in self.by_stem:
-                    raise ConfigError(f'{self.path}: several images named {stem}.*')
-                self.by_stem[stem] = boxes
-        else:
-            raise ConfigError(f'labels {self.path} do not exist (expected a COCO JSON file or a '
-                              'YOLO label directory)')
-
-    def for_frame(self, stamp_ns, height, width):
-        """The frame's [GroundTruthBox], or None when it is not labelled."""
-        from tesg_ros import detection
-
-        if self.by_stem is not None:
-            return self.by_stem.get(str(stamp_ns))
-        label_file = self.path / f'{stamp_ns}.txt'
-        if not label_file.is_file():
-            return None
-        return detection.read_yolo_label_file(label_file, height, width, self.class_names)
-
-
 class _Evaluation:
     """One evaluation run; :meth:`run` fills an :class:`EvaluationResult`."""
 
@@ -541,12 +477,9 @@ class _Evaluation:
         self.last_rgb_stamp = None
         self.semantics_messages = 0
         self.semantics_errors = 0
-        self.detector = None
-        self.labels = None
+        self.detection = DetectionRun(None)
         self.rgb_info_topic = None
         self.rgb_info = None
-        self.detections = {method: [] for method in METHODS}
-        self.frame_shapes = []
 
     # ------------------------------------------------------------------ set-up
     def run(self):
@@ -577,10 +510,10 @@ class _Evaluation:
             params, explicit = resolve_params(options.params_file, options.overrides)
             self.mode, self.semantics_topic = self._semantics_choice(bag, explicit)
             weights = self._weights_path(params)
-            self.detector = make_detector(
-                options.detector, options.detector_threshold, options.detector_device,
-                options.detector_trust_remote_code)
-            self.labels = FrameLabels(options.labels) if options.labels else None
+            self.detection = DetectionRun(
+                make_detector(options.detector, options.detector_threshold,
+                              options.detector_device, options.detector_trust_remote_code),
+                FrameLabels(options.labels) if options.labels else None, options.detector)
         except TesgError as error:
             result.fail(str(error))
             return
@@ -863,7 +796,7 @@ class _Evaluation:
             time_s=(receive_ns - start_ns) / bags.NS_PER_S, scene_diff=scene_diff,
             scene_change=scene_diff is not None and scene_diff > SCENE_CHANGE_LEVELS))
         boxes = None
-        if self.detector is not None:
+        if self.detection.active:
             boxes = self._detect(frame_index, ir8, visible_bgr, fused.bgr)
         if self.sampler.wants(frame_index):
             baselines = baseline_images(ir8, visible_rgb)
@@ -937,43 +870,7 @@ class _Evaluation:
         average = baseline_images(ir8, visible_bgr)['average']  # BGR in, BGR out
         images = {'model': fused_bgr, 'ir': cv2.cvtColor(ir8, cv2.COLOR_GRAY2BGR),
                   'visible': visible_bgr, 'average': average}
-        try:
-            found = {method: self.detector.detect(images[method]) for method in METHODS}
-        except TesgError as error:
-            self.result.problems.append(f'the detector failed on frame {frame_index} and was '
-                                        f'switched off: {error}')
-            self.detector = None
-            return None
-        for method in METHODS:
-            self.detections[method].append(found[method])
-        self.frame_shapes.append(fused_bgr.shape[:2])
-        return found
-
-    def _score_detections(self):
-        from tesg_ros import detection
-
-        frames = self.result.frames[:len(self.frame_shapes)]
-        chosen = list(range(len(frames)))
-        truth = None
-        if self.labels is not None:
-            truth_by_frame = [self.labels.for_frame(f.rgb_stamp_ns, *shape)
-                              for f, shape in zip(frames, self.frame_shapes)]
-            chosen = [i for i, boxes in enumerate(truth_by_frame) if boxes is not None]
-            truth = [truth_by_frame[i] for i in chosen]
-            if not chosen:
-                self.result.problems.append(
-                    f'no evaluated frame is labelled in {self.labels.path} (frames are named '
-                    'by their RGB stamp in ns); detections are only counted')
-                chosen, truth = list(range(len(frames))), None
-        variants = {method: [self.detections[method][i] for i in chosen]
-                    for method in METHODS}
-        table = detection.score_variants(variants, truth)
-        for scored in table['variants'].values():
-            scored.pop('frames', None)
-        self.result.detection = {
-            'detector': getattr(self.detector, 'name', self.options.detector),
-            'labels': None if truth is None else str(self.labels.path),
-            'labelled_frames': 0 if truth is None else len(chosen), 'table': table}
+        return self.detection.detect(frame_index, images, self.result.problems)
 
     # ------------------------------------------------------------------ summary
     def _finish(self, bag):
@@ -989,8 +886,8 @@ class _Evaluation:
         counters['fused'] = len(result.frames)
         result.pairing = counters
         result.montage = self.sampler.selection()
-        if self.detector is not None and self.frame_shapes:
-            self._score_detections()
+        if self.detection.active and self.detection.frame_shapes:
+            result.detection = self.detection.score(result.frames, result.problems)
         result.summary = summarise_metrics(result.frames)
         stages = list(STAGES) + (['describe'] if self.mode == 'live' else [])
         result.timings = {stage: percentiles_or_nan([f.timings_ms.get(stage, 0.0)
