@@ -95,13 +95,6 @@ def cameras_and_consumer(args, ready, start, results):
     results.send((list(received), dict(cpu)))
 
 
-def percentiles(values):
-    if len(values) == 0:
-        return 'n/a'
-    p50, p99 = np.percentile(values, [50, 99])
-    return f'{p50:.1f} / {p99:.1f}'
-
-
 def percentiles_of(summary):
     if not summary.get('count'):
         return 'n/a'
@@ -130,6 +123,7 @@ def engine_baseline(engine, args):
 
 def main(argv=None):
     from tesg_ros.node_params import PARAMETERS_BY_NAME
+    from tesg_ros.stats import counted_percentiles
 
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--frames', type=int, default=600, help='pairs to publish')
@@ -235,12 +229,13 @@ def main(argv=None):
     print('|---|---|')
     if baseline:
         print(f'| network alone: same engine, no traffic, just before the run | '
-              f'{percentiles(baseline)} |')
+              f'{percentiles_of(counted_percentiles(baseline))} |')
     print(f'| network (luma + forward) in the node | {percentiles_of(snapshot["network_ms"])} |')
     arrival = percentiles_of(snapshot['arrival_to_publish_ms'])
     print(f'| node: pair arrival → publish | {arrival} |')
     print(f'| node: decode → publish (worker) | {percentiles_of(snapshot["processing_ms"])} |')
-    print(f'| camera publish → fused received | {percentiles(end_to_end)} |')
+    end_to_end_ms = percentiles_of(counted_percentiles(end_to_end))
+    print(f'| camera publish → fused received | {end_to_end_ms} |')
     print()
     print('| stage | p50 (ms) | p99 (ms) |')
     print('|---|---:|---:|')

@@ -109,11 +109,6 @@ def make_header(stamp_ns, frame_id=''):
     return message_class('std_msgs/msg/Header')(stamp=time, frame_id=str(frame_id))
 
 
-def stamp_to_ns(stamp):
-    """Nanoseconds of a ``builtin_interfaces/Time``-like object (``sec``, ``nanosec``)."""
-    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
-
-
 def image_message(image, encoding, stamp_ns, frame_id=''):
     """A ``rosbags`` ``sensor_msgs/msg/Image`` holding ``image`` (H x W [x C]) in ``encoding``.
 

@@ -11,10 +11,11 @@ import pytest
 from ruamel.yaml import YAML
 
 from tesg_ros import bags
+from tesg_ros.cli import make_bag
 from tesg_ros.errors import TesgError
 from tesg_ros.sensor.image_codec import (compressed_to_numpy, image_to_numpy,
                                          thermal_to_array, visible_to_bgr8)
-from tesg_ros.cli import make_bag
+from tesg_ros.sensor.pairing import stamp_to_ns
 
 STORAGES = ('mcap', 'sqlite3')
 STAMP0 = 1_700_000_000_123_456_789
@@ -68,7 +69,7 @@ def test_image_round_trip_for_every_encoding(tmp_path, storage):
             got = list(bag.messages(topic))
             assert [m.encoding for _, _, m in got] == [encoding, encoding]
             for (_, receive_ns, msg), frame, frame_index in zip(got, frames, range(2)):
-                stamp = bags.stamp_to_ns(msg.header.stamp)
+                stamp = stamp_to_ns(msg.header.stamp)
                 assert receive_ns == stamp + 1000
                 assert msg.header.frame_id == 'cam'
                 np.testing.assert_array_equal(image_to_numpy(msg), frame)
@@ -126,7 +127,7 @@ def test_camera_info_and_string_round_trip(tmp_path, storage):
         info, text = messages[0][2], messages[1][2]
         assert (info.width, info.height, info.distortion_model) == (640, 480, 'plumb_bob')
         assert info.header.frame_id == 'rgb_optical_frame'
-        assert bags.stamp_to_ns(info.header.stamp) == STAMP0
+        assert stamp_to_ns(info.header.stamp) == STAMP0
         np.testing.assert_array_equal(info.k, np.ravel(k))
         np.testing.assert_array_equal(info.d, d)
         np.testing.assert_array_equal(info.r, np.eye(3).ravel())
@@ -360,7 +361,7 @@ def test_make_bag_end_to_end(tmp_path, test_data, tno_pair_paths):
         assert bag.first_message('/tesg/semantics').data == 'person, car'
         thermal = list(bag.messages('/thermal/image'))
         for index, (_, receive_ns, msg) in enumerate(thermal):
-            stamp = bags.stamp_to_ns(msg.header.stamp)
+            stamp = stamp_to_ns(msg.header.stamp)
             assert receive_ns == stamp + 3_000_000
             nominal = start + round(index * 1e9 / 9) - 5_000_000
             assert abs(stamp - nominal) <= 2_000_000
@@ -370,7 +371,7 @@ def test_make_bag_end_to_end(tmp_path, test_data, tno_pair_paths):
         rgb = list(bag.messages('/rgb/image'))
         scenes = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2] * 2
         for index, (_, receive_ns, msg) in enumerate(rgb):
-            stamp = bags.stamp_to_ns(msg.header.stamp)
+            stamp = stamp_to_ns(msg.header.stamp)
             assert abs(stamp - (start + round(index * 1e9 / 30))) <= 2_000_000
             expected = cv2.cvtColor(vi[scenes[index] % 3], cv2.COLOR_GRAY2BGR)
             np.testing.assert_array_equal(visible_to_bgr8(msg), expected)

@@ -32,6 +32,7 @@ from tesg_ros.evaluation.evaluate import (_FrameSampler, baseline_images, Evalua
                                           recorded_semantics_record, resolve_params,
                                           summarise_metrics)
 from tesg_ros.sensor.image_codec import image_to_numpy
+from tesg_ros.sensor.pairing import stamp_to_ns
 
 STAMP0 = 1_700_000_000_000_000_000
 PERIOD_NS = 100_000_000
@@ -500,7 +501,7 @@ def test_parameter_overrides_reach_the_pairing_and_the_headers(tmp_path, frames,
     assert [(i.width, i.height, i.header.frame_id) for _, i in infos] == [
         SIZE + ('camera_rgb',)] * 2
     assert not np.any(infos[0][1].k)
-    assert [bags.stamp_to_ns(m.header.stamp) for _, m in fused] == [
+    assert [stamp_to_ns(m.header.stamp) for _, m in fused] == [
         STAMP0, STAMP0 + PERIOD_NS]
     # The metrics were computed on the same pixels that were written (RGB order).
     rows = [r for r in _read_csv(tmp_path / 'shifted' / 'metrics.csv') if r['method'] == 'model']

@@ -48,7 +48,7 @@ from tesg_ros.evaluation.common import (  # noqa: F401 - re-exported by the pack
     BASELINES, LOWER_IS_BETTER, METHOD_TITLES, METHODS, SCENE_CHANGE_LEVELS, STAGES)
 from tesg_ros.evaluation.detections import DetectionRun, FrameLabels, make_detector
 from tesg_ros.sensor.pairing import (ApproximateTimePairingPolicy, message_stamp_ns, RGB,
-                                     seconds_to_ns, THERMAL)
+                                     seconds_to_ns, stamp_to_ns, THERMAL)
 from tesg_ros.stats import percentiles_or_nan
 
 FUSED_TOPIC = '/fused/image'
@@ -854,7 +854,7 @@ class _Evaluation:
                     model = registration.crop_camera_info(rgb_model)
             except (CalibrationError, ConfigError) as error:
                 self.first_errors.setdefault('camera_info', str(error))
-        stamp_ns = bags.stamp_to_ns(header.stamp)
+        stamp_ns = stamp_to_ns(header.stamp)
         if model is None:
             return bags.camera_info_message(width, height, np.zeros(9), stamp_ns,
                                             header.frame_id, distortion_model='',
