@@ -926,3 +926,28 @@ def test_training_with_text_targets_runs_and_validates_on_parsed_captions(
     records = [json.loads(line) for line in
                (tmp_path / 't' / 'train_log.jsonl').read_text().splitlines()]
     assert any('loss/text_consistency' in r for r in records if r['event'] == 'train')
+
+
+def test_thermal_intent_crops_always_get_a_poor_visible_image():
+    from tesg_ros.sig.request import THERMAL
+    from tesg_ros.training.text_targets import TextTargetSampler
+    table = _table()
+    samples = _text_target_samples()
+    for sample in samples:
+        sample.vis_ycbcr[0] = np.linspace(0.2, 0.8, 40 * 40, dtype=np.float32).reshape(40, 40)
+    data = dataset.FusionDataset(samples, crop_size=40, degrade=1e-6,
+                                 text_targets=TextTargetSampler(p_intent=1.0), text_table=table)
+    thermal = 0
+    for epoch in range(20):
+        data.set_epoch(epoch)
+        for index in range(len(data)):
+            item = data[index]
+            request_text = [k for k, v in table.items() if np.array_equal(v, item['text'])][0]
+            from tesg_ros.sig.request import parse_request
+            degraded = not torch.equal(item['vis_y'], item['vis_y_clean'])
+            if parse_request(request_text).intent == THERMAL:
+                thermal += 1
+                assert degraded
+            else:
+                assert not degraded   # degrade 1e-6: practically never otherwise
+    assert thermal > 5

@@ -461,7 +461,13 @@ class FusionDataset(torch.utils.data.Dataset):
         if training and not drawn and self.text_drop > 0.0 and rng.random() < self.text_drop:
             text[:] = 0.0
         clean = stack[1:2].copy()
-        if training and self.degrade > 0.0 and rng.random() < self.degrade:
+        if training and target is not None and target.intent == text_targets_module.THERMAL \
+                and self.degrade > 0.0:
+            # An operator says "dark", "fog", "glare" when the visible image is poor: such a
+            # crop always gets one of those degradations, so the intent has pixels to act on.
+            kind = THERMAL_DEGRADATIONS[int(rng.integers(len(THERMAL_DEGRADATIONS)))]
+            stack[1] = degrade_visible(stack[1], rng, kind)
+        elif training and self.degrade > 0.0 and rng.random() < self.degrade:
             stack[1] = degrade_visible(stack[1], rng)
         if target is not None and target.intent is not None:
             shift = text_targets_module.background_shift(target, stack[1])[None]
@@ -478,6 +484,7 @@ class FusionDataset(torch.utils.data.Dataset):
 
 
 DEGRADATIONS = ('low_light', 'noise', 'glare', 'over_exposure', 'haze')
+THERMAL_DEGRADATIONS = ('low_light', 'glare', 'haze')   # what "dark", "glare", "fog" name
 
 
 def degrade_visible(luma, rng, kind=None):
