@@ -35,7 +35,7 @@ def main(argv=None):
     parser.add_argument('--cache', default='out/semantics_cache')
     parser.add_argument('--semantics', choices=('request', 'caption', 'none'), default='request')
     parser.add_argument('--restore-range', action='store_true',
-                        help='stretch the fused luma to the sources\' range (network/tone.py)')
+                        help="stretch the fused luma to the sources' range (network/tone.py)")
     parser.add_argument('--limit', type=int, default=0, help='first N pairs of each dataset')
     parser.add_argument('--skip-existing', action='store_true')
     args = parser.parse_args(argv)

@@ -320,9 +320,9 @@ def fusion_loss(fused, ir, vis_y, vis_cbcr=None, masks=None, weights=None, vis_c
     the network saw): the gradient and SSIM terms compare with it, so copying noise or a
     glare edge costs, while the intensity target stays one the network can reach from its
     inputs. ``shift`` (B x 1 x H x W, or None) moves the background target as a text's intent
-    asks (:func:`background_target`). Returns ``(total, parts)`` where ``parts`` maps 'intensity', 'gradient',
-    'ssim', 'colour' and 'total' to detached scalar tensors (unweighted components,
-    weighted total).
+    asks (:func:`background_target`). Returns ``(total, parts)`` where ``parts`` maps
+    'intensity', 'gradient', 'ssim', 'colour' and 'total' to detached scalar tensors
+    (unweighted components, weighted total).
     """
     weights = weights or LossWeights()
     masks = effective_masks(ir, masks, weights.mask_warm_only)
