@@ -33,6 +33,10 @@ deterministic), so their spread is 0 by construction; the table says how many fo
 there were.
 
     python bench/steering.py ../shared/data --sets tno25 llvip32_night --max-side 640
+
+``--ablate text`` zeroes every prompt's text vector (its masks kept) and ``--ablate masks`` its
+masks (its text kept): what each of the two inputs adds. Regions are still those the request
+selects.
 """
 
 import argparse
@@ -128,7 +132,7 @@ class Accumulator:
         return (float(np.mean(values)), len(values)) if values else (None, 0)
 
 
-def run_set(engine, data, name, max_side, limit=None):
+def run_set(engine, data, name, max_side, limit=None, ablate='none'):
     from tesg_ros.network.colour import luma_from_bgr_uint8
     from tesg_ros.sig.masks import ThermalMaskBackend
     from tesg_ros.training.text_targets import visible_information
@@ -151,6 +155,11 @@ def run_set(engine, data, name, max_side, limit=None):
         for label, prompt, _, _ in PROMPTS:
             engine.set_recorded_semantics({'description': prompt, 'phrases': []})
             masks, text = engine._semantics(vi, ir)   # the engine's own per-frame semantics
+            selected[label] = masks.max(axis=0) >= 0.5  # measured where the request points
+            if ablate == 'text':
+                text = np.zeros_like(text)
+            elif ablate == 'masks':
+                masks = np.zeros_like(masks)
             key = hashlib.sha256(masks.tobytes() + np.asarray(text, np.float32).tobytes())
             key = key.hexdigest()
             if key not in cache:
@@ -158,7 +167,6 @@ def run_set(engine, data, name, max_side, limit=None):
                 forwards += 1
             distinct.add((stem, key))
             fused[label] = cache[key]
-            selected[label] = masks.max(axis=0) >= 0.5
         neutral = fused['empty']
         for label, _, _, _ in PROMPTS:
             out = fused[label]
@@ -245,15 +253,20 @@ def main(argv=None):
                         help='downscale larger pairs to this longer side (0: native)')
     parser.add_argument('--limit', type=int, default=None, help='first N pairs per set')
     parser.add_argument('--margin', type=float, default=0.05)
+    parser.add_argument('--ablate', choices=('none', 'text', 'masks'), default='none',
+                        help='zero the text (masks kept) or the masks (text kept) of every '
+                             'prompt: what each input adds')
     parser.add_argument('--threads', type=int, default=2)
     args = parser.parse_args(argv)
     import torch
     torch.set_num_threads(args.threads)
     engine = load_engine(args.weights)
-    print(f'# weights: {engine.weights_path}; max side {args.max_side}; margin {args.margin}')
+    print(f'# weights: {engine.weights_path}; max side {args.max_side}; margin {args.margin}'
+          + ('' if args.ablate == 'none' else f'; ablation: {args.ablate} zeroed'))
     for name in args.sets:
         start = time.perf_counter()
-        acc, forwards = run_set(engine, args.data, name, args.max_side, args.limit)
+        acc, forwards = run_set(engine, args.data, name, args.max_side, args.limit,
+                                args.ablate)
         pairs = len(acc.values and next(iter(acc.values.values())).get('grey', []))
         report(name, acc, forwards, pairs, args.margin)
         print(f'\n({time.perf_counter() - start:.0f} s)')

@@ -951,3 +951,53 @@ def test_thermal_intent_crops_always_get_a_poor_visible_image():
             else:
                 assert not degraded   # degrade 1e-6: practically never otherwise
     assert thermal > 5
+
+
+def test_shift_consistency_is_logged_and_zero_for_a_shift_equivariant_model(
+        synthetic_data, tmp_path):
+    config = _config(synthetic_data, tmp_path / 's', loss__shift_consistency=1.0,
+                     train__max_steps=1)
+    trainer.train(config, progress=False)
+    records = [json.loads(line) for line in
+               (tmp_path / 's' / 'train_log.jsonl').read_text().splitlines()]
+    assert any(r.get('loss/shift_consistency', 0) > 0 for r in records if r['event'] == 'train')
+
+    class Identity(torch.nn.Module):   # a per-pixel map: equivariant by construction
+        training = True
+
+        def forward(self, ir, vis, masks, text):
+            return 0.5 * (ir + vis)
+
+    batch = {'ir': torch.rand(2, 1, 32, 32), 'vis_y': torch.rand(2, 1, 32, 32),
+             'masks': torch.zeros(2, 1, 32, 32), 'text': torch.zeros(2, 4)}
+    model = Identity()
+    fused = model(batch['ir'], batch['vis_y'], None, None)
+    _, parts = trainer.Trainer._add_shift_consistency(
+        model, batch, fused, torch.zeros(()), {}, 1.0)
+    assert float(parts['shift_consistency']) == 0.0
+
+
+def test_scale_consistency_is_zero_for_a_per_pixel_model():
+    class Mix(torch.nn.Module):
+        training = True
+
+        def forward(self, ir, vis, masks, text):
+            return 0.25 * ir + 0.75 * vis
+
+    batch = {'ir': torch.rand(2, 1, 32, 32), 'vis_y': torch.rand(2, 1, 32, 32),
+             'masks': torch.zeros(2, 1, 32, 32), 'text': torch.zeros(2, 4)}
+    model = Mix()
+    fused = model(batch['ir'], batch['vis_y'], None, None)
+    _, parts = trainer.Trainer._add_scale_consistency(model, batch, fused, torch.zeros(()), {},
+                                                      1.0)
+    assert float(parts['scale_consistency']) < 1e-6
+    # A model that sees the pixel grid (an 8-px checker) is not.
+
+    class Grid(Mix):
+        def forward(self, ir, vis, masks, text):
+            rows = torch.arange(ir.shape[-2]).view(-1, 1) // 8 % 2
+            return super().forward(ir, vis, masks, text) + 0.1 * rows
+    fused = Grid()(batch['ir'], batch['vis_y'], None, None)
+    _, parts = trainer.Trainer._add_scale_consistency(Grid(), batch, fused, torch.zeros(()),
+                                                      {}, 1.0)
+    assert float(parts['scale_consistency']) > 0.01

@@ -295,6 +295,8 @@ class LossWeights:
     information_target: float = 0.0
     mask_warm_only: float = 0.0
     text_consistency: float = 0.0
+    shift_consistency: float = 0.0
+    scale_consistency: float = 0.0
 
     def to_dict(self):
         """Return the weights as a plain dict (for logs and checkpoint metadata)."""

@@ -611,7 +611,45 @@ class Trainer:
         weight = self.config.loss.text_consistency
         if weight > 0.0 and model.training:
             total, parts = self._add_text_consistency(model, batch, fused, total, parts, weight)
+        weight = self.config.loss.shift_consistency
+        if weight > 0.0 and model.training:
+            total, parts = self._add_shift_consistency(model, batch, fused, total, parts, weight)
+        weight = self.config.loss.scale_consistency
+        if weight > 0.0 and model.training:
+            total, parts = self._add_scale_consistency(model, batch, fused, total, parts, weight)
         return total, parts, fused
+
+    @staticmethod
+    def _add_scale_consistency(model, batch, fused, total, parts, weight):
+        """The crop fused at half size must match the full-size fusion brought to half size
+        (2x2 means): a frame fused at another resolution (``model.max_pixels``, another camera)
+        must look the same, not change where the network's receptive field meets objects."""
+        def half(image):
+            return torch.nn.functional.avg_pool2d(image, 2)
+
+        small = model(half(batch['ir']), half(batch['vis_y']), half(batch['masks']),
+                      batch['text'])
+        term = (small - half(fused)).abs().mean()
+        parts = dict(parts, scale_consistency=term.detach())
+        parts['total'] = (total + weight * term).detach()
+        return total + weight * term, parts
+
+    @staticmethod
+    def _add_shift_consistency(model, batch, fused, total, parts, weight):
+        """The fused crop of a shifted input must be the shifted fused crop: the output may not
+        depend on where the network's padding grid and attention windows fall. The shift
+        (1..63 px per axis, less than a window of tokens) is drawn from the batch's content,
+        so a resumed run draws the same."""
+        seed = int(batch['ir'].detach().double().sum().item() * 1e6) % (2 ** 32)
+        generator = torch.Generator().manual_seed(seed)
+        limit = min(64, batch['ir'].shape[-2] // 2, batch['ir'].shape[-1] // 2)
+        rows, cols = (int(v) for v in torch.randint(1, limit, (2,), generator=generator))
+        shifted = model(batch['ir'][..., rows:, cols:], batch['vis_y'][..., rows:, cols:],
+                        batch['masks'][..., rows:, cols:], batch['text'])
+        term = (shifted - fused[..., rows:, cols:]).abs().mean()
+        parts = dict(parts, shift_consistency=term.detach())
+        parts['total'] = (total + weight * term).detach()
+        return total + weight * term, parts
 
     @staticmethod
     def _add_text_consistency(model, batch, fused, total, parts, weight):
