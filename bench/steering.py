@@ -22,7 +22,8 @@ pair, on the fused luma F, the infrared I (as normalised by the engine) and the 
 Pass rules (the contract's directions, margin ``--margin`` = 0.05 IR share):
 
 * a class request raises the share in its objects (d selected >= margin, or the share there
-  is already >= 0.95) and not in other warm objects (d other < margin);
+  is already >= 0.95) and not in other warm objects (d other < margin; with an intent too,
+  d other less the intent-only prompt's d other < margin: the intent itself may raise them);
 * 'visible' lowers the background share (d background <= -margin);
 * 'thermal' raises it where the visible image carries little (d poor visible >= margin);
 * neutral and unknown texts stay within 1 grey level of the neutral fusion;
@@ -75,6 +76,7 @@ PROMPTS = (
     ('people + dark', 'people, it is dark', None, 'class+thermal'),
     ('visible, no warm', 'show the visible scene only, no warm objects', 'visible', 'visible'),
 )
+INTENT_ONLY = 'dark'   # the intent-only row a 'class+thermal' row's other warm objects compare with
 SETS = {'tno25': '.png', 'llvip32_night': '.jpg', 'roadscene50': '.jpg', 'vifb21': '.jpg'}
 MIN_PIXELS = 50
 SATURATED = 0.95   # a share this close to 1 cannot rise by the margin
@@ -207,7 +209,13 @@ def verdict(kind, acc, label, margin):
         if d_sel is None:
             return 'n/a (no selected pixels)'
         selected = acc.mean(label, 'selected')[0]
-        ok = (d_sel >= margin or selected >= SATURATED) and (d_other is None or d_other < margin)
+        other_base = 0.0
+        if kind == 'class+thermal':
+            # The intent raises every warm object where the visible image is poor; the class
+            # must not add to that: other warm objects are compared with the intent alone.
+            other_base = acc.mean(INTENT_ONLY, 'd_other')[0] or 0.0
+        ok = (d_sel >= margin or selected >= SATURATED) and (
+            d_other is None or d_other - other_base < margin)
         if kind == 'class+thermal':
             ok = ok and d_poor is not None and d_poor >= margin
         return 'pass' if ok else 'FAIL'

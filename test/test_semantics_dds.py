@@ -139,3 +139,35 @@ def test_prompt_topic_and_parameter_drive_the_same_fusion(random_weights, refere
         assert np.array_equal(again, neutral)
     finally:
         graph.close()
+
+
+def test_the_shipped_model_follows_a_visible_intent_over_dds(tno19_pair):
+    """The shipped weights, live: "show the visible scene" on ``~/prompt`` moves the next fused
+    frames' background towards the visible image (docs/semantics.md, "How much")."""
+    import cv2
+    from pathlib import Path
+    weights = Path(__file__).resolve().parent.parent / 'model' / 'tesg_fusion.safetensors'
+    load_minilm()
+    ir, vi_bgr = tno19_pair
+    graph = Graph(str(weights), OVERRIDES)
+    try:
+        neutral, _ = _step(graph, ir, vi_bgr, 100, 'nothing')
+        prompt = graph.driver.create_publisher(String, '/tesg_fusion/prompt', 10)
+        graph.wait_for(lambda: prompt.get_subscription_count() > 0, 'prompt subscriber')
+        prompt.publish(String(data='show the visible scene'))
+        graph.wait_for(lambda: graph.node.engine._describer.prompt == 'show the visible scene',
+                       'the prompt')
+        visible, record = _step(graph, ir, vi_bgr, 200, 'show the visible scene')
+        assert record['request']['intent'] == 'visible'
+    finally:
+        graph.close()
+    vis_y = cv2.cvtColor(vi_bgr, cv2.COLOR_BGR2GRAY).astype(np.float64)
+    background = np.ones(vis_y.shape, bool)
+    x, y, w, h = PERSON_19
+    background[y:y + h, x:x + w] = False
+
+    def distance(fused):
+        luma = cv2.cvtColor(fused.astype(np.uint8), cv2.COLOR_BGR2GRAY).astype(np.float64)
+        return np.abs(luma - vis_y)[background].mean()
+
+    assert distance(visible) < 0.8 * distance(neutral), (distance(visible), distance(neutral))

@@ -105,7 +105,9 @@ def _grey_pair(test_data, name):
     return ir.astype(np.float32), vi.astype(np.float32)
 
 
+SHIPPED = share_path('model', 'tesg_fusion.safetensors')
 CANDIDATE = share_path('model', 'tesg_fusion_guided_candidate.safetensors')
+EDGE_AWARE = pytest.mark.parametrize('weights', [SHIPPED, CANDIDATE], ids=['shipped', 'clean'])
 
 
 def _network_fuser(weights, use_masks):
@@ -143,20 +145,22 @@ def _blocky(ir, vi, block=32):
     return weight * ir + (1 - weight) * vi
 
 
-# Grey levels. The edge-aware candidate stays well inside them on TNO 19 (resolution p99 16,
-# block 8; shift p99 3.3, block 4); the blocky weight map above fails every one, and so does
-# the shipped bilinear model (resolution p99 33, block 13; shift p99 10, block 9, with masks).
+# Grey levels. The edge-aware models stay well inside them on TNO 19 (the clean stage:
+# resolution p99 16, block 8; shift p99 3.3, block 4); the blocky weight map above fails every
+# one, and so did the earlier bilinear model (resolution p99 33, block 13; shift p99 10,
+# block 9, with masks).
 RESOLUTION_P99, RESOLUTION_BLOCK = 22.0, 12.0
 SHIFT_P99, SHIFT_BLOCK = 6.0, 6.0
 
 
-def test_edge_aware_model_fuses_alike_at_half_size_and_when_shifted(test_data):
+@EDGE_AWARE
+def test_edge_aware_model_fuses_alike_at_half_size_and_when_shifted(test_data, weights):
     """Resolution check (full size vs half size) and shift check (input cropped by 5, 3 px) on
     a real pair with its thermal masks: a weight map tied to a coarse grid, a window or a
-    blocky mask changes with both and fails these bounds. Run on the edge-aware candidate
-    weights (model/MODEL_CARD.md: not shipped, the shipped bilinear model fails them)."""
+    blocky mask changes with both and fails these bounds. Run on the shipped weights and the
+    clean stage they were fine-tuned from (model/MODEL_CARD.md)."""
     ir, vi = _grey_pair(test_data, '19')
-    fuse = _network_fuser(CANDIDATE, use_masks=True)
+    fuse = _network_fuser(weights, use_masks=True)
     resolution = metrics.resolution_check(fuse, ir, vi)
     shift = metrics.shift_check(fuse, ir, vi)
     assert resolution['p99'] < RESOLUTION_P99 and resolution['max_block_mae'] < RESOLUTION_BLOCK
@@ -168,9 +172,10 @@ def test_edge_aware_model_fuses_alike_at_half_size_and_when_shifted(test_data):
     assert blocky_shift['p99'] > SHIFT_P99 and blocky_shift['max_block_mae'] > SHIFT_BLOCK
 
 
-def test_edge_aware_model_output_moves_with_its_input_without_masks(test_data):
+@EDGE_AWARE
+def test_edge_aware_model_output_moves_with_its_input_without_masks(test_data, weights):
     ir, vi = _grey_pair(test_data, '07')
-    shift = metrics.shift_check(_network_fuser(CANDIDATE, use_masks=False), ir, vi)
+    shift = metrics.shift_check(_network_fuser(weights, use_masks=False), ir, vi)
     assert shift['p99'] < SHIFT_P99 and shift['max_block_mae'] < SHIFT_BLOCK
     blocky = metrics.shift_check(_blocky, ir, vi)
     assert blocky['p99'] > SHIFT_P99 and blocky['max_block_mae'] > SHIFT_BLOCK
