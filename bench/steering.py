@@ -76,7 +76,7 @@ PROMPTS = (
     ('people + dark', 'people, it is dark', None, 'class+thermal'),
     ('visible, no warm', 'show the visible scene only, no warm objects', 'visible', 'visible'),
 )
-INTENT_ONLY = 'dark'   # the intent-only row a 'class+thermal' row's other warm objects compare with
+INTENT_ONLY = 'dark'   # a 'class+thermal' row's other warm objects compare with this row
 SETS = {'tno25': '.png', 'llvip32_night': '.jpg', 'roadscene50': '.jpg', 'vifb21': '.jpg'}
 MIN_PIXELS = 50
 SATURATED = 0.95   # a share this close to 1 cannot rise by the margin

@@ -580,7 +580,7 @@ def test_config_overrides_and_errors(tmp_path):
         trainer.load_config(tmp_path / 'missing.yaml')
     # The shipped config is valid and uses the documented defaults.
     shipped = trainer.load_config(Path(__file__).parent.parent / 'config' / 'train.yaml')
-    assert shipped.export_path == 'model/tesg_fusion.safetensors'
+    assert shipped.export_path == 'out/train/tesg_fusion.safetensors'
     assert shipped.validation.best_key == 'loss/total'
 
 
