@@ -41,7 +41,7 @@ setup(
             'tesg-make-bag = tesg_ros.cli.make_bag:main',
             'tesg-eval = tesg_ros.cli.eval:main',
             'tesg-replay = tesg_ros.cli.replay:main',
-            'tesg-train = tesg_ros.training.cli:main',
+            'tesg-train = tesg_ros.cli.train:main',
             'tesg-export = tesg_ros.cli.export:main',
         ],
     },

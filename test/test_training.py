@@ -17,7 +17,8 @@ from safetensors.torch import load_file, save_file
 import torch
 
 from tesg_ros.errors import ConfigError, ImageEncodingError, TesgError
-from tesg_ros.training import cli, dataset, losses, trainer
+from tesg_ros.cli import train as cli
+from tesg_ros.training import dataset, losses, trainer
 
 # ----------------------------------------------------------------------------- helpers
 

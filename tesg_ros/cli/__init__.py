@@ -9,7 +9,7 @@
 ``tesg-export``            :mod:`tesg_ros.cli.export`
 ``tesg-make-bag``          :mod:`tesg_ros.cli.make_bag`
 ``tesg-compute-homography``  :mod:`tesg_ros.cli.compute_homography`
-``tesg-train``             :mod:`tesg_ros.training.cli`
+``tesg-train``             :mod:`tesg_ros.cli.train`
 =========================  ===========================================================
 """
 

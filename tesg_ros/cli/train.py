@@ -4,7 +4,7 @@
 
     tesg-train --config config/train.yaml --set optim.lr=5e-4 --set train.max_steps=2000
     tesg-train --config config/train.yaml --resume            # newest checkpoint of run_dir
-    torchrun --nproc_per_node 2 -m tesg_ros.training.cli --config config/train.yaml
+    torchrun --nproc_per_node 2 -m tesg_ros.cli.train --config config/train.yaml
 
 Anything after ``--ros-args`` (added by ``ros2 run``) is ignored.
 """
