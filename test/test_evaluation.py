@@ -28,9 +28,9 @@ from tesg_ros.evaluation import (evaluate_bag, FUSED_INFO_TOPIC, FUSED_TOPIC, ME
 from tesg_ros.evaluation import report
 from tesg_ros.evaluation.detections import FrameLabels
 from tesg_ros.evaluation.evaluate import (_FrameSampler, baseline_images, EvaluationOptions,
-                                          EvaluationResult, FrameRecord,
-                                          recorded_semantics_record, resolve_params,
+                                          EvaluationResult, FrameRecord, resolve_params,
                                           summarise_metrics)
+from tesg_ros.evaluation.semantics import recorded_semantics_record
 from tesg_ros.sensor.image_codec import image_to_numpy
 from tesg_ros.sensor.pairing import stamp_to_ns
 

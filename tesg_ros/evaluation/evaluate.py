@@ -6,15 +6,8 @@ The bag is read in receive-time order (:mod:`tesg_ros.bags`), thermal and RGB im
 paired by the node's own :class:`~tesg_ros.sensor.pairing.ApproximateTimePairingPolicy` (so the
 offline pairs are the live ones) and each pair is fused by a
 :class:`~tesg_ros.engine.FusionEngine` built from the node's parameters. Nothing depends on
-thread timing:
-
-* semantics ``replay``: the engine takes the recorded ``semantics`` topic (JSON written by the
-  node, or plain text as ``tesg-make-bag --semantics`` writes it) in bag order;
-* semantics ``live``: the engine's Semantic Information Generator describes a frame
-  synchronously (``sig.describe_now``) every ``semantics_every`` pairs, or every
-  ``semantics.period`` seconds of bag time; as in the node, a description is used from the
-  next frame on and the first frames use the SIG's initial description;
-* semantics ``disabled``: zero masks and text.
+thread timing, the semantics (``replay``, ``live`` or ``disabled``, :mod:`.semantics`)
+included.
 
 Every fused frame (the RGB camera's registered, cropped grid) is scored with
 :func:`tesg_ros.metrics.evaluate` next to three baselines on the same grid: the registered IR
@@ -32,12 +25,10 @@ output directory raises (a :class:`~tesg_ros.errors.TesgError`).
 from dataclasses import dataclass, field, fields
 import hashlib
 import importlib.metadata
-import json
 import logging
 import platform
 import time
 import traceback
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +38,9 @@ from tesg_ros.errors import ConfigError, TesgError
 from tesg_ros.evaluation.common import (  # noqa: F401 - re-exported by the package
     BASELINES, LOWER_IS_BETTER, METHOD_TITLES, METHODS, SCENE_CHANGE_LEVELS, STAGES)
 from tesg_ros.evaluation.detections import DetectionRun, FrameLabels, make_detector
+from tesg_ros.evaluation.semantics import (  # noqa: F401 - imported from here elsewhere
+    choose_semantics, DEPRECATED_SEMANTICS, EvaluationSemantics, recorded_semantics_record,
+    semantics_mode, SEMANTICS_MODES)
 from tesg_ros.sensor.pairing import (ApproximateTimePairingPolicy, message_stamp_ns, RGB,
                                      seconds_to_ns, stamp_to_ns, THERMAL)
 from tesg_ros.stats import percentiles_or_nan
@@ -54,9 +48,6 @@ from tesg_ros.stats import percentiles_or_nan
 FUSED_TOPIC = '/fused/image'
 FUSED_INFO_TOPIC = '/fused/camera_info'
 REGISTERED_TOPIC = '/fused/thermal_registered'
-# The node's semantics.mode values; 'off' is an older spelling of 'disabled', still accepted.
-SEMANTICS_MODES = node_params.PARAMETERS_BY_NAME['semantics.mode'].choices
-DEPRECATED_SEMANTICS = {'off': 'disabled'}
 _VERSIONED_PACKAGES = ('torch', 'numpy', 'opencv-python-headless', 'scipy', 'rosbags',
                        'transformers', 'matplotlib', 'safetensors')
 # Longest side of a montage tile kept for the report (memory stays bounded on long bags).
@@ -71,16 +62,6 @@ _DROP_TEXT = {
     'out_of_order': 'pair(s) dropped: RGB stamp not after the previous fused frame',
     'unscorable': 'frame(s) fused but not scored: the metrics refused the images',
 }
-
-
-def semantics_mode(value):
-    """``value`` with the deprecated spelling 'off' replaced by 'disabled' (warns)."""
-    if value in DEPRECATED_SEMANTICS:
-        new = DEPRECATED_SEMANTICS[value]
-        warnings.warn(f'semantics {value!r} is deprecated; use {new!r}', FutureWarning,
-                      stacklevel=3)
-        return new
-    return value
 
 
 @dataclass
@@ -284,30 +265,6 @@ def resolve_params(params_file=None, overrides=None):
     return params, explicit
 
 
-def recorded_semantics_record(text):
-    """A recorded ``semantics`` String as ``{'description', 'phrases'}``.
-
-    The node records the JSON of its semantics snapshot (an object with 'description' and
-    'phrases'); any text that is not a JSON object is a plain description (as
-    ``tesg-make-bag --semantics`` writes it) and is split into phrases like a describer's
-    output. A JSON object without a 'description' raises ConfigError.
-    """
-    from tesg_ros.sig.describer import split_phrases
-
-    try:
-        record = json.loads(text)
-    except ValueError:
-        record = None
-    if isinstance(record, dict):
-        if 'description' not in record:
-            raise ConfigError(f'recorded semantics JSON has no "description": {text[:80]!r}')
-        phrases = record.get('phrases')
-        if phrases is None:
-            phrases = split_phrases(str(record['description']))
-        return {'description': str(record['description']), 'phrases': list(phrases)}
-    return {'description': ' '.join(text.split()), 'phrases': list(split_phrases(text))}
-
-
 def _sha256(path):
     digest = hashlib.sha256()
     with open(path, 'rb') as stream:
@@ -462,21 +419,13 @@ class _Evaluation:
         self.result = EvaluationResult(Path(bag_path), Path(out_dir), options)
         self.engine = None
         self.writer = None
-        self.mode = None
-        self.semantics_topic = None
-        self.current_description = None
-        self.current_phrases = []
-        self.previous_thumbnail = None  # grey 64 x 64 of the last visible frame (scenes)
-        self.descriptions = []  # (first frame index, description, source)
-        self.last_refresh = None  # (frame index, rgb stamp ns) of the last live description
+        self.semantics = None  # EvaluationSemantics, once the bag is open
         self.sampler = _FrameSampler(options.montage_frames)
         self.drops = {'thermal_bad_encoding': 0, 'rgb_bad_encoding': 0, 'bad_stamp': 0,
                       'fusion_error': 0, 'out_of_order': 0, 'unscorable': 0}
         self.first_errors = {}
         self.stamps = ([], [])
         self.last_rgb_stamp = None
-        self.semantics_messages = 0
-        self.semantics_errors = 0
         self.detection = DetectionRun(None)
         self.rgb_info_topic = None
         self.rgb_info = None
@@ -508,7 +457,7 @@ class _Evaluation:
         try:
             topics = bags.detect_image_topics(bag, options.thermal_topic, options.rgb_topic)
             params, explicit = resolve_params(options.params_file, options.overrides)
-            self.mode, self.semantics_topic = self._semantics_choice(bag, explicit)
+            mode, semantics_topic = choose_semantics(bag, options, explicit)
             weights = self._weights_path(params)
             self.detection = DetectionRun(
                 make_detector(options.detector, options.detector_threshold,
@@ -522,43 +471,13 @@ class _Evaluation:
         self.params = params
         result.params = params
         result.weights = {'path': str(weights), 'sha256': _sha256(weights)}
-        result.semantics = {'mode': self.mode, 'topic': self.semantics_topic}
-        if self.mode == 'live':
-            result.semantics['schedule'] = (
-                f'every {options.semantics_every} pairs' if options.semantics_every
-                else f'every {params["semantics.period"]:g} s of RGB stamps')
+        self.semantics = EvaluationSemantics(mode, semantics_topic, params,
+                                             options.semantics_every)
+        result.semantics = self.semantics.settings()
         self.policy = ApproximateTimePairingPolicy(
             params['sync.queue_size'], params['sync.slop'], params['thermal.time_offset'])
         self._replay(bag, topics)
         self._finish(bag)
-
-    def _semantics_choice(self, bag, explicit):
-        options = self.options
-        topic = options.semantics_topic
-        if topic is not None:
-            info = bag.topics.get(topic)
-            if info is None:
-                raise ConfigError(f'semantics topic {topic} is not in the bag; it has '
-                                  f'{bag.describe_topics()}')
-            if info.msgtype != bags.STRING:
-                raise ConfigError(f'semantics topic {topic} is a {info.msgtype}, expected '
-                                  f'{bags.STRING}')
-        else:
-            candidates = [info.name for info in bag.topics.values()
-                          if info.msgtype == bags.STRING and info.count > 0
-                          and info.name.rsplit('/', 1)[-1] == 'semantics']
-            if len(candidates) > 1:
-                raise ConfigError(f'several semantics topics {candidates}; choose one with '
-                                  '--semantics-topic')
-            topic = candidates[0] if candidates else None
-        mode = options.semantics or explicit.get('semantics.mode')
-        if mode is None:
-            mode = 'replay' if topic is not None else 'live'
-        if mode == 'replay' and topic is None:
-            raise ConfigError('semantics replay needs a recorded std_msgs/String topic named '
-                              '.../semantics (or --semantics-topic); the bag has '
-                              f'{bag.describe_topics()}. Use --semantics live or disabled')
-        return mode, topic if mode == 'replay' else None
 
     def _weights_path(self, params):
         from tesg_ros.paths import DEFAULT_WEIGHTS, share_path
@@ -581,23 +500,21 @@ class _Evaluation:
 
         engine_params = dict(self.params)
         # Synchronous live semantics drive the engine's replay path: no background thread.
-        engine_params['semantics.mode'] = 'disabled' if self.mode == 'disabled' else 'replay'
+        mode = self.semantics.mode
+        engine_params['semantics.mode'] = 'disabled' if mode == 'disabled' else 'replay'
         engine = FusionEngine(EngineSettings.from_params(engine_params), logger=_LOG)
         self.result.engine = {'device': str(engine.device), 'dtype': engine.dtype_name,
                               'weights': engine.weights_path or self.params['model.weights'],
                               'semantics_generator': engine.sig is not None}
-        if self.mode == 'live':
-            initial = engine.sig.semantics()
-            self._apply_semantics(engine, {'description': initial.description,
-                                           'phrases': list(initial.phrases)}, 0, 'initial')
+        self.semantics.start(engine)
         return engine
 
     # ------------------------------------------------------------------ replay loop
     def _replay(self, bag, topics):
         result, options = self.result, self.options
         wanted = [topics.thermal, topics.rgb]
-        if self.semantics_topic:
-            wanted.append(self.semantics_topic)
+        if self.semantics.topic:
+            wanted.append(self.semantics.topic)
         self.rgb_info_topic = rgb_camera_info_topic(bag, topics.rgb)
         if self.rgb_info_topic:
             wanted.append(self.rgb_info_topic)
@@ -608,7 +525,6 @@ class _Evaluation:
             expected = min(expected, options.max_frames)
         from tqdm import tqdm
 
-        self.pending_semantics = None
         try:
             with bags.BagWriter(bag_dir, storage) as writer, tqdm(
                     total=expected, unit='pair', desc='tesg-eval',
@@ -625,7 +541,7 @@ class _Evaluation:
     def _register_topics(self, writer, bag, wanted):
         if self.options.copy_inputs:
             for topic in wanted:
-                qos = 'latched' if topic == self.semantics_topic else 'sensor_data'
+                qos = 'latched' if topic == self.semantics.topic else 'sensor_data'
                 writer.add_topic(topic, bag.topics[topic].msgtype, qos)
         writer.add_topic(FUSED_TOPIC, bags.IMAGE, 'reliable')
         writer.add_topic(FUSED_INFO_TOPIC, bags.CAMERA_INFO, 'reliable')
@@ -639,8 +555,8 @@ class _Evaluation:
             for topic, receive_ns, msg in messages:
                 if options.copy_inputs:
                     self.writer.write(topic, msg, receive_ns)
-                if topic == self.semantics_topic:
-                    self._on_recorded_semantics(msg)
+                if topic == self.semantics.topic:
+                    self.semantics.on_recorded(msg, self.engine, len(result.frames))
                     continue
                 if topic == self.rgb_info_topic:
                     self.rgb_info = msg
@@ -691,54 +607,6 @@ class _Evaluation:
                 raise _EngineError(f'the fusion engine could not be built: {error}') from None
         return self.engine
 
-    # ------------------------------------------------------------------ semantics
-    def _apply_semantics(self, engine, record, frame_index, source):
-        engine.set_recorded_semantics(record)
-        self.current_description = record['description']
-        self.current_phrases = list(record['phrases'])
-        self.descriptions.append((frame_index, record['description'], source))
-
-    def _on_recorded_semantics(self, msg):
-        self.semantics_messages += 1
-        try:
-            record = recorded_semantics_record(str(msg.data))
-        except ConfigError as error:
-            self.semantics_errors += 1
-            self.first_errors.setdefault('semantics', str(error))
-            return
-        self.pending_semantics = record
-        if self.engine is not None:
-            self._take_pending_semantics()
-
-    def _take_pending_semantics(self):
-        record, self.pending_semantics = self.pending_semantics, None
-        if record is not None:
-            self._apply_semantics(self.engine, record, len(self.result.frames), 'recorded')
-
-    def _refresh_live_semantics(self, frame_index, stamp_ns, visible, thermal_registered):
-        options = self.options
-        if self.last_refresh is not None:
-            last_index, last_stamp = self.last_refresh
-            if options.semantics_every:
-                due = frame_index - last_index >= options.semantics_every
-            else:
-                due = stamp_ns - last_stamp >= self.params['semantics.period'] * bags.NS_PER_S
-            if not due:
-                return 0.0
-        start = time.perf_counter()
-        semantics = self.engine.sig.describe_now(visible, thermal_registered)
-        elapsed = (time.perf_counter() - start) * 1e3
-        self.last_refresh = (frame_index, stamp_ns)
-        if semantics.error:
-            self.first_errors.setdefault('semantics', semantics.error)
-            self.semantics_errors += 1
-            return elapsed
-        if semantics.description != self.current_description:
-            self._apply_semantics(self.engine, {'description': semantics.description,
-                                                'phrases': list(semantics.phrases)},
-                                  frame_index + 1, semantics.source)
-        return elapsed
-
     # ------------------------------------------------------------------ one pair
     def _fuse(self, pair, receive_ns):
         from tesg_ros.sensor.image_codec import thermal_to_array, visible_to_bgr8
@@ -758,8 +626,7 @@ class _Evaluation:
             self._drop('rgb_bad_encoding', f'{self.topics.rgb}: {error}')
             return
         engine = self._engine_or_build()
-        if self.pending_semantics is not None:
-            self._take_pending_semantics()
+        self.semantics.take_pending(engine, len(result.frames))
         try:
             fused = engine.process(thermal, rgb_bgr, thermal_valid=thermal_valid)
         except TesgError as error:
@@ -770,14 +637,14 @@ class _Evaluation:
         visible_bgr = np.ascontiguousarray(engine.registration.register(thermal, rgb_bgr)[1])
         ir8 = to_uint8(fused.thermal_registered * 255.0)
         timings = dict(fused.timings_ms)
-        description = self.current_description
-        if self.mode == 'live':
-            timings['describe'] = self._refresh_live_semantics(
-                frame_index, pair.rgb_stamp_ns, visible_bgr, fused.thermal_registered)
+        description = self.semantics.description
+        if self.semantics.mode == 'live':
+            timings['describe'] = self.semantics.refresh_live(
+                engine, frame_index, pair.rgb_stamp_ns, visible_bgr, fused.thermal_registered)
 
         visible_rgb = np.ascontiguousarray(visible_bgr[:, :, ::-1])
         fused_rgb = np.ascontiguousarray(fused.bgr[:, :, ::-1])
-        scene_diff = self._scene_difference(visible_bgr)
+        scene_diff = self.semantics.scene_difference(visible_bgr)
         start_ns = result.bag_start_ns if result.bag_start_ns is not None else receive_ns
         scores = None
         if frame_index % self.options.score_every == 0:
@@ -805,22 +672,12 @@ class _Evaluation:
                      'average': _thumbnail(baselines['average'])}
             scale = tiles['fused'].shape[1] / fused_rgb.shape[1]
             tiles['masks'] = _mask_thumbnails(fused.masks, tiles['fused'].shape[:2])
-            tiles['phrases'] = list(self.current_phrases) if self.mode != 'disabled' else []
+            tiles['phrases'] = (list(self.semantics.phrases)
+                                if self.semantics.mode != 'disabled' else [])
             tiles['boxes'] = None if boxes is None else {
                 method: [_scaled(d, scale) for d in found] for method, found in boxes.items()}
             self.sampler.add(frame_index, tiles)
         self.progress.update(1)
-
-    def _scene_difference(self, visible_bgr):
-        """Mean absolute grey difference to the previous frame (None for the first)."""
-        import cv2
-
-        grey = cv2.cvtColor(visible_bgr, cv2.COLOR_BGR2GRAY)
-        thumbnail = cv2.resize(grey, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32)
-        previous, self.previous_thumbnail = self.previous_thumbnail, thumbnail
-        if previous is None:
-            return None
-        return float(np.abs(thumbnail - previous).mean())
 
     def _write_frame(self, header, fused_bgr, ir8, receive_ns):
         from tesg_ros.sensor.image_codec import numpy_to_image
@@ -889,14 +746,9 @@ class _Evaluation:
         if self.detection.active and self.detection.frame_shapes:
             result.detection = self.detection.score(result.frames, result.problems)
         result.summary = summarise_metrics(result.frames)
-        stages = list(STAGES) + (['describe'] if self.mode == 'live' else [])
+        stages = list(STAGES) + (['describe'] if self.semantics.mode == 'live' else [])
         result.timings = {stage: percentiles_or_nan([f.timings_ms.get(stage, 0.0)
                                                      for f in result.frames]) for stage in stages}
-        result.semantics['descriptions'] = [
-            {'first_frame': first, 'description': text, 'source': source}
-            for first, text, source in self.descriptions]
-        if self.semantics_topic:
-            result.semantics['messages'] = self.semantics_messages
         for kind, count in self.drops.items():
             if count:
                 result.problems.append(f'{count} {_DROP_TEXT[kind]}; first: '
@@ -904,9 +756,7 @@ class _Evaluation:
         if 'camera_info' in self.first_errors:
             result.problems.append(f'the RGB CameraInfo could not be used for '
                                    f'{FUSED_INFO_TOPIC}: {self.first_errors["camera_info"]}')
-        if self.semantics_errors:
-            result.problems.append(f'{self.semantics_errors} semantics update(s) failed; '
-                                   f'first: {self.first_errors["semantics"]}')
+        self.semantics.finish(result)
         if result.frames and counters['evicted_thermal']:
             result.notes.append(
                 f'{counters["evicted_thermal"]} thermal frame(s) found no RGB partner within '
