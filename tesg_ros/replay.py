@@ -222,11 +222,11 @@ def semantics_for_node(text, topic):
 
     The node (``semantics.mode: replay``) parses ``{"description": str, "phrases": [str]}``
     JSON; such text is returned unchanged. Anything else is read exactly as ``tesg-eval``
-    reads recorded semantics (:func:`tesg_ros.evaluation.evaluate.recorded_semantics_record`:
+    reads recorded semantics (:func:`tesg_ros.evaluation.semantics.recorded_semantics_record`:
     plain text, e.g. from ``tesg-make-bag --semantics``, is a description split into phrases)
     and returned as that JSON. A JSON object without a description raises ReplayError.
     """
-    from tesg_ros.evaluation.evaluate import recorded_semantics_record
+    from tesg_ros.evaluation.semantics import recorded_semantics_record
 
     try:
         record = json.loads(text)

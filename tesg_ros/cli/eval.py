@@ -22,7 +22,8 @@ import yaml
 from tesg_ros import bags
 from tesg_ros.cli import strip_ros_args
 from tesg_ros.errors import ConfigError, TesgError
-from tesg_ros.evaluation.evaluate import DEPRECATED_SEMANTICS, evaluate_bag, SEMANTICS_MODES
+from tesg_ros.evaluation.evaluate import evaluate_bag
+from tesg_ros.evaluation.semantics import DEPRECATED_SEMANTICS, SEMANTICS_MODES
 from tesg_ros.metrics import CONVENTIONS
 
 

@@ -38,10 +38,8 @@ from tesg_ros.errors import ConfigError, TesgError
 from tesg_ros.evaluation.common import (  # noqa: F401 - re-exported by the package
     BASELINES, LOWER_IS_BETTER, METHOD_TITLES, METHODS, SCENE_CHANGE_LEVELS, STAGES)
 from tesg_ros.evaluation.detections import DetectionRun, FrameLabels, make_detector
-# DEPRECATED_SEMANTICS and recorded_semantics_record: cli/eval.py and replay.py import them here.
-from tesg_ros.evaluation.semantics import (  # noqa: F401
-    choose_semantics, DEPRECATED_SEMANTICS, EvaluationSemantics, recorded_semantics_record,
-    semantics_mode, SEMANTICS_MODES)
+from tesg_ros.evaluation.semantics import (
+    choose_semantics, EvaluationSemantics, semantics_mode, SEMANTICS_MODES)
 from tesg_ros.sensor.pairing import (ApproximateTimePairingPolicy, message_stamp_ns, RGB,
                                      seconds_to_ns, stamp_to_ns, THERMAL)
 from tesg_ros.stats import percentiles_or_nan
