@@ -7,6 +7,7 @@ index; in a source checkout (or an editable pip install) they sit next to this p
 The working directory is never consulted.
 """
 
+import hashlib
 from pathlib import Path
 
 PACKAGE_NAME = 'tesg_ros'
@@ -46,3 +47,12 @@ def share_dir():
 def share_path(*parts):
     """Return a path under the share directory, e.g. ``share_path('config', 'fusion.yaml')``."""
     return share_dir().joinpath(*parts)
+
+
+def file_sha256(path):
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as stream:
+        for block in iter(lambda: stream.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()

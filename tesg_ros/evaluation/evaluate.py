@@ -23,7 +23,6 @@ output directory raises (a :class:`~tesg_ros.errors.TesgError`).
 """
 
 from dataclasses import dataclass, field, fields
-import hashlib
 import importlib.metadata
 import logging
 import platform
@@ -40,6 +39,7 @@ from tesg_ros.evaluation.common import (  # noqa: F401 - re-exported by the pack
 from tesg_ros.evaluation.detections import DetectionRun, FrameLabels, make_detector
 from tesg_ros.evaluation.semantics import (
     choose_semantics, EvaluationSemantics, semantics_mode, SEMANTICS_MODES)
+from tesg_ros.paths import file_sha256
 from tesg_ros.sensor.pairing import (ApproximateTimePairingPolicy, message_stamp_ns, RGB,
                                      seconds_to_ns, stamp_to_ns, THERMAL)
 from tesg_ros.stats import percentiles_or_nan
@@ -264,14 +264,6 @@ def resolve_params(params_file=None, overrides=None):
     return params, explicit
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as stream:
-        for block in iter(lambda: stream.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _prepare_out_dir(out_dir):
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -469,7 +461,7 @@ class _Evaluation:
         result.image_topics = topics._asdict()
         self.params = params
         result.params = params
-        result.weights = {'path': str(weights), 'sha256': _sha256(weights)}
+        result.weights = {'path': str(weights), 'sha256': file_sha256(weights)}
         self.semantics = EvaluationSemantics(mode, semantics_topic, params,
                                              options.semantics_every)
         result.semantics = self.semantics.settings()

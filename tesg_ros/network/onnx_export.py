@@ -16,7 +16,6 @@ can refuse an ONNX file that no longer matches the weights it claims to come fro
 The console script is ``tesg-export`` (:mod:`tesg_ros.cli.export`).
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ import re
 import time
 
 from tesg_ros.errors import ConfigError, TesgError
+from tesg_ros.paths import file_sha256
 
 OPSET = 18
 INPUT_NAMES = ('ir', 'vis_y', 'masks', 'text')
@@ -41,15 +41,6 @@ META_TORCH = 'tesg.torch_version'
 EXAMPLE_SIZE = (243, 321)
 
 _LOG = logging.getLogger(__name__)
-
-
-def file_sha256(path):
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as stream:
-        for block in iter(lambda: stream.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_weights():
