@@ -11,8 +11,8 @@ fused luma F is therefore stretched, globally and monotonically, so that its rob
     g = clip((hi_S - lo_S) / (q_high(F) - q_low(F)), 1, max_gain)
     F' = clip(c_S + g (F - c_F), 0, 1)   with c the mid-points of the ranges
 
-It only expands (``g >= 1``: a fused image already as wide as its sources is unchanged up to an
-offset of the mid-point) and is one global affine map: it cannot create a local structure, a
+It only expands (``g >= 1``: a fused image already as wide as its sources is returned
+unchanged) and is one global affine map: it cannot create a local structure, a
 halo or a blotch that F does not have (the artefact measures of ``tesg_ros.metrics`` see the same
 edges, scaled). ``max_gain`` bounds the stretch of a nearly flat frame (noise is stretched with
 it). Quantiles come from every ``stride``-th pixel: the cost is independent of the frame's
