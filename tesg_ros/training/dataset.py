@@ -305,7 +305,6 @@ def load_samples(roots, cache=None, mask_channels=1, text_dim=384, class_mask_ba
     """
     from tesg_ros.network import colour
     from tesg_ros.sig.request import parse_request
-    from tesg_ros.training import text_targets
     samples = []
     for root in roots:
         for pair in find_pairs(root):
@@ -322,10 +321,10 @@ def load_samples(roots, cache=None, mask_channels=1, text_dim=384, class_mask_ba
                         f'expects model.text_dim = {text_dim}')
             per_class = None
             if class_mask_backend is not None:
-                per_class = text_targets.class_masks(visible, ir, class_mask_backend)
+                per_class = text_targets_module.class_masks(visible, ir, class_mask_backend)
                 if text_table is not None:
                     request = parse_request(caption)
-                    masks = text_targets.request_masks(request, per_class)
+                    masks = text_targets_module.request_masks(request, per_class)
                     text = np.array(text_table[request.canonical], np.float32)
             ycbcr = colour.bgr_to_ycbcr_np(colour.uint8_to_float(visible))
             is_colour = not (np.array_equal(visible[..., 0], visible[..., 1])
