@@ -495,6 +495,15 @@ class _TqdmLoggingHandler(logging.Handler):
         tqdm.write(self.format(record))
 
 
+def _with_term(total, parts, name, term, weight):
+    """``(total + weight * term, parts)`` with ``parts[name]`` and ``parts['total']`` updated
+    (detached, for the logs)."""
+    total = total + weight * term
+    parts = dict(parts, **{name: term.detach()})
+    parts['total'] = total.detach()
+    return total, parts
+
+
 class Trainer:
     """Builds data, network, optimiser and runs the loop; see :func:`train`."""
 
@@ -630,9 +639,7 @@ class Trainer:
         small = model(half(batch['ir']), half(batch['vis_y']), half(batch['masks']),
                       batch['text'])
         term = (small - half(fused)).abs().mean()
-        parts = dict(parts, scale_consistency=term.detach())
-        parts['total'] = (total + weight * term).detach()
-        return total + weight * term, parts
+        return _with_term(total, parts, 'scale_consistency', term, weight)
 
     @staticmethod
     def _add_shift_consistency(model, batch, fused, total, parts, weight):
@@ -647,9 +654,7 @@ class Trainer:
         shifted = model(batch['ir'][..., rows:, cols:], batch['vis_y'][..., rows:, cols:],
                         batch['masks'][..., rows:, cols:], batch['text'])
         term = (shifted - fused[..., rows:, cols:]).abs().mean()
-        parts = dict(parts, shift_consistency=term.detach())
-        parts['total'] = (total + weight * term).detach()
-        return total + weight * term, parts
+        return _with_term(total, parts, 'shift_consistency', term, weight)
 
     @staticmethod
     def _add_text_consistency(model, batch, fused, total, parts, weight):
@@ -665,9 +670,7 @@ class Trainer:
         if 'intent_free' in batch:
             difference = difference * batch['intent_free'].view(-1, 1, 1, 1)
         term = difference.mean()
-        parts = dict(parts, text_consistency=term.detach())
-        parts['total'] = (total + weight * term).detach()
-        return total + weight * term, parts
+        return _with_term(total, parts, 'text_consistency', term, weight)
 
     def validate(self, network, samples, fuse=None):
         """Mean loss parts (``loss/*``) and, if available, fusion metrics over ``samples``.
