@@ -1002,3 +1002,96 @@ def test_scale_consistency_is_zero_for_a_per_pixel_model():
     _, parts = trainer.Trainer._add_scale_consistency(Grid(), batch, fused, torch.zeros(()),
                                                       {}, 1.0)
     assert float(parts['scale_consistency']) > 0.01
+
+
+# ----------------------------------------------------------------------------- distillation
+
+SMALL_NET = {'stem_channels': 2, 'skip_channels': 4, 'channels': 8, 'decoder_channels': 4,
+             'mgca_blocks': 1, 'text_hidden': 8}
+
+
+def _teacher_file(path, **config):
+    from tesg_ros.network import save_fusion_net
+    torch.manual_seed(11)
+    teacher = trainer.build_network(dict(SMALL_NET, **config))
+    with torch.no_grad():   # a teacher unlike a fresh student: strong detail, shifted weights
+        teacher.decoder.head.weight.normal_(0.0, 0.3)
+    save_fusion_net(teacher, path)
+    return teacher
+
+
+def _distill_config(data, run_dir, teacher, **overrides):
+    # Only the teacher's term: every usual fusion term off.
+    settings = {f'loss__{name}': 0.0 for name in ('intensity', 'gradient', 'ssim', 'colour')}
+    settings.update(distill__teacher=str(teacher), loss__distill=1.0,
+                    model=dict(SMALL_NET, channels=4, heads=2), optim__lr=1e-2,
+                    optim__warmup_steps=0, train__max_steps=12, validation__every=6,
+                    validation__best_key='loss/distill')
+    return _config(data, run_dir, **dict(settings, **overrides))
+
+
+def _records(run_dir):
+    return [json.loads(line) for line in (run_dir / 'train_log.jsonl').read_text().splitlines()]
+
+
+def test_distillation_config_errors(synthetic_data, tmp_path):
+    teacher = tmp_path / 'teacher.safetensors'
+    with pytest.raises(ConfigError, match='need distill.teacher'):
+        _config(synthetic_data, tmp_path, loss__distill=1.0)
+    with pytest.raises(ConfigError, match='for nothing'):
+        _config(synthetic_data, tmp_path, distill__teacher=str(teacher))
+    with pytest.raises(ConfigError, match='loss.distill must be >= 0'):
+        _config(synthetic_data, tmp_path, distill__teacher=str(teacher), loss__distill=-1.0)
+    with pytest.raises(ConfigError, match='set one'):
+        _config(synthetic_data, tmp_path, distill__teacher=str(teacher), loss__distill=1.0,
+                distill__init_matching=True, init_weights=str(teacher))
+    # A teacher whose inputs differ from the student's (text_dim) is refused at the start.
+    _teacher_file(teacher, text_dim=16)
+    with pytest.raises(ConfigError, match='text_dim'):
+        trainer.train(_distill_config(synthetic_data, tmp_path / 'run', teacher),
+                      progress=False)
+
+
+def test_distillation_alone_pulls_the_student_to_a_frozen_teacher(synthetic_data, tmp_path):
+    teacher_path = tmp_path / 'teacher.safetensors'
+    teacher = _teacher_file(teacher_path)
+    result = trainer.train(_distill_config(synthetic_data, tmp_path / 'run', teacher_path),
+                           progress=False)
+    records = _records(tmp_path / 'run')
+    val = {r['step']: r['loss/distill'] for r in records if r['event'] == 'val'}
+    assert sorted(val) == [0, 6, 12]
+    # Nothing but the teacher's term trains it, and the student moves toward the teacher.
+    train_records = [r for r in records if r['event'] == 'train']
+    assert all(r['loss/total'] == pytest.approx(r['loss/distill']) for r in train_records)
+    assert val[12] < 0.7 * val[0]
+    # The teacher stays frozen and is not part of the student or its exported file.
+    from tesg_ros.network import load_fusion_net
+    assert _weights_equal(load_fusion_net(teacher_path), teacher)
+    assert result.network.config.channels == 4
+    assert load_fusion_net(tmp_path / 'run' / 'best.safetensors').config.channels == 4
+
+
+def test_distillation_teacher_sees_the_students_inputs(synthetic_data, tmp_path):
+    # A student initialised with all of a same-config teacher's tensors fuses exactly like it
+    # on every training batch (masks, text targets, degradations included): a teacher fed
+    # anything else (no masks, zero text, the clean visible image) would differ.
+    teacher_path = tmp_path / 'teacher.safetensors'
+    _teacher_file(teacher_path)
+    config = _distill_config(synthetic_data, tmp_path / 'run', teacher_path,
+                             model=dict(SMALL_NET), distill__init_matching=True,
+                             loss__distill_weight_map=1.0, optim__lr=1e-9,
+                             train__max_steps=2, data__text_targets=True,
+                             data__degrade=0.5, data__ir_stretch=0.5)
+    trainer.train(config, progress=False)
+    train_records = [r for r in _records(tmp_path / 'run') if r['event'] == 'train']
+    assert len(train_records) == 2
+    for record in train_records:
+        assert record['loss/distill'] < 1e-6
+        assert record['loss/distill_weight_map'] < 1e-6
+    # The same start without the teacher's tensors is far from it.
+    config = _distill_config(synthetic_data, tmp_path / 'scratch', teacher_path,
+                             model=dict(SMALL_NET), loss__distill_weight_map=1.0,
+                             optim__lr=1e-9, train__max_steps=1)
+    trainer.train(config, progress=False)
+    first = [r for r in _records(tmp_path / 'scratch') if r['event'] == 'train'][0]
+    assert first['loss/distill'] > 1e-3 and first['loss/distill_weight_map'] > 1e-3

@@ -291,6 +291,8 @@ class LossWeights:
     text_consistency: float = 0.0
     shift_consistency: float = 0.0
     scale_consistency: float = 0.0
+    distill: float = 0.0             # L1 to a teacher's fused luma (trainer, distill.teacher)
+    distill_weight_map: float = 0.0  # L1 to the teacher's infrared-share map
 
     def to_dict(self):
         """Return the weights as a plain dict (for logs and checkpoint metadata)."""

@@ -109,6 +109,19 @@ class ValidationConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Knowledge distillation: a frozen teacher network fuses every batch the student sees.
+
+    ``teacher``: its weights file ('' = no teacher); ``loss.distill`` and
+    ``loss.distill_weight_map`` weigh the student's pull to its output. ``init_matching``: the
+    student starts with every teacher tensor of the same name and shape (the rest from scratch).
+    """
+
+    teacher: str = ''
+    init_matching: bool = False
+
+
+@dataclass
 class TrainConfig:
     """Everything ``tesg-train`` needs; ``model`` is passed to the network's config."""
 
@@ -123,6 +136,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: LoopConfig = field(default_factory=LoopConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self):
         """Return the configuration as plain nested dicts (YAML/JSON serialisable)."""
@@ -216,6 +230,25 @@ def _check_config(config):
         raise ConfigError(f'loss.gradient_excess must be >= 0, got {config.loss.gradient_excess}')
     if config.loss.edge_band < 0:
         raise ConfigError(f'loss.edge_band must be >= 0 (pixels), got {config.loss.edge_band}')
+    _check_distill(config)
+
+
+def _check_distill(config):
+    weights = (('loss.distill', config.loss.distill),
+               ('loss.distill_weight_map', config.loss.distill_weight_map))
+    for key, value in weights:
+        if not value >= 0.0:
+            raise ConfigError(f'{key} must be >= 0, got {value}')
+    if config.distill.teacher and not any(value > 0.0 for _, value in weights):
+        raise ConfigError('distill.teacher is set but loss.distill and loss.distill_weight_map '
+                          'are 0: the teacher would be run for nothing')
+    if not config.distill.teacher and (any(value > 0.0 for _, value in weights)
+                                       or config.distill.init_matching):
+        raise ConfigError('loss.distill, loss.distill_weight_map and distill.init_matching '
+                          'need distill.teacher (a weights file)')
+    if config.distill.init_matching and config.init_weights:
+        raise ConfigError('distill.init_matching and init_weights both initialise the student: '
+                          'set one')
 
 
 def _set_dotted(tree, dotted_key, value):
@@ -519,6 +552,7 @@ class Trainer:
         self.history = []
         self._handlers = []
         self._log_file = None
+        self._teacher = None
 
     # ----------------------------------------------------------------- set-up
 
@@ -611,7 +645,12 @@ class Trainer:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     def _forward_loss(self, model, batch):
-        fused = model(batch['ir'], batch['vis_y'], batch['masks'], batch['text'])
+        student_info = None
+        if self._teacher is not None and self.config.loss.distill_weight_map > 0.0:
+            fused, student_info = model(batch['ir'], batch['vis_y'], batch['masks'],
+                                        batch['text'], return_intermediates=True)
+        else:
+            fused = model(batch['ir'], batch['vis_y'], batch['masks'], batch['text'])
         # Chroma only matters for colour images; a grey visible image has Cb = Cr = 0.5.
         vis_cbcr = batch['vis_cbcr'] if bool(batch['colour'].any()) else None
         total, parts = fusion_loss(fused, batch['ir'], batch['vis_y'], vis_cbcr, batch['masks'],
@@ -626,7 +665,54 @@ class Trainer:
         weight = self.config.loss.scale_consistency
         if weight > 0.0 and model.training:
             total, parts = self._add_scale_consistency(model, batch, fused, total, parts, weight)
+        if self._teacher is not None:
+            total, parts = self._add_distillation(batch, fused, student_info, total, parts)
         return total, parts, fused
+
+    def _load_teacher(self, network):
+        """The frozen teacher of ``distill.teacher`` (eval, no gradients), checked against the
+        student's inputs; with ``distill.init_matching`` its same-named, same-shaped tensors
+        are copied into the student (only on a fresh start)."""
+        from tesg_ros.network.weights import load_fusion_net
+        settings = self.config.distill
+        teacher = load_fusion_net(settings.teacher, device=self.device,
+                                  text_dim=network.config.text_dim,
+                                  mask_channels=network.config.mask_channels)
+        teacher.requires_grad_(False)
+        teacher.validate_inputs = False   # the student checks the same tensors
+        if settings.init_matching and self.resume is None:
+            source = teacher.state_dict()
+            matching = {name: source[name].to(value.device) for name, value
+                        in network.state_dict().items()
+                        if name in source and source[name].shape == value.shape}
+            network.load_state_dict(matching, strict=False)
+            if self.is_main:
+                LOGGER.info('student starts with %d of its %d tensors from the teacher: %s',
+                            len(matching), len(network.state_dict()), sorted(matching))
+        if self.is_main:
+            LOGGER.info('distilling from %s (%d parameters) into %d parameters',
+                        settings.teacher, sum(p.numel() for p in teacher.parameters()),
+                        network.parameter_count())
+        return teacher.eval()
+
+    def _add_distillation(self, batch, fused, student_info, total, parts):
+        """L1 between the student's fused luma and the frozen teacher's on the same inputs
+        (``loss.distill``), and between their infrared-share maps
+        (``loss.distill_weight_map``, the ``weight`` intermediate)."""
+        weights = self.config.loss
+        inputs = (batch['ir'], batch['vis_y'], batch['masks'], batch['text'])
+        with torch.no_grad():
+            if student_info is not None:
+                target, teacher_info = self._teacher(*inputs, return_intermediates=True)
+            else:
+                target = self._teacher(*inputs)
+        term = (fused - target).abs().mean()
+        total, parts = _with_term(total, parts, 'distill', term, weights.distill)
+        if student_info is not None:
+            term = (student_info['weight'] - teacher_info['weight']).abs().mean()
+            total, parts = _with_term(total, parts, 'distill_weight_map', term,
+                                      weights.distill_weight_map)
+        return total, parts
 
     @staticmethod
     def _add_scale_consistency(model, batch, fused, total, parts, weight):
@@ -751,6 +837,8 @@ class Trainer:
             if self.is_main:
                 LOGGER.info('initialised from %s', config.init_weights)
         network = network.to(self.device)
+        if config.distill.teacher:
+            self._teacher = self._load_teacher(network)
         net_config = network.config
         train_samples, val_samples = self._load_data(net_config)
         train_set = data_module.FusionDataset(
