@@ -107,7 +107,11 @@ def _grey_pair(test_data, name):
 
 SHIPPED = share_path('model', 'tesg_fusion.safetensors')
 CANDIDATE = share_path('model', 'tesg_fusion_guided_candidate.safetensors')
-EDGE_AWARE = pytest.mark.parametrize('weights', [SHIPPED, CANDIDATE], ids=['shipped', 'clean'])
+FAST = share_path('model', 'tesg_fusion_fast.safetensors')   # distilled student (optional)
+EDGE_AWARE = pytest.mark.parametrize(
+    'weights', [SHIPPED, CANDIDATE, pytest.param(FAST, marks=pytest.mark.skipif(
+        not FAST.is_file(), reason='no distilled model in this tree'))],
+    ids=['shipped', 'clean', 'fast'])
 
 
 def _network_fuser(weights, use_masks):
