@@ -177,7 +177,9 @@ class DualEncoder(nn.Module):
         detail = self.detail_kernels - self.detail_kernels.mean(dim=(2, 3), keepdim=True)
         weight = torch.cat([block_diagonal(self.stem.weight), block_diagonal(detail)], dim=0)
         bias = torch.cat([self.stem.bias, self.stem.bias.new_zeros(2)])
-        full = F.conv2d(images, weight.to(images.dtype), bias.to(images.dtype))
+        # Channels-last: oneDNN's kernel for 2 input channels is about twice as fast with it.
+        full = F.conv2d(images.contiguous(memory_format=torch.channels_last),
+                        weight.to(images.dtype), bias.to(images.dtype))
         high_pass = full[:, stem_out:]
         features = F.leaky_relu(full[:, :stem_out], 0.1, inplace=True)
         features = F.leaky_relu(
@@ -264,12 +266,26 @@ def background_from_surroundings(background_weight, masks_quarter, radius=FILL_R
     return torch.lerp(background_weight, surroundings, region)
 
 
+def _window_sums(image, radius, dim):
+    """Sums over windows of ``2 radius + 1`` along ``dim`` (-1 or -2; borders: the pixels
+    inside) and the number of pixels in each window, shaped to broadcast against the sums."""
+    size, length = 2 * radius + 1, image.shape[dim]
+    padding = (radius + 1, radius, 0, 0) if dim == -1 else (0, 0, radius + 1, radius)
+    running = F.pad(image, padding).cumsum(dim)
+    sums = running.narrow(dim, size, length) - running.narrow(dim, 0, length)
+    index = torch.arange(length, dtype=image.dtype, device=image.device)
+    counts = (index + radius).clamp(max=length - 1) - (index - radius).clamp(min=0) + 1
+    return sums, counts.view(-1) if dim == -1 else counts.view(-1, 1)
+
+
 def box_mean(image, radius):
     """Mean over a (2 radius + 1)^2 window, ``(B, C, h, w)`` -> same shape; border windows
-    average only the pixels inside the image. Two separable average pools (ONNX AveragePool)."""
-    size = 2 * radius + 1
-    image = F.avg_pool2d(image, (1, size), 1, (0, radius), count_include_pad=False)
-    return F.avg_pool2d(image, (size, 1), 1, (radius, 0), count_include_pad=False)
+    average only the pixels inside the image. Running sums (ONNX CumSum): the cost does not
+    grow with the radius (a radius-8 average pool over 8 channels cost 8x more on the CPU).
+    Summed in float32 whatever the input dtype: float16 running sums lose the window's digits."""
+    rows, row_counts = _window_sums(image.float(), radius, -1)
+    sums, column_counts = _window_sums(rows, radius, -2)
+    return (sums / (row_counts * column_counts)).to(image.dtype)
 
 
 def guided_coefficients(weight, guide, radius, eps):

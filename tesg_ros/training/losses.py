@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as functional
 
 from tesg_ros.errors import ConfigError
+from tesg_ros.network.tesg_net import box_mean
 
 INFORMATION_RADIUS = 15   # px: window of the information share (smooth, not mottled)
 INFORMATION_FLOOR = 0.05  # Sobel-magnitude units: two flat sources -> share 0.5
@@ -43,13 +44,6 @@ def target_union(masks):
         return None, None
     union = masks.amax(dim=1, keepdim=True)
     return union, (union.amax(dim=(1, 2, 3), keepdim=True) > 0).to(union.dtype)
-
-
-def box_mean(image, radius):
-    """Mean over a (2 radius + 1)^2 window (borders: the pixels inside), same shape."""
-    size = 2 * radius + 1   # separable: cost linear in the window side
-    image = functional.avg_pool2d(image, (1, size), 1, (0, radius), count_include_pad=False)
-    return functional.avg_pool2d(image, (size, 1), 1, (radius, 0), count_include_pad=False)
 
 
 def information_share(ir, vis_y, radius=INFORMATION_RADIUS):
