@@ -23,6 +23,8 @@ The candidates (n = the longer image side; all gains only expand, g >= 1):
 - ``capped``: ``base``, then the same window gain (radius n/16, at most 1.5) on the whole
   image, capped per pixel by max(|grad I|, |grad V|) / |grad F| (smoothed at n/200) so that
   no edge is made stronger than the stronger source's.
+- ``window``: for comparison, no base stretch and no cap: the window gain (radius n/16, at
+  most 2) on the whole image, F' = box(g) F + box(m_F (1 - g)).
 
 Inputs are the 8-bit luma of the saved images, not the network's float output.
 """
@@ -34,7 +36,7 @@ import sys
 import cv2
 import numpy as np
 
-VARIANTS = ('base', 'combo', 'capped')
+VARIANTS = ('base', 'combo', 'capped', 'window')
 
 
 def _box(x, radius):
@@ -89,8 +91,18 @@ def capped_gain(fused, ir, vis, frac=1 / 16, fine=1 / 200, max_gain=1.5, eps=2 /
     return np.clip(gain * (fused - mean_f) + mean_f, 0, 1)
 
 
+def window_gain(fused, ir, vis, frac=1 / 16, max_gain=2.0, eps=2 / 255):
+    radius = max(1, int(round(frac * max(fused.shape))))
+    mean_f, std_f = _local_stats(fused, radius)
+    std_t = np.maximum(_local_stats(ir, radius)[1], _local_stats(vis, radius)[1])
+    gain = np.clip(std_t / np.maximum(std_f, eps), 1.0, max_gain)
+    return np.clip(_box(gain, radius) * fused + _box(mean_f * (1 - gain), radius), 0, 1)
+
+
 def apply_variant(name, fused, ir, vis):
     """``name`` of VARIANTS on (H, W) float32 luma planes in [0, 1] -> (H, W) float32."""
+    if name == 'window':
+        return window_gain(fused, ir, vis)
     based = base_stretch(fused, ir, vis)
     if name == 'base':
         return based

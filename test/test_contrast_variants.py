@@ -23,7 +23,7 @@ def _pattern(shape=(128, 160), period=16):
         np.float32)
 
 
-@pytest.mark.parametrize('variant', ['base', 'combo', 'capped'])
+@pytest.mark.parametrize('variant', ['base', 'combo', 'capped', 'window'])
 def test_a_copy_of_the_stronger_source_is_unchanged(variant):
     bench = _bench()
     ir = 0.5 + 0.4 * _pattern()
@@ -47,7 +47,7 @@ def test_a_mix_of_disagreeing_patterns_gets_contrast_back_within_the_bound(varia
     assert np.std(out[inner]) <= 1.02 * np.std(ir[inner])
 
 
-@pytest.mark.parametrize('variant', ['base', 'combo', 'capped'])
+@pytest.mark.parametrize('variant', ['base', 'combo', 'capped', 'window'])
 def test_no_structure_where_both_sources_are_flat(variant):
     bench = _bench()
     ir = (0.5 + 0.3 * _pattern()).astype(np.float32)
