@@ -1,0 +1,148 @@
+# Copyright 2026 The tesg_ros authors
+# SPDX-License-Identifier: Apache-2.0
+"""Contrast-restoration candidates applied to saved fused images, for bench/evaluate_pairs.py.
+
+Reads a model's fused PNGs (``--from DIR/<dataset>/<pair>.png``, e.g. written by
+bench/fuse_models.py), takes their luma F, applies each candidate step with the pair's sources
+I (infrared) and V (visible luma), restores the visible chroma and writes
+``OUT/<variant>/<dataset>/<pair>.png``. Score them with::
+
+    python bench/contrast_variants.py ../shared/data/tno25 ../shared/data/llvip32_night \\
+        --from out/fused/new --out out/contrast
+    python bench/evaluate_pairs.py ../shared/data/tno25 --model-from out/contrast/combo \\
+        --peer base=out/contrast/base --peer capped=out/contrast/capped --peer TarDAL=out/tardal
+
+The candidates (n = the longer image side; all gains only expand, g >= 1):
+
+- ``base``: the global range stretch of tesg_ros.network.tone.restore_range applied to the
+  base layer B = Gauss(F, n/200) only, fine detail F - B kept: F' = R(B) + (F - B).
+  A global stretch of F itself sharpens every edge already as strong as a source's (Nabf).
+- ``combo``: ``base``, then local contrast restoration of the base layer in windows of radius
+  n/8: per window g = clip(max(std I, std V) / std F, 1, 2) (stds of the n/200-smoothed
+  images), applied as a guided-filter style local linear map box(g) B + box(m_F (1 - g)).
+- ``capped``: ``base``, then the same window gain (radius n/16, at most 1.5) on the whole
+  image, capped per pixel by max(|grad I|, |grad V|) / |grad F| (smoothed at n/200) so that
+  no edge is made stronger than the stronger source's.
+- ``window``: for comparison, no base stretch and no cap: the window gain (radius n/16, at
+  most 2) on the whole image, F' = box(g) F + box(m_F (1 - g)).
+
+Inputs are the 8-bit luma of the saved images, not the network's float output.
+"""
+
+import argparse
+from pathlib import Path
+import sys
+
+import cv2
+import numpy as np
+
+VARIANTS = ('base', 'combo', 'capped', 'window')
+
+
+def _box(x, radius):
+    return cv2.boxFilter(x, -1, (2 * radius + 1, 2 * radius + 1),
+                         borderType=cv2.BORDER_REFLECT)
+
+
+def _local_stats(x, radius):
+    mean = _box(x, radius)
+    return mean, np.sqrt(np.maximum(_box(x * x, radius) - mean * mean, 0.0))
+
+
+def _blur(x, sigma):
+    return cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+
+
+def _gradient(x):
+    gx = cv2.Sobel(x, cv2.CV_32F, 1, 0, ksize=3, borderType=cv2.BORDER_REFLECT)
+    gy = cv2.Sobel(x, cv2.CV_32F, 0, 1, ksize=3, borderType=cv2.BORDER_REFLECT)
+    return np.sqrt(gx * gx + gy * gy)
+
+
+def base_stretch(fused, ir, vis, fine=1 / 200):
+    from tesg_ros.network.tone import restore_range
+
+    sigma = max(0.5, fine * max(fused.shape))
+    base = _blur(fused, sigma)
+    stretched = restore_range(base, _blur(ir, sigma), _blur(vis, sigma))
+    return np.clip(stretched + (fused - base), 0, 1)
+
+
+def local_base_gain(fused, ir, vis, frac=1 / 8, fine=1 / 200, max_gain=2.0, eps=1 / 255):
+    size = max(fused.shape)
+    radius, sigma = max(1, int(round(frac * size))), max(0.5, fine * size)
+    base, base_ir, base_vis = _blur(fused, sigma), _blur(ir, sigma), _blur(vis, sigma)
+    mean_f, std_f = _local_stats(base, radius)
+    std_t = np.maximum(_local_stats(base_ir, radius)[1], _local_stats(base_vis, radius)[1])
+    gain = np.clip(std_t / np.maximum(std_f, eps), 1.0, max_gain)
+    out = _box(gain, radius) * base + _box(mean_f * (1 - gain), radius) + (fused - base)
+    return np.clip(out, 0, 1)
+
+
+def capped_gain(fused, ir, vis, frac=1 / 16, fine=1 / 200, max_gain=1.5, eps=2 / 255):
+    size = max(fused.shape)
+    radius, sigma = max(1, int(round(frac * size))), max(0.5, fine * size)
+    mean_f, std_f = _local_stats(fused, radius)
+    std_t = np.maximum(_local_stats(ir, radius)[1], _local_stats(vis, radius)[1])
+    gain = _box(np.clip(std_t / np.maximum(std_f, eps), 1.0, max_gain), radius)
+    cap = _blur(np.maximum(_gradient(ir), _gradient(vis)), sigma) / np.maximum(
+        _blur(_gradient(fused), sigma), 1e-3)
+    gain = np.maximum(np.minimum(gain, cap), 1.0)
+    return np.clip(gain * (fused - mean_f) + mean_f, 0, 1)
+
+
+def window_gain(fused, ir, vis, frac=1 / 16, max_gain=2.0, eps=2 / 255):
+    radius = max(1, int(round(frac * max(fused.shape))))
+    mean_f, std_f = _local_stats(fused, radius)
+    std_t = np.maximum(_local_stats(ir, radius)[1], _local_stats(vis, radius)[1])
+    gain = np.clip(std_t / np.maximum(std_f, eps), 1.0, max_gain)
+    return np.clip(_box(gain, radius) * fused + _box(mean_f * (1 - gain), radius), 0, 1)
+
+
+def apply_variant(name, fused, ir, vis):
+    """``name`` of VARIANTS on (H, W) float32 luma planes in [0, 1] -> (H, W) float32."""
+    if name == 'window':
+        return window_gain(fused, ir, vis)
+    based = base_stretch(fused, ir, vis)
+    if name == 'base':
+        return based
+    if name == 'combo':
+        return local_base_gain(based, ir, vis)
+    if name == 'capped':
+        return capped_gain(based, ir, vis)
+    raise ValueError(f'unknown variant {name!r}; known: {VARIANTS}')
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('datasets', nargs='+', help='folders with ir/ and vi/')
+    parser.add_argument('--from', dest='source', required=True,
+                        help='folder of the fused PNGs: <dataset>/<pair>.png')
+    parser.add_argument('--out', required=True)
+    parser.add_argument('--variant', action='append', choices=VARIANTS,
+                        help='default: all')
+    args = parser.parse_args(argv)
+
+    from tesg_ros.network.colour import bgr_to_ycbcr_np, restore_colour_np, uint8_to_float
+    from tesg_ros.training.dataset import find_pairs, load_pair
+
+    for dataset in args.datasets:
+        for pair in find_pairs(dataset):
+            path = Path(args.source) / Path(dataset).name / f'{pair.name}.png'
+            fused_bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if fused_bgr is None:
+                print(f'skipped {pair.name}: cannot read {path}', file=sys.stderr)
+                continue
+            ir, visible = load_pair(pair)
+            vis = bgr_to_ycbcr_np(uint8_to_float(visible))[..., 0]
+            fused = bgr_to_ycbcr_np(uint8_to_float(fused_bgr))[..., 0]
+            for name in args.variant or VARIANTS:
+                folder = Path(args.out) / name / Path(dataset).name
+                folder.mkdir(parents=True, exist_ok=True)
+                out = apply_variant(name, fused, ir, vis).astype(np.float32)
+                cv2.imwrite(str(folder / f'{pair.name}.png'), restore_colour_np(out, visible))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
