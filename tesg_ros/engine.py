@@ -12,6 +12,7 @@ its own thread); :meth:`process` is called from one worker thread.
 
 from dataclasses import dataclass, field
 import logging
+import os
 import threading
 import time
 
@@ -264,6 +265,8 @@ class FusionEngine:
         from tesg_ros.network.weights import load_fusion_net
 
         path = weights or str(share_path(*DEFAULT_WEIGHTS))
+        if weights and os.path.basename(weights) == weights and not os.path.exists(weights):
+            path = str(share_path(DEFAULT_WEIGHTS[0], weights))   # a shipped file, by name
         self.weights_path = path
         return load_fusion_net(path, device='cpu')  # ConfigError naming the file if bad
 
@@ -278,6 +281,7 @@ class FusionEngine:
 
     def _build_sig(self, semantics):
         from tesg_ros.sig import MaskRefresher, OfflineDescriber, SemanticInformationGenerator
+        from tesg_ros.sig.mask_refresher import EveryNthFrame
         from tesg_ros.sig.masks import ClipSegMaskBackend, HogMaskBackend, ThermalMaskBackend
         from tesg_ros.sig.text_encoder import make_text_encoder
 
@@ -301,6 +305,8 @@ class FusionEngine:
                     timeout_s=semantics['clipseg.timeout'], logger=self._logger)
         else:
             mask_backend = _NoMasks()
+        if masks in ('thermal', 'hog') and semantics['mask_every'] > 1:
+            mask_backend = EveryNthFrame(mask_backend, semantics['mask_every'])
         if semantics['source'] == 'vlm':
             from tesg_ros.sig.vlm import VlmDescriber
             fallback = VlmDescriber(

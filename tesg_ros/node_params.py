@@ -177,7 +177,8 @@ PARAMETERS = (
               'radians about fixed x, y, z (R = Rz Ry Rx, as tf2).', read_only=True, length=3),
     # Model
     ParamSpec('model.weights', 'string', '',
-              'safetensors weights; empty = the weights shipped in share/tesg_ros/model.',
+              'safetensors weights; empty = the weights shipped in share/tesg_ros/model; a bare '
+              'file name = that file there (tesg_fusion_fast.safetensors: the CPU student).',
               read_only=True),
     ParamSpec('model.device', 'string', 'auto',
               'auto (CUDA when present, else CPU), cpu, cuda or cuda:N.', read_only=True),
@@ -236,6 +237,10 @@ PARAMETERS = (
     ParamSpec('semantics.vlm.trust_remote_code', 'bool', False,
               'Allow model code from the model directory (off unless you trust it).',
               read_only=True),
+    ParamSpec('semantics.mask_every', 'int', 1,
+              'Thermal or HOG masks on every N-th frame, reused in between (1 = every frame; '
+              'a change of classes or frame size recomputes at once).', read_only=True,
+              minimum=1, maximum=30),
     ParamSpec('semantics.clipseg.path', 'string', '',
               'Local CLIPSeg directory (semantics.masks: clipseg).', read_only=True),
     ParamSpec('semantics.clipseg.image', 'string', 'visible',

@@ -247,3 +247,32 @@ def test_input_ranges_are_checked_once_per_frame_on_the_host(random_weights, pai
     engine._semantics = bad_semantics
     with pytest.raises(NetworkInputError, match=r'masks must lie in \[0, 1\]'):
         engine.process(ir, vi_bgr)
+
+
+# --- the CPU profile: the student by name, masks on every N-th frame ------------------------
+
+def test_cpu_profile_loads_the_shipped_student_by_name_and_strides_the_masks():
+    """config/fusion_cpu.yaml names only known parameters; its bare weights name resolves to
+    the student in share/tesg_ros/model, and its mask_every wraps the thermal backend so that
+    three live frames run the backend once."""
+    from tesg_ros.node_params import load_params_file, PARAMETERS_BY_NAME
+    from tesg_ros.paths import share_path
+    from tesg_ros.sig.mask_refresher import EveryNthFrame
+
+    if not share_path('model', 'tesg_fusion_fast.safetensors').exists():
+        pytest.skip('the student weights are not shipped in this tree')
+    profile = load_params_file(share_path('config', 'fusion_cpu.yaml'))
+    assert profile and set(profile) <= set(PARAMETERS_BY_NAME)
+    engine = _engine(profile['model.weights'], **{
+        'semantics.mode': 'live', 'semantics.mask_every': profile['semantics.mask_every']})
+    try:
+        assert engine.weights_path == str(share_path('model', 'tesg_fusion_fast.safetensors'))
+        backend = engine.sig.mask_backend
+        assert isinstance(backend, EveryNthFrame) and backend.every == 3
+        thermal = np.zeros((48, 64), np.float32)
+        thermal[10:30, 20:30] = 0.9
+        for _ in range(3):
+            backend(None, thermal, ['person'])
+        assert backend.computed == 1
+    finally:
+        engine.close()

@@ -231,3 +231,48 @@ def test_engine_diagnostics_show_the_mask_age(clipseg_dir, test_data, random_wei
     finally:
         engine.close()
     assert not engine.sig.mask_backend.running
+
+
+# --- EveryNthFrame: per-frame masks at a lower rate ---------------------------------------
+
+class _CountingBackend:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, visible, thermal, phrases):
+        self.calls += 1
+        return np.full((len(phrases),) + thermal.shape, self.calls / 10.0, np.float32)
+
+
+def test_every_nth_frame_computes_on_every_nth_frame_and_reuses_in_between():
+    from tesg_ros.sig.mask_refresher import EveryNthFrame
+    backend = _CountingBackend()
+    strided = EveryNthFrame(backend, 3)
+    thermal = np.zeros((4, 6), np.float32)
+    values = [float(strided(None, thermal, ['person'])[0, 0, 0]) for _ in range(7)]
+    assert values == pytest.approx([0.1, 0.1, 0.1, 0.2, 0.2, 0.2, 0.3])
+    assert backend.calls == strided.computed == 3
+    assert not strided(None, thermal, ['person']).flags.writeable
+
+
+def test_every_nth_frame_recomputes_at_once_for_new_phrases_or_a_new_size():
+    from tesg_ros.sig.mask_refresher import EveryNthFrame
+    backend = _CountingBackend()
+    strided = EveryNthFrame(backend, 5)
+    first = strided(None, np.zeros((4, 6), np.float32), ['person'])
+    changed = strided(None, np.zeros((4, 6), np.float32), ['person', 'car'])
+    resized = strided(None, np.zeros((8, 6), np.float32), ['person', 'car'])
+    assert backend.calls == 3
+    assert first.shape == (1, 4, 6) and changed.shape == (2, 4, 6) and resized.shape == (2, 8, 6)
+
+
+def test_every_nth_frame_one_is_every_frame_and_bad_values_are_config_errors():
+    from tesg_ros.sig.mask_refresher import EveryNthFrame
+    backend = _CountingBackend()
+    strided = EveryNthFrame(backend, 1)
+    for _ in range(4):
+        strided(None, np.zeros((2, 2), np.float32), ['person'])
+    assert backend.calls == 4
+    for bad in (0, -1, 1.5, True, '2'):
+        with pytest.raises(ConfigError, match='mask_every'):
+            EveryNthFrame(backend, bad)
