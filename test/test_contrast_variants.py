@@ -2,19 +2,14 @@
 # SPDX-License-Identifier: Apache-2.0
 """Contrast-restoration candidates of bench/contrast_variants.py on constructed cases."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from bench_scripts import load_bench_script
+
 
 def _bench():
-    path = Path(__file__).resolve().parent.parent / 'bench' / 'contrast_variants.py'
-    spec = importlib.util.spec_from_file_location('contrast_variants', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script('contrast_variants')
 
 
 def _pattern(shape=(128, 160), period=16):

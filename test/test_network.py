@@ -548,12 +548,8 @@ def test_short_training_learns_to_use_the_mask(tno_pair_paths):
 
 
 def test_benchmark_script_prints_a_table(capsys):
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parent.parent / 'bench' / 'bench_network.py'
-    spec = importlib.util.spec_from_file_location('bench_network', path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from bench_scripts import load_bench_script
+    bench = load_bench_script('bench_network')
     bench.main(['--sizes', '64x48', '--runs', '2', '--warmup', '1', '--threads', '1',
                 '--breakdown'])
     output = capsys.readouterr().out

@@ -350,12 +350,8 @@ def test_fusion_loss_is_the_weighted_sum():
 
 
 def _load_halo_check():
-    import importlib.util
-    path = Path(__file__).resolve().parent.parent / 'bench' / 'halo_check.py'
-    spec = importlib.util.spec_from_file_location('halo_check', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from bench_scripts import load_bench_script
+    return load_bench_script('halo_check')
 
 
 def test_halo_measure_counts_only_values_outside_both_sources():
