@@ -269,6 +269,7 @@ def test_cpu_profile_loads_the_shipped_student_by_name_and_strides_the_masks():
         assert engine.weights_path == str(share_path('model', 'tesg_fusion_fast.safetensors'))
         backend = engine.sig.mask_backend
         assert isinstance(backend, EveryNthFrame) and backend.every == 3
+        assert engine.sig.mask_status()['backend'] == 'thermal, every 3 frames'
         thermal = np.zeros((48, 64), np.float32)
         thermal[10:30, 20:30] = 0.9
         for _ in range(3):

@@ -253,6 +253,7 @@ def test_every_nth_frame_computes_on_every_nth_frame_and_reuses_in_between():
     assert values == pytest.approx([0.1, 0.1, 0.1, 0.2, 0.2, 0.2, 0.3])
     assert backend.calls == strided.computed == 3
     assert not strided(None, thermal, ['person']).flags.writeable
+    assert strided.name == '_CountingBackend, every 3 frames'
 
 
 def test_every_nth_frame_recomputes_at_once_for_new_phrases_or_a_new_size():

@@ -157,7 +157,9 @@ class EveryNthFrame:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ConfigError(f'semantics.mask_every must be an int >= 1, got {every!r}')
         self.backend, self.every = backend, every
-        self.backend_name = getattr(backend, 'backend_name', type(backend).__name__)
+        # What diagnostics show as the mask backend (SemanticInformationGenerator.mask_status).
+        self.name = (f"{getattr(backend, 'name', type(backend).__name__)}, "
+                     f"every {every} frames")
         self.calls = self.computed = 0
         self._last = None   # (phrases, frame shape, masks)
 
