@@ -158,8 +158,8 @@ class EveryNthFrame:
             raise ConfigError(f'semantics.mask_every must be an int >= 1, got {every!r}')
         self.backend, self.every = backend, every
         # What diagnostics show as the mask backend (SemanticInformationGenerator.mask_status).
-        self.name = (f"{getattr(backend, 'name', type(backend).__name__)}, "
-                     f"every {every} frames")
+        wrapped = getattr(backend, 'name', type(backend).__name__)
+        self.name = f'{wrapped}, every {every} frames'
         self.calls = self.computed = 0
         self._last = None   # (phrases, frame shape, masks)
 
