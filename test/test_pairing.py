@@ -10,7 +10,7 @@ import random
 import threading
 from types import SimpleNamespace
 
-from hypothesis import given, HealthCheck, settings, strategies as st
+from hypothesis import example, given, HealthCheck, settings, strategies as st
 import pytest
 
 from tesg_ros.errors import ConfigError, TesgError
@@ -649,10 +649,12 @@ def test_rgb_about_to_overflow_goes_to_its_waiting_thermal_first():
     assert_counters_add_up(policy.counters())
 
 
-def reordered_events(thermal, rgb, spread_ns, rng):
-    """Arrival order with an independent latency in [0, spread_ns] per message (reorders)."""
-    events = [(stamp + rng.randint(0, spread_ns), THERMAL, stamp, ('T', index))
-              for index, stamp in enumerate(thermal)]
+def reordered_events(thermal, rgb, spread_ns, rng, thermal_offset_ns=0):
+    """Arrival order with an independent latency in [0, spread_ns] per message (reorders),
+    counted from each message's capture time: a thermal stamp plus ``thermal_offset_ns`` (the
+    offset corrects the thermal clock, so no thermal frame arrives before that time)."""
+    events = [(stamp + thermal_offset_ns + rng.randint(0, spread_ns), THERMAL, stamp,
+               ('T', index)) for index, stamp in enumerate(thermal)]
     events += [(stamp + rng.randint(0, spread_ns), RGB, stamp, ('R', index))
                for index, stamp in enumerate(rgb)]
     events.sort(key=lambda event: (event[0], event[1], event[2]))
@@ -673,18 +675,20 @@ def settle(policy, last_stamp_ns):
        window_ms=st.integers(min_value=0, max_value=100),
        offset_ms=st.integers(min_value=-30, max_value=30),
        seed=st.integers(min_value=0, max_value=2**32 - 1))
+@example(thermal_ms=[1, 2, 3, 4, 5, 6], rgb_ms=[1, 2], slop_ms=0, window_ms=2, offset_ms=3,
+         seed=15)   # an offset larger than the window
 def test_reordered_inputs_within_the_window_equal_the_oracle(
         thermal_ms, rgb_ms, slop_ms, window_ms, offset_ms, seed):
     thermal = [T0 + stamp * MS for stamp in sorted_unique(thermal_ms)]
     rgb = [T0 + stamp * MS for stamp in sorted_unique(rgb_ms)]
-    # Latency in [0, window]: no message arrives after one of its input stamped more than
+    # Latency in [0, window] after capture: no message arrives after one captured more than
     # window later, which is what reorder_window promises to absorb.
-    events = reordered_events(thermal, rgb, window_ms * MS, random.Random(seed))
+    offset_ns = offset_ms * MS
+    events = reordered_events(thermal, rgb, window_ms * MS, random.Random(seed), offset_ns)
     policy = ApproximateTimePairingPolicy(queue_size=64, slop=slop_ms / 1000,
                                           thermal_time_offset=offset_ms / 1000,
                                           reorder_window=window_ms / 1000)
     pairs = feed(policy, events)
-    offset_ns = offset_ms * MS
     expected = greedy_oracle([stamp + offset_ns for stamp in thermal], rgb, slop_ms * MS)
     so_far = [(pair.thermal_stamp_ns + offset_ns, pair.rgb_stamp_ns) for pair in pairs]
     assert so_far == expected[:len(so_far)]
