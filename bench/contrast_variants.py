@@ -36,7 +36,9 @@ import sys
 import cv2
 import numpy as np
 
-VARIANTS = ('base', 'combo', 'capped', 'window')
+VARIANTS = ('base', 'combo', 'capped', 'window', 'clahe', 'clahe_base', 'capped_clahe',
+            'lowlight', 'detail', 'capped_detail', 'capped_clahe_detail', 'base_low',
+            'capped_low')
 
 
 def _box(x, radius):
@@ -99,10 +101,67 @@ def window_gain(fused, ir, vis, frac=1 / 16, max_gain=2.0, eps=2 / 255):
     return np.clip(_box(gain, radius) * fused + _box(mean_f * (1 - gain), radius), 0, 1)
 
 
+def clahe(fused, clip=2.0, tiles=8, amount=1.0):
+    """F + amount (CLAHE(F) - F); the tile grid has ``tiles`` tiles across the longer side
+    (tiles scale with the image). CLAHE runs on the 8-bit quantised luma; its per-pixel change
+    is added to F so detail finer than one grey level is kept."""
+    height, width = fused.shape
+    side = max(height, width) / tiles
+    grid = (max(1, int(round(width / side))), max(1, int(round(height / side))))
+    quantised = np.clip(np.round(fused * 255), 0, 255).astype(np.uint8)
+    equalised = cv2.createCLAHE(clipLimit=clip, tileGridSize=grid).apply(quantised)
+    change = (equalised.astype(np.float32) - quantised) / 255.0
+    return np.clip(fused + amount * change, 0, 1)
+
+
+def clahe_base(fused, fine=1 / 200, **kwargs):
+    """CLAHE of the base layer B = Gauss(F, n/200) only, fine detail F - B kept."""
+    sigma = max(0.5, fine * max(fused.shape))
+    base = _blur(fused, sigma)
+    return np.clip(clahe(base, **kwargs) + (fused - base), 0, 1)
+
+
+def lowlight_tone(fused, fine=1 / 200, target=0.3, max_gamma=0.7):
+    """Gamma on the base layer from the frame's own mean: a base mean m < target gets
+    gamma = log(target) / log(m) (at least max_gamma, i.e. at most that much brightening);
+    a frame already at or above the target is unchanged. Fine detail is kept and scaled by
+    the local slope of the curve so that dark detail is brightened with its base."""
+    sigma = max(0.5, fine * max(fused.shape))
+    base = np.clip(_blur(fused, sigma), 1e-3, 1)
+    mean = float(base[::4, ::4].mean())
+    if mean >= target:
+        return fused
+    gamma = max(max_gamma, np.log(target) / np.log(max(mean, 1e-3)))
+    toned = base ** gamma
+    slope = np.minimum(gamma * base ** (gamma - 1), 1 / gamma)
+    return np.clip(toned + slope * (fused - base), 0, 1)
+
+
+def detail_gain(fused, ir, vis, k=1.3, max_gain=2.0, fine=1 / 200, floor=2 / 255):
+    """Detail layer D = F - Gauss(F, n/200) boosted by g = clip(k S_src / S_F, 1, max_gain),
+    S = the n/200-smoothed gradient magnitude (S_src of the stronger source): weak fused
+    detail is boosted more, and no edge beyond k times the stronger source's. ``floor``
+    keeps a near-flat fused region (S_F ~ 0) from a huge ratio."""
+    sigma = max(0.5, fine * max(fused.shape))
+    base = _blur(fused, sigma)
+    source = _blur(np.maximum(_gradient(ir), _gradient(vis)), sigma)
+    own = _blur(_gradient(fused), sigma)
+    gain = np.clip(k * source / np.maximum(own, floor), 1.0, max_gain)
+    return np.clip(base + gain * (fused - base), 0, 1)
+
+
 def apply_variant(name, fused, ir, vis):
     """``name`` of VARIANTS on (H, W) float32 luma planes in [0, 1] -> (H, W) float32."""
     if name == 'window':
         return window_gain(fused, ir, vis)
+    if name == 'clahe':
+        return clahe(fused, amount=0.5)
+    if name == 'clahe_base':
+        return clahe_base(fused)
+    if name == 'lowlight':
+        return lowlight_tone(fused)
+    if name == 'detail':
+        return detail_gain(fused, ir, vis)
     based = base_stretch(fused, ir, vis)
     if name == 'base':
         return based
@@ -110,6 +169,18 @@ def apply_variant(name, fused, ir, vis):
         return local_base_gain(based, ir, vis)
     if name == 'capped':
         return capped_gain(based, ir, vis)
+    if name == 'base_low':
+        from tesg_ros.network.tone import lowlight_tone as shipped_lowlight_tone
+
+        return shipped_lowlight_tone(fused, ir, vis)
+    if name == 'capped_low':
+        return lowlight_tone(capped_gain(based, ir, vis))
+    if name == 'capped_clahe':
+        return clahe(capped_gain(based, ir, vis), amount=0.5)
+    if name == 'capped_detail':
+        return detail_gain(capped_gain(based, ir, vis), ir, vis)
+    if name == 'capped_clahe_detail':
+        return detail_gain(clahe(capped_gain(based, ir, vis), amount=0.5), ir, vis)
     raise ValueError(f'unknown variant {name!r}; known: {VARIANTS}')
 
 

@@ -90,6 +90,7 @@ class EngineSettings:
     onnx: str = ''
     max_pixels: int = 0
     restore_range: bool = False
+    lowlight_tone: bool = False
 
     @classmethod
     def from_params(cls, params):
@@ -100,7 +101,8 @@ class EngineSettings:
                    half=params['model.half'], threads=params['model.threads'],
                    semantics=_semantics_section(params), backend=params['model.backend'],
                    onnx=params['model.onnx'], max_pixels=params['model.max_pixels'],
-                   restore_range=params['model.restore_range'])
+                   restore_range=params['model.restore_range'],
+                   lowlight_tone=params['model.lowlight_tone'])
 
 
 def _semantics_section(params):
@@ -363,7 +365,7 @@ class FusionEngine:
         """
         from tesg_ros.network.colour import luma_from_bgr_uint8, restore_colour_uint8
         from tesg_ros.network.tesg_net import check_input_values
-        from tesg_ros.network.tone import restore_range
+        from tesg_ros.network.tone import lowlight_tone, restore_range
 
         rgb_bgr = np.asarray(rgb_bgr)
         if rgb_bgr.ndim != 3 or rgb_bgr.shape[2] != 3 or rgb_bgr.dtype != np.uint8:
@@ -428,6 +430,8 @@ class FusionEngine:
         mark = time.perf_counter()
         if self.settings.restore_range:
             fused_y = restore_range(fused_y, ir_grid, vis_y)
+        if self.settings.lowlight_tone:
+            fused_y = lowlight_tone(fused_y, ir_grid, vis_y)
         bgr = restore_colour_uint8(fused_y, vis_y, visible)
         timings['colour'] = _lap(mark)
         timings['total'] = _lap(start)
@@ -623,7 +627,8 @@ class FusionEngine:
                   'thermal_mode': self.normalizer.mode,
                   'semantics_mode': self._semantics_mode, 'backend': self.settings.backend,
                   'max_pixels': self.settings.max_pixels,
-                  'restore_range': self.settings.restore_range}
+                  'restore_range': self.settings.restore_range,
+                  'lowlight_tone': self.settings.lowlight_tone}
         if self.ort is not None:
             values['device'] = self.ort.device_name
             values['ort_providers'] = self.ort.providers

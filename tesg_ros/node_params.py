@@ -205,6 +205,11 @@ PARAMETERS = (
               'sources span together: a mix of a dark visible and a bright thermal image is '
               'otherwise flat (network/tone.py; off by default: it raises Nabf, docs/metrics.md).',
               read_only=True),
+    ParamSpec('model.lowlight_tone', 'bool', False,
+              'Stretch the base layer of the fused luma to the range of the sources and '
+              'brighten a dark frame by a gamma taken from its own mean (fine detail kept; '
+              'network/tone.lowlight_tone, docs/benchmarks.md "Contrast restoration").',
+              read_only=True),
     # Semantics
     ParamSpec('semantics.mode', 'string', 'live',
               'live: compute semantics in the background; replay: take them from the '

@@ -18,7 +18,8 @@ def _pattern(shape=(128, 160), period=16):
         np.float32)
 
 
-@pytest.mark.parametrize('variant', ['base', 'combo', 'capped', 'window'])
+@pytest.mark.parametrize('variant', ['base', 'combo', 'capped', 'window', 'lowlight',
+                                     'base_low', 'capped_low'])
 def test_a_copy_of_the_stronger_source_is_unchanged(variant):
     bench = _bench()
     ir = 0.5 + 0.4 * _pattern()
@@ -42,7 +43,8 @@ def test_a_mix_of_disagreeing_patterns_gets_contrast_back_within_the_bound(varia
     assert np.std(out[inner]) <= 1.02 * np.std(ir[inner])
 
 
-@pytest.mark.parametrize('variant', ['base', 'combo', 'capped', 'window'])
+@pytest.mark.parametrize('variant', ['base', 'combo', 'capped', 'window', 'lowlight', 'detail',
+                                     'base_low', 'capped_low', 'clahe_base'])
 def test_no_structure_where_both_sources_are_flat(variant):
     bench = _bench()
     ir = (0.5 + 0.3 * _pattern()).astype(np.float32)
@@ -59,4 +61,4 @@ def test_an_unknown_variant_is_a_clear_error():
     bench = _bench()
     plane = np.zeros((32, 32), np.float32)
     with pytest.raises(ValueError, match='unknown variant'):
-        bench.apply_variant('clahe', plane, plane, plane)
+        bench.apply_variant('sharpen', plane, plane, plane)

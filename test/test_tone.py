@@ -1,12 +1,12 @@
 # Copyright 2026 The tesg_ros authors
 # SPDX-License-Identifier: Apache-2.0
-"""Range restoration of the fused luma (tesg_ros.network.tone)."""
+"""Range restoration and the low-light tone of the fused luma (tesg_ros.network.tone)."""
 
 import numpy as np
 import pytest
 
 from tesg_ros.errors import ConfigError
-from tesg_ros.network.tone import restore_range
+from tesg_ros.network.tone import lowlight_tone, restore_range
 
 
 def _night_pair(seed=0):
@@ -64,3 +64,118 @@ def test_the_artefact_measures_do_not_rise_on_a_stretched_mix():
     after = blotch(ir * 255, vis * 255, out * 255)
     # A global affine map of a local mix is still a local mix: nothing new to explain.
     assert after <= 1.6 * before + 0.02
+
+
+def _smooth(image, sigma):
+    import cv2
+    return cv2.GaussianBlur(image, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+
+
+def test_lowlight_brightens_a_dark_mix_keeping_the_order_of_its_base():
+    ir, vis = _night_pair(3)
+    fused = (0.4 * ir + 0.6 * vis).astype(np.float32)
+    fused = np.clip(fused - 0.15, 0, 1).astype(np.float32)   # a dark fused frame, mean ~0.1
+    out = lowlight_tone(fused, ir, vis)
+    assert out.dtype == np.float32 and out.shape == fused.shape
+    assert out.min() >= 0 and out.max() <= 1
+    assert out.mean() > 1.3 * fused.mean()
+    # the base is mapped monotonically: its brightness order is kept
+    sigma = 0.8
+    base_in, base_out = _smooth(fused, sigma), _smooth(out, sigma)
+    order = np.argsort(base_in.ravel())
+    assert np.corrcoef(np.arange(order.size), np.argsort(np.argsort(base_out.ravel()[order])))[
+        0, 1] > 0.99
+
+
+def test_lowlight_leaves_a_bright_frame_as_wide_as_its_sources_alone():
+    ir, vis = _night_pair(4)
+    fused = np.linspace(0.0, 1.0, ir.size, dtype=np.float32).reshape(ir.shape)
+    fused = np.clip(fused + 0.02 * _pattern_like(ir), 0, 1).astype(np.float32)
+    out = lowlight_tone(fused, ir, vis)
+    assert fused.mean() > 0.3
+    assert np.abs(out - fused).max() < 1e-5
+
+
+def _pattern_like(image):
+    rows, cols = np.mgrid[0:image.shape[0], 0:image.shape[1]].astype(np.float32)
+    return np.sin(cols / 3.0) * np.cos(rows / 5.0)
+
+
+def test_lowlight_keeps_a_flat_frame_flat():
+    ir, vis = _night_pair(5)
+    dark = np.full_like(ir, 0.1)
+    out = lowlight_tone(dark, ir, vis)
+    assert np.std(out) < 1e-5
+    assert out.mean() == pytest.approx(0.1 ** 0.7, abs=2e-3)    # brightened by max_gamma
+    bright = np.full_like(ir, 0.5)
+    assert np.abs(lowlight_tone(bright, ir, vis) - 0.5).max() < 1e-5
+
+
+def test_lowlight_makes_no_edge_where_neither_source_has_one():
+    ir, vis = _night_pair(6)
+    ir[:, 80:] = 0.6
+    vis[:, 80:] = 0.05
+    fused = (0.3 * ir + 0.7 * vis - 0.05).astype(np.float32)
+    out = lowlight_tone(fused, ir, vis)
+    flat = out[:, 90:]                 # farther from the structured half than the base blur
+    assert np.std(flat) < 1e-4
+    assert out[:, :80].mean() > fused[:, :80].mean()    # the structured half was brightened
+
+
+def test_lowlight_detail_gain_is_bounded():
+    ir, vis = _night_pair(7)
+    fused = np.clip(0.1 + 0.02 * _pattern_like(ir), 0, 1).astype(np.float32)
+    out = lowlight_tone(fused, ir, vis, max_gamma=0.7)
+    # the base stretch (at most 1.6) times the curve's slope (at most 1 / 0.7)
+    assert np.std(out) <= 1.6 / 0.7 * np.std(fused) + 1e-3
+    assert np.std(out) > np.std(fused)
+
+
+def test_lowlight_bad_arguments_are_clear_errors():
+    ir, vis = _night_pair()
+    with pytest.raises(ConfigError):
+        lowlight_tone(ir, ir, vis, target=1.5)
+    with pytest.raises(ConfigError):
+        lowlight_tone(ir, ir, vis, max_gamma=0.0)
+    with pytest.raises(ValueError):
+        lowlight_tone(ir[:10], ir, vis)
+
+
+def test_lowlight_does_not_add_blotches_to_a_night_mix():
+    from tesg_ros.metrics import blotch
+    ir, vis = _night_pair(8)
+    fused = (0.5 * (ir + vis) - 0.1).astype(np.float32)
+    out = lowlight_tone(fused, ir, vis)
+    before = blotch(ir * 255, vis * 255, fused * 255)
+    after = blotch(ir * 255, vis * 255, out * 255)
+    assert after <= 1.6 / 0.7 * before + 0.02
+
+
+def test_engine_applies_the_lowlight_tone_only_when_asked():
+    from tesg_ros.engine import EngineSettings, FusionEngine
+    from tesg_ros.network.onnx_export import default_weights, test_data_pairs
+    from tesg_ros.node_params import defaults
+
+    pairs = test_data_pairs()
+    if not pairs:
+        pytest.skip('no TNO pairs under test/data')
+    import cv2
+    _, ir, vis = pairs[0]
+    # a night-like pair: a dark visible image beside a usable thermal one
+    ir = np.asarray(ir)
+    bgr = cv2.cvtColor((np.asarray(vis, np.float32) * 0.25).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+
+    def run(**overrides):
+        params = dict(defaults(), **{'model.weights': default_weights(),
+                                     'semantics.mode': 'disabled', 'model.device': 'cpu',
+                                     'model.threads': 1}, **overrides)
+        return FusionEngine(EngineSettings.from_params(params)).process(ir, bgr).bgr
+
+    assert defaults()['model.lowlight_tone'] is False
+    plain, toned = run(), run(**{'model.lowlight_tone': True})
+    assert plain.shape == toned.shape == bgr.shape
+    assert toned.mean() > plain.mean() + 3       # brightened, in grey levels
+    grey_plain = cv2.cvtColor(plain, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    grey_toned = cv2.cvtColor(toned, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    # the same picture, toned: strongly correlated with the untoned output
+    assert np.corrcoef(grey_plain.ravel(), grey_toned.ravel())[0, 1] > 0.95

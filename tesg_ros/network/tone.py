@@ -37,23 +37,24 @@ def _range(image, low, high, stride):
 
 
 def restore_range(fused_y, ir, vis_y, low=DEFAULT_QUANTILES[0], high=DEFAULT_QUANTILES[1],
-                  max_gain=DEFAULT_MAX_GAIN, stride=4):
+                  max_gain=DEFAULT_MAX_GAIN, stride=4, fused_stats=None):
     """``(H, W)`` float32 in [0, 1]: ``fused_y`` stretched to the sources' robust range.
 
     ``fused_y``, ``ir``, ``vis_y``: (H, W) float arrays in [0, 1] on the same grid (the
     infrared registered to the visible image). ``low`` < ``high`` quantiles in [0, 1],
-    ``max_gain`` >= 1. See the module docstring.
+    ``max_gain`` >= 1. See the module docstring. ``fused_stats``, ``ir`` and ``vis_y`` may be
+    reduced copies (any size) from which the ranges are taken; ``fused_y`` is then mapped.
     """
     if not 0.0 <= low < high <= 1.0:
         raise ConfigError(f'range quantiles must satisfy 0 <= low < high <= 1, got {low}, {high}')
     if not max_gain >= 1.0:
         raise ConfigError(f'max_gain must be >= 1, got {max_gain}')
     fused = np.asarray(fused_y, np.float32)
-    if np.shape(ir) != fused.shape or np.shape(vis_y) != fused.shape:
+    if fused_stats is None and (np.shape(ir) != fused.shape or np.shape(vis_y) != fused.shape):
         raise ValueError(f'fused {fused.shape}, ir {np.shape(ir)} and visible '
                          f'{np.shape(vis_y)} must share one grid')
     stride = max(1, int(stride))
-    fused_lo, fused_hi = _range(fused, low, high, stride)
+    fused_lo, fused_hi = _range(fused if fused_stats is None else fused_stats, low, high, stride)
     ir_lo, ir_hi = _range(ir, low, high, stride)
     vis_lo, vis_hi = _range(vis_y, low, high, stride)
     source_lo, source_hi = min(ir_lo, vis_lo), max(ir_hi, vis_hi)
@@ -63,4 +64,77 @@ def restore_range(fused_y, ir, vis_y, low=DEFAULT_QUANTILES[0], high=DEFAULT_QUA
         return fused
     fused_mid, source_mid = 0.5 * (fused_lo + fused_hi), 0.5 * (source_lo + source_hi)
     out = (fused - fused_mid) * gain + source_mid
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
+
+
+DEFAULT_LOWLIGHT_TARGET = 0.3
+DEFAULT_LOWLIGHT_MAX_GAMMA = 0.7
+LOWLIGHT_FINE = 1 / 200
+_LUT_SIZE = 4096
+
+
+def _blur(image, sigma):
+    import cv2
+
+    return cv2.GaussianBlur(image, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+
+
+def _small_blur(image, sigma, factor):
+    """``image`` area-reduced by ``factor`` and blurred by ``sigma / factor`` (quantiles of a
+    smoothed image at a fraction of the cost)."""
+    import cv2
+
+    image = np.asarray(image, np.float32)
+    size = (max(1, image.shape[1] // factor), max(1, image.shape[0] // factor))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return _blur(small, sigma / factor) if sigma / factor >= 0.5 else small
+
+
+def lowlight_tone(fused_y, ir, vis_y, target=DEFAULT_LOWLIGHT_TARGET,
+                  max_gamma=DEFAULT_LOWLIGHT_MAX_GAMMA, fine=LOWLIGHT_FINE, stride=4):
+    """``(H, W)`` float32 in [0, 1]: the base layer of ``fused_y`` range-stretched and, in a
+    dark frame, brightened by a gamma taken from the frame's own mean; fine detail kept.
+
+    With n the longer side, B = Gauss(F, n/200) and D = F - B (the fine detail):
+
+    1. B' = restore_range(B, Gauss(I), Gauss(V)): the base spans the sources' robust range.
+       Only the base is stretched: a stretch of F itself would sharpen edges already as
+       strong as a source's (Nabf).
+    2. m = mean(B'); a frame with m < ``target`` gets gamma = clip(log(target) / log(m),
+       ``max_gamma``, 1), F' = B'^gamma + s D with s = min(gamma B'^(gamma - 1), 1 / gamma)
+       the local slope of the curve (dark detail is brightened with its base, by at most
+       1/gamma); a frame at or above ``target`` keeps gamma = 1 (F' = B' + D).
+
+    A monotonic curve of a smooth base and a bounded scale of the detail: flat stays flat, no
+    edge appears where F has none. ``fused_y``, ``ir``, ``vis_y``: (H, W) float arrays in
+    [0, 1] on one grid; ``0 < target < 1``, ``0 < max_gamma <= 1``.
+    """
+    if not 0.0 < target < 1.0:
+        raise ConfigError(f'low-light target must be in (0, 1), got {target}')
+    if not 0.0 < max_gamma <= 1.0:
+        raise ConfigError(f'low-light max_gamma must be in (0, 1], got {max_gamma}')
+    fused = np.asarray(fused_y, np.float32)
+    if np.shape(ir) != fused.shape or np.shape(vis_y) != fused.shape:
+        raise ValueError(f'fused {fused.shape}, ir {np.shape(ir)} and visible '
+                         f'{np.shape(vis_y)} must share one grid')
+    sigma = max(0.5, fine * max(fused.shape))
+    base = _blur(fused, sigma)
+    detail = fused - base
+    stride = max(1, int(stride))
+    # the smoothed ranges only feed quantiles: all three taken alike at 1/stride resolution
+    base = restore_range(base, *(_small_blur(s, sigma, stride) for s in (ir, vis_y)),
+                         stride=1, fused_stats=_small_blur(fused, sigma, stride))
+    mean = float(base[::stride, ::stride].mean())
+    gamma = 1.0
+    if 1e-3 < mean < target:
+        gamma = float(np.clip(np.log(target) / np.log(mean), max_gamma, 1.0))
+    if gamma == 1.0:
+        out = base + detail
+    else:
+        # the curve and its slope from a table: the base is smooth, 4096 levels are plenty
+        levels = np.linspace(0.0, 1.0, _LUT_SIZE, dtype=np.float32)
+        curve = levels ** gamma
+        slope = np.minimum(gamma * np.maximum(levels, 1e-3) ** (gamma - 1), 1 / gamma)
+        index = (np.clip(base, 0.0, 1.0) * (_LUT_SIZE - 1) + 0.5).astype(np.int32)
+        out = curve[index] + slope.astype(np.float32)[index] * detail
     return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
