@@ -27,6 +27,7 @@ spills a few pixels past it (a bright glow or, where the IR surround is dark, a 
 """
 
 from dataclasses import asdict, dataclass, fields
+import functools
 import math
 
 import numpy as np
@@ -267,12 +268,27 @@ def background_from_surroundings(background_weight, masks_quarter, radius=FILL_R
 def _band(length, radius, border_aware, dtype, device):
     """``(length, length)`` matrix whose product with a row (or column) vector gives the means
     over windows of ``2 radius + 1`` (border-aware: the pixels inside only; otherwise the sums
-    divided by the full window size, as a zero-padded average pool)."""
+    divided by the full window size, as a zero-padded average pool). Eager calls reuse the
+    matrices of earlier frames; traced (exported) graphs build them from the input's size."""
+    if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        return _new_band(length, radius, border_aware, dtype, device)
+    return _cached_band(int(length), radius, border_aware, dtype, device)
+
+
+def _new_band(length, radius, border_aware, dtype, device):
     index = torch.arange(length, device=device)
     band = ((index[:, None] - index[None, :]).abs() <= radius).to(dtype)
     if border_aware:
         return band / band.sum(dim=0, keepdim=True)
     return band / (2 * radius + 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_band(length, radius, border_aware, dtype, device):
+    # Outside inference mode, so that a matrix first built while serving can be used in
+    # training too (inference tensors cannot take part in autograd).
+    with torch.inference_mode(False), torch.no_grad():
+        return _new_band(length, radius, border_aware, dtype, device)
 
 
 def band_box_mean(image, radius, border_aware=True):
