@@ -131,6 +131,30 @@ class FusedFrame:
     phrases: tuple = ()
 
 
+@dataclass
+class InferredFrame:
+    """What :meth:`FusionEngine.finish` needs of a pair :meth:`FusionEngine.infer` ran the
+    network on. ``fused_y`` (h, w) float32 at the working size; ``work`` the working-size
+    (ir, vis_y) guides, or None when the network ran at the camera size (then ``vis_y`` is the
+    full-size luma); ``visible`` (H, W, 3) uint8 and ``ir_grid`` (H, W) float32 the registered
+    sources; ``masks`` (M, h, w), ``phrase_masks`` (P, h, w) or None, ``weights`` (h, w) or
+    None at the working size."""
+
+    fused_y: np.ndarray
+    weights: np.ndarray
+    masks: np.ndarray
+    phrase_masks: np.ndarray
+    phrases: tuple
+    visible: np.ndarray
+    ir_grid: np.ndarray
+    work: tuple
+    vis_y: np.ndarray
+    roi: tuple
+    restore_range: bool
+    timings_ms: dict
+    lowlight_tone: bool = False
+
+
 def resolve_device(requested, half):
     """Return ``(torch.device, torch.dtype)`` for 'auto', 'cpu', 'cuda' or 'cuda:N'."""
     import torch
@@ -355,17 +379,24 @@ class FusionEngine:
         return self.registration
 
     def process(self, thermal, rgb_bgr, thermal_valid=None, want_weights=False):
-        """Fuse one pair.
+        """Fuse one pair: :meth:`infer` then :meth:`finish`.
 
         thermal: (Ht, Wt) uint8/uint16/float32 raw thermal; thermal_valid: optional bool mask.
         rgb_bgr: (H, W, 3) uint8. Returns a :class:`FusedFrame` in the RGB grid, cropped to
         the overlap when ``registration.crop_to_overlap`` is set; ``timings_ms`` holds the
-        stages normalise, register, semantics, network (luma + forward), colour and total.
+        stages normalise, register, semantics, network (luma + forward at the working size),
+        upsample (only with ``model.max_pixels`` in effect), colour and total.
         ``want_weights``: also return the network's infrared-share map (FusedFrame.weights).
         """
-        from tesg_ros.network.colour import luma_from_bgr_uint8, restore_colour_uint8
+        return self.finish(self.infer(thermal, rgb_bgr, thermal_valid, want_weights))
+
+    def infer(self, thermal, rgb_bgr, thermal_valid=None, want_weights=False):
+        """The first part of :meth:`process`: normalise, register, semantics and the network
+        at the working size. Returns an :class:`InferredFrame` for :meth:`finish`, which
+        needs nothing else from the engine, so another thread may finish frame N while this
+        one infers frame N + 1 (the node's finishing thread)."""
+        from tesg_ros.network.colour import luma_from_bgr_uint8
         from tesg_ros.network.tesg_net import check_input_values
-        from tesg_ros.network.tone import lowlight_tone, restore_range
 
         rgb_bgr = np.asarray(rgb_bgr)
         if rgb_bgr.ndim != 3 or rgb_bgr.shape[2] != 3 or rgb_bgr.dtype != np.uint8:
@@ -397,48 +428,66 @@ class FusionEngine:
 
         mark = time.perf_counter()
         masks, text = self._semantics(work_visible, work_ir)
+        phrase_masks, phrases = self._phrase_masks
         timings['semantics'] = _lap(mark)
 
         mark = time.perf_counter()
         # Y of full-range BT.601 YCbCr in [0, 1], as network.colour computes it for training.
-        vis_y = luma_from_bgr_uint8(visible)
-        check_input_values(ir_grid, vis_y, masks, text)
+        work_y = luma_from_bgr_uint8(work_visible)
+        check_input_values(work_ir, work_y, masks, text)
         weights = None
-        if work_visible is visible:
-            if want_weights:
-                fused_y, weights = self._forward_with_weights(ir_grid, vis_y, masks, text)
-            else:
-                fused_y = self._forward(ir_grid, vis_y, masks, text)
+        if want_weights:
+            fused_y, weights = self._forward_with_weights(work_ir, work_y, masks, text)
         else:
-            work_y = luma_from_bgr_uint8(work_visible)
-            if want_weights:
-                fused_work, weights = self._forward_with_weights(work_ir, work_y, masks, text)
-            else:
-                fused_work = self._forward(work_ir, work_y, masks, text)
-            upsample = time.perf_counter()
-            fused_y = guided_upsample(fused_work, (work_ir, work_y), (ir_grid, vis_y))
-            masks = _grow(masks, visible.shape[:2])
-            # The debug outputs in the fused image's grid too.
-            if weights is not None:
-                weights = _grow(weights[None], visible.shape[:2])[0]
-            phrase_masks, phrases = self._phrase_masks
-            if phrase_masks is not None:
-                self._phrase_masks = (_grow(phrase_masks, visible.shape[:2]), phrases)
-            timings['upsample'] = _lap(upsample)
+            fused_y = self._forward(work_ir, work_y, masks, text)
         timings['network'] = _lap(mark)
+        return InferredFrame(
+            fused_y=fused_y, weights=weights, masks=masks, phrase_masks=phrase_masks,
+            phrases=phrases, visible=visible, ir_grid=ir_grid,
+            work=None if work_visible is visible else (work_ir, work_y),
+            vis_y=work_y if work_visible is visible else None, roi=tuple(registration.roi),
+            restore_range=self.settings.restore_range, timings_ms=timings,
+            lowlight_tone=self.settings.lowlight_tone)
+
+    @staticmethod
+    def finish(inferred):
+        """The second part of :meth:`process`: the fused luma back to the camera size (when
+        the network ran smaller), the range restoration when asked, the colour. Uses only
+        ``inferred`` (an :class:`InferredFrame`); returns the :class:`FusedFrame`."""
+        from tesg_ros.network.colour import luma_from_bgr_uint8, restore_colour_uint8
+        from tesg_ros.network.tone import lowlight_tone, restore_range
+
+        timings = inferred.timings_ms
+        visible, ir_grid = inferred.visible, inferred.ir_grid
+        fused_y, masks, weights = inferred.fused_y, inferred.masks, inferred.weights
+        phrase_masks = inferred.phrase_masks
+        vis_y = inferred.vis_y
+        if inferred.work is not None:
+            mark = time.perf_counter()
+            vis_y = luma_from_bgr_uint8(visible)
+            fused_y = guided_upsample(fused_y, inferred.work, (ir_grid, vis_y))
+            # The masks and the debug outputs in the fused image's grid too.
+            size = visible.shape[:2]
+            masks = _grow(masks, size)
+            if weights is not None:
+                weights = _grow(weights[None], size)[0]
+            if phrase_masks is not None:
+                phrase_masks = _grow(phrase_masks, size)
+            timings['upsample'] = _lap(mark)
 
         mark = time.perf_counter()
-        if self.settings.restore_range:
+        if inferred.restore_range:
             fused_y = restore_range(fused_y, ir_grid, vis_y)
-        if self.settings.lowlight_tone:
+        if inferred.lowlight_tone:
             fused_y = lowlight_tone(fused_y, ir_grid, vis_y)
         bgr = restore_colour_uint8(fused_y, vis_y, visible)
         timings['colour'] = _lap(mark)
-        timings['total'] = _lap(start)
-        phrase_masks, phrases = self._phrase_masks
-        return FusedFrame(bgr=bgr, roi=tuple(registration.roi), timings_ms=timings,
+        timings['total'] = sum(timings[stage] for stage in (
+            'normalise', 'register', 'semantics', 'network', 'upsample', 'colour')
+            if stage in timings)
+        return FusedFrame(bgr=bgr, roi=inferred.roi, timings_ms=timings,
                           thermal_registered=ir_grid, masks=masks, weights=weights,
-                          phrase_masks=phrase_masks, phrases=phrases)
+                          phrase_masks=phrase_masks, phrases=inferred.phrases)
 
     def _semantics(self, visible, thermal):
         height, width = thermal.shape

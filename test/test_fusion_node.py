@@ -488,3 +488,58 @@ def test_cuda_out_of_memory_falls_back_to_the_cpu_and_says_so(weights, pair):
     assert any('out of memory' in message for message in logger.errors)
     assert engine.diagnostics()['cuda_fallbacks'] == 1
     np.testing.assert_array_equal(result.bgr, reference)
+
+
+def _fused_by_stamp(graph, ir, vi_bgr, stamps):
+    for sec in stamps:
+        graph.publish_pair(thermal_message(ir), rgb_message(vi_bgr), sec=sec)
+        time.sleep(0.12)
+    graph.wait_for(lambda: len(graph.fused) >= len(stamps) - 1, 'the fused frames', 60.0)
+    time.sleep(0.3)
+    return [(m.header.stamp.sec, image_to_numpy(m).copy()) for m in graph.fused]
+
+
+def test_the_finishing_thread_publishes_the_same_frames_in_order(weights, pair):
+    """worker.pipeline (a second thread colours and publishes frame N while the network runs
+    on N + 1) changes when frames are finished, not what or in which order: the same pixels as
+    the serial worker for every stamp, stamps increasing, every stage counted; the network at a
+    smaller working size, so the upsampling runs on the finishing thread."""
+    ir, vi_bgr = pair
+    results = {}
+    for pipeline in (True, False):
+        graph = Graph(weights, {'worker.pipeline': pipeline, 'model.max_pixels': 20000})
+        try:  # one graph at a time: both would publish on the same topics
+            results[pipeline] = dict(_fused_by_stamp(graph, ir, vi_bgr, range(300, 306)))
+            stamps = [m.header.stamp.sec for m in graph.fused]
+            snapshot = graph.node.diagnostics_snapshot()
+        finally:
+            graph.close()
+        assert stamps == sorted(set(stamps)), 'published out of order'
+        for stage in ('network', 'handoff', 'upsample', 'colour', 'publish'):
+            assert snapshot['stage_ms'][stage]['count'] == snapshot['published'], stage
+        assert snapshot['dropped_error'] == 0
+    common = set(results[True]) & set(results[False])
+    assert len(common) >= 4
+    for sec in common:
+        assert np.array_equal(results[True][sec], results[False][sec]), sec
+
+
+def test_a_failing_finish_is_counted_and_the_worker_goes_on(graph_factory, pair, monkeypatch):
+    from tesg_ros.engine import FusionEngine
+
+    ir, vi_bgr = pair
+    original = FusionEngine.finish
+    failures = []
+
+    def finish_failing_once(inferred):
+        if not failures:
+            failures.append(1)
+            raise RuntimeError('injected failure in finish')
+        return original(inferred)
+
+    monkeypatch.setattr(FusionEngine, 'finish', staticmethod(finish_failing_once))
+    graph = graph_factory()
+    _fused_by_stamp(graph, ir, vi_bgr, range(400, 404))
+    snapshot = graph.node.diagnostics_snapshot()
+    assert failures and snapshot['dropped_error'] == 1
+    assert 'RuntimeError' in snapshot['error_kinds'] and snapshot['published'] >= 2

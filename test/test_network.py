@@ -697,6 +697,26 @@ def _compare_with_reference(reference, same_build, ir, vis, masks, text):
                                            err_msg=f'{tag} {key}')
 
 
+@pytest.mark.parametrize('shape, radius', [((1, 1, 60, 80), 2), ((1, 2, 7, 5), 1),
+                                           ((2, 3, 4, 9), 2), ((1, 1, 1, 1), 2)])
+@pytest.mark.parametrize('border_aware', [True, False])
+def test_band_box_mean_equals_the_average_pool(shape, radius, border_aware):
+    """The banded-matrix box mean gives torch's average pool: border windows average the pixels
+    inside (count_include_pad=False) or count the zero padding (True); windows wider than the
+    image included."""
+    from tesg_ros.network.tesg_net import band_box_mean
+    size = 2 * radius + 1
+    image = torch.rand(shape, generator=torch.Generator().manual_seed(2))
+    if border_aware:
+        expected = F.avg_pool2d(F.avg_pool2d(image, (1, size), 1, (0, radius),
+                                             count_include_pad=False),
+                                (size, 1), 1, (radius, 0), count_include_pad=False)
+    else:
+        padded = F.pad(image, (radius, radius, radius, radius))
+        expected = F.avg_pool2d(padded, size, 1, 0)
+    assert (band_box_mean(image, radius, border_aware) - expected).abs().max() < 1e-6
+
+
 @pytest.mark.parametrize('shape, radius', [((1, 8, 30, 40), 8), ((2, 3, 5, 7), 2),
                                            ((1, 1, 3, 40), 8), ((1, 2, 1, 1), 3)])
 def test_box_mean_equals_the_border_aware_average_pool(shape, radius):

@@ -207,9 +207,9 @@ def test_lazy_outputs_cost_nothing_unsubscribed_and_match_fused_image(graph_fact
         'phrases': ['warm person', 'hot object'], 'source': 'operator', 'model_id': '',
         'age_s': 0.0, 'error': ''})))
     asked = []
-    engine_process = node.engine.process
-    node.engine.process = lambda *a, **k: asked.append(k.get('want_weights')) or \
-        engine_process(*a, **k)
+    engine_infer = node.engine.infer
+    node.engine.infer = lambda *a, **k: asked.append(k.get('want_weights')) or \
+        engine_infer(*a, **k)
     graph.wait_for(lambda: _publish_pairs(graph, ir, vi_bgr, 100 + len(graph.fused), 1)
                    or len(graph.fused) >= 2, 'fused frames', 60.0)
 

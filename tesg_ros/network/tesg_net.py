@@ -27,6 +27,7 @@ spills a few pixels past it (a bright glow or, where the IR surround is dark, a 
 """
 
 from dataclasses import asdict, dataclass, fields
+import functools
 import math
 
 import numpy as np
@@ -203,9 +204,8 @@ def saliency(image_quarter):
     full resolution; a 5x5 smoothing diluted small hot targets such as distant people).
     """
     global_term = (image_quarter - image_quarter.mean(dim=(2, 3), keepdim=True)).abs()
-    local_mean = F.avg_pool2d(image_quarter, 5, 1, 2, count_include_pad=False)
-    local_term = (image_quarter - local_mean).abs()
-    return F.avg_pool2d(global_term + 2.0 * local_term, 3, 1, 1, count_include_pad=False)
+    local_term = (image_quarter - band_box_mean(image_quarter, 2)).abs()
+    return band_box_mean(global_term + 2.0 * local_term, 1)
 
 
 class FusionDecoder(nn.Module):
@@ -257,11 +257,51 @@ def background_from_surroundings(background_weight, masks_quarter, radius=FILL_R
     """
     region = masks_quarter.amax(dim=1, keepdim=True)
     outside = 1.0 - region
-    size = 2 * radius + 1
-    total = F.avg_pool2d(outside, size, 1, radius)
-    mean = F.avg_pool2d(background_weight * outside, size, 1, radius) / total.clamp_min(0.05)
+    sums = band_box_mean(torch.cat([outside, background_weight * outside], dim=1), radius,
+                         border_aware=False)
+    total = sums[:, :1]
+    mean = sums[:, 1:] / total.clamp_min(0.05)
     surroundings = torch.where(total > 0.05, mean, background_weight)
     return torch.lerp(background_weight, surroundings, region)
+
+
+def _band(length, radius, border_aware, dtype, device):
+    """``(length, length)`` matrix whose product with a row (or column) vector gives the means
+    over windows of ``2 radius + 1`` (border-aware: the pixels inside only; otherwise the sums
+    divided by the full window size, as a zero-padded average pool). Eager calls reuse the
+    matrices of earlier frames; traced (exported) graphs build them from the input's size."""
+    if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        return _new_band(length, radius, border_aware, dtype, device)
+    return _cached_band(int(length), radius, border_aware, dtype, device)
+
+
+def _new_band(length, radius, border_aware, dtype, device):
+    index = torch.arange(length, device=device)
+    band = ((index[:, None] - index[None, :]).abs() <= radius).to(dtype)
+    if border_aware:
+        return band / band.sum(dim=0, keepdim=True)
+    return band / (2 * radius + 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_band(length, radius, border_aware, dtype, device):
+    # Outside inference mode, so that a matrix first built while serving can be used in
+    # training too (inference tensors cannot take part in autograd).
+    with torch.inference_mode(False), torch.no_grad():
+        return _new_band(length, radius, border_aware, dtype, device)
+
+
+def band_box_mean(image, radius, border_aware=True):
+    """Mean over a (2 radius + 1)^2 window of a small map ``(B, C, h, w)`` -> same shape, as two
+    banded matrix products; ``border_aware`` windows average only the pixels inside the image
+    (``avg_pool2d(count_include_pad=False)``), otherwise zero padding counts
+    (``count_include_pad=True``). Same values as the average pools to float rounding, 4-8x
+    faster at the 1/4 grid, where torch's CPU pooling runs a scalar loop per window. Cost
+    ``h w (h + w)``: meant for the 1/4-resolution maps, not for full-resolution images."""
+    height, width = image.shape[-2:]
+    rows = _band(width, radius, border_aware, image.dtype, image.device)
+    columns = _band(height, radius, border_aware, image.dtype, image.device)
+    return torch.matmul(columns.transpose(0, 1), torch.matmul(image, rows))
 
 
 def _window_sums(image, radius, dim):

@@ -11,14 +11,18 @@ and activates itself in its constructor, so ``fusion_node`` runs as a plain node
 Threads (while active):
 - the executor thread runs subscriptions; the pairing callback only checks the pair and drops
   it into a one-slot mailbox (it never runs the model);
-- the fusion worker owns the engine, fuses the newest pair and publishes;
+- the fusion worker owns the engine and runs the network on the newest pair; with
+  ``worker.pipeline`` (default) a finishing thread brings frame N to the camera size, colours
+  and publishes it while the worker runs frame N + 1 (without it the worker does both);
 - the semantics refresher (inside the engine's Semantic Information Generator) describes the
   scene in the background; the worker only reads its latest snapshot.
 
 All ages and latencies use the node clock (sim-time aware); processing times are monotonic.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 import contextlib
+from dataclasses import dataclass
 import gc
 import json
 import os
@@ -69,8 +73,8 @@ _SYNC_PARAMETERS = {'sync.queue_size', 'sync.slop', 'sync.reorder_window', 'ther
 
 # Per-frame stages timed by the worker, in order (ms): wait in the mailbox, decode of both
 # messages, the engine's own stages, building the output messages, publishing them.
-STAGES = ('wait', 'decode', 'normalise', 'register', 'semantics', 'network', 'colour',
-          'message', 'publish')
+STAGES = ('wait', 'decode', 'normalise', 'register', 'semantics', 'network', 'handoff',
+          'upsample', 'colour', 'message', 'publish')
 
 _SUCCESS = TransitionCallbackReturn.SUCCESS
 _FAILURE = TransitionCallbackReturn.FAILURE
@@ -485,33 +489,60 @@ class FusionNode(LifecycleNode):
 
     # ------------------------------------------------------------------ worker
     def _work(self, mailbox):
+        """Take pairs and fuse them. With ``worker.pipeline`` a finishing thread publishes
+        frame N while this thread runs the network on frame N + 1; at most one frame waits
+        for it, so frames are published in order and the mailbox keeps the newest pair."""
         engine = self.engine  # this activation's engine; deactivate joins before freeing it
-        while not mailbox.closed:
-            item = mailbox.take(timeout=0.5, max_wait=self._params['worker.max_wait'])
-            if item is None:
-                continue
-            try:
-                self._process(engine, *item, taken_monotonic=time.monotonic())
-            except TesgError as error:
-                self._count_drop('dropped_bad_input')
-                self._record_error(type(error).__name__, str(error))
-            except Exception as error:  # noqa: BLE001 - the worker must survive anything
-                if mailbox.closed or not self.context.ok():
-                    self._count_drop('dropped_shutdown')  # the pair in hand when stopped
+        finisher = (ThreadPoolExecutor(1, thread_name_prefix='tesg_fusion_finisher')
+                    if self._params['worker.pipeline'] else None)
+        finishing = None
+        try:
+            while not mailbox.closed:
+                item = mailbox.take(timeout=0.5, max_wait=self._params['worker.max_wait'])
+                if item is None:
                     continue
-                self._count_drop('dropped_error')
-                self._record_error(type(error).__name__, f'fusion failed: {error!r}')
+                frame = self._guarded(mailbox, self._infer, engine, *item,
+                                      taken_monotonic=time.monotonic())
+                if frame is None:
+                    continue
+                if finisher is None:
+                    self._guarded(mailbox, self._finish, frame)
+                    continue
+                if finishing is not None:
+                    finishing.result()
+                finishing = finisher.submit(self._guarded, mailbox, self._finish, frame)
+        finally:
+            if finisher is not None:
+                finisher.shutdown(wait=True)  # the frame in hand is still published
 
-    def _process(self, engine, thermal_msg, rgb_msg, paired_monotonic, taken_monotonic):
+    def _guarded(self, mailbox, step, *args, **kwargs):
+        """Run one step of a frame; count and report what fails (the worker survives
+        anything), returning None then."""
+        try:
+            return step(*args, **kwargs)
+        except TesgError as error:
+            self._count_drop('dropped_bad_input')
+            self._record_error(type(error).__name__, str(error))
+        except Exception as error:  # noqa: BLE001 - the worker must survive anything
+            if mailbox.closed or not self.context.ok():
+                self._count_drop('dropped_shutdown')  # the pair in hand when stopped
+                return None
+            self._count_drop('dropped_error')
+            self._record_error(type(error).__name__, f'fusion failed: {error!r}')
+        return None
+
+    def _infer(self, engine, thermal_msg, rgb_msg, paired_monotonic, taken_monotonic):
+        """Checks, decoding and the network for one pair -> the frame to finish, or None
+        when the pair is dropped (out of order, stale)."""
         stamp = stamp_to_ns(rgb_msg.header.stamp)
         if not self._check_order(stamp, paired_monotonic):
-            return
+            return None
         max_age = self._params['worker.max_pair_age']
         if max_age > 0.0:
             age = (self.get_clock().now().nanoseconds - stamp) / 1e9
             if age > max_age:
                 self._count_drop('dropped_stale')
-                return
+                return None
         start = time.monotonic()
         try:
             thermal, thermal_valid = image_codec.thermal_to_array(thermal_msg)
@@ -527,39 +558,49 @@ class FusionNode(LifecycleNode):
             raise
         decoded = time.monotonic()
         self._update_geometry(engine)
-        result = engine.process(thermal, rgb_bgr, thermal_valid=thermal_valid,
+        inferred = engine.infer(thermal, rgb_bgr, thermal_valid=thermal_valid,
                                 want_weights=self._want_weights())
+        height, width = inferred.visible.shape[:2]
+        info = engine.output_camera_info(self._rgb_info, rgb_msg.header, width, height)
+        return _InHand(inferred=inferred, header=rgb_msg.header, stamp=stamp, info=info,
+                       semantics=engine.semantics_snapshot(), paired=paired_monotonic,
+                       taken=taken_monotonic, start=start, decoded=decoded,
+                       inferred_at=time.monotonic())
+
+    def _finish(self, frame):
+        """The fused image back to the camera size, in colour, published; the statistics."""
+        begun = time.monotonic()
+        result = FusionEngine.finish(frame.inferred)
         fused = time.monotonic()
         encoding = self._params['output.encoding']
         pixels = result.bgr if encoding == 'bgr8' else cv2.cvtColor(result.bgr,
                                                                     cv2.COLOR_BGR2RGB)
-        image = image_codec.numpy_to_image(pixels, encoding, header=rgb_msg.header)
-        info = engine.output_camera_info(self._rgb_info, rgb_msg.header,
-                                         result.bgr.shape[1], result.bgr.shape[0])
+        image = image_codec.numpy_to_image(pixels, encoding, header=frame.header)
         built = time.monotonic()
         self._fused_pub.publish(image)
-        self._fused_info_pub.publish(info)
-        self._publish_extra_outputs(result, rgb_msg.header)
-        self._on_published(stamp)
+        self._fused_info_pub.publish(frame.info)
+        self._publish_extra_outputs(result, frame.header)
+        self._on_published(frame.stamp)
         finished = time.monotonic()
-        stage_ms = dict(result.timings_ms, wait=(taken_monotonic - paired_monotonic) * 1e3,
-                        decode=(decoded - start) * 1e3, message=(built - fused) * 1e3,
-                        publish=(finished - built) * 1e3)
+        stage_ms = dict(result.timings_ms, wait=(frame.taken - frame.paired) * 1e3,
+                        decode=(frame.decoded - frame.start) * 1e3,
+                        handoff=(begun - frame.inferred_at) * 1e3,
+                        message=(built - fused) * 1e3, publish=(finished - built) * 1e3)
         for stage, stats in self._stage_ms.items():
             stats.add(stage_ms.get(stage, 0.0))
-        self._processing_ms.add((finished - start) * 1e3)
+        self._processing_ms.add((finished - frame.start) * 1e3)
         self._network_ms.add(result.timings_ms['network'])
-        self._arrival_to_publish_ms.add((finished - paired_monotonic) * 1e3)
-        self._latency_ms.add((self.get_clock().now().nanoseconds - stamp) / 1e6)
+        self._arrival_to_publish_ms.add((finished - frame.paired) * 1e3)
+        self._latency_ms.add((self.get_clock().now().nanoseconds - frame.stamp) / 1e6)
         self._rates['published'].tick(finished)
         with self._lock:
             self._counters['published'] += 1
-        self._publish_semantics_if_new(engine, rgb_msg.header.stamp)
+        self._publish_semantics_if_new(frame.semantics, frame.header.stamp)
 
-    def _publish_semantics_if_new(self, engine, stamp=None):
+    def _publish_semantics_if_new(self, snapshot, stamp=None):
+        """Publish ``snapshot`` (the engine's semantics_snapshot() of a frame) if new."""
         if self._semantics_pub is None:
             return
-        snapshot = engine.semantics_snapshot()
         if snapshot is None or snapshot is self._semantics_seen:
             return
         self._semantics_seen = snapshot
@@ -919,6 +960,23 @@ class FusionNode(LifecycleNode):
         except Exception:  # noqa: BLE001 - shut down from another thread meanwhile
             if self._diagnostics_pub is not None:
                 raise
+
+
+@dataclass
+class _InHand:
+    """A pair between the network and its publication (see FusionNode._work); times are
+    time.monotonic() seconds."""
+
+    inferred: object   # engine.InferredFrame
+    header: object
+    stamp: int
+    info: object
+    semantics: dict
+    paired: float
+    taken: float
+    start: float
+    decoded: float
+    inferred_at: float
 
 
 class _GeometryState:
