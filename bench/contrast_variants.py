@@ -25,6 +25,18 @@ The candidates (n = the longer image side; all gains only expand, g >= 1):
   no edge is made stronger than the stronger source's.
 - ``window``: for comparison, no base stretch and no cap: the window gain (radius n/16, at
   most 2) on the whole image, F' = box(g) F + box(m_F (1 - g)).
+- ``clahe``: F + 0.5 (CLAHE(F) - F), clip limit 2, 8 tiles across the longer side.
+- ``clahe_base``: CLAHE (the same) of the base layer only, fine detail kept.
+- ``lowlight``: a gamma on the base layer from the frame's own mean (``lowlight_tone``):
+  only a frame darker than the target (0.3) is brightened, gamma at least 0.7.
+- ``detail``: the detail layer F - Gauss(F, n/200) times clip(1.3 S_src / S_F, 1, 2), S the
+  smoothed gradient magnitudes: weak detail boosted more, capped at 1.3x the stronger source.
+- ``capped_clahe``, ``capped_detail``, ``capped_clahe_detail``, ``capped_low``: ``capped``
+  followed by those steps.
+- ``base_low``: tesg_ros.network.tone.lowlight_tone (the base stretch and the low-light gamma
+  in one function, the engine's ``model.lowlight_tone``).
+
+``--time`` times tesg_ros.network.tone.lowlight_tone on the first pair at 640x480 and 1280x1024.
 
 Inputs are the 8-bit luma of the saved images, not the network's float output.
 """
@@ -184,6 +196,33 @@ def apply_variant(name, fused, ir, vis):
     raise ValueError(f'unknown variant {name!r}; known: {VARIANTS}')
 
 
+def time_lowlight(dataset, source, sizes=((640, 480), (1280, 1024)), repeats=50):
+    """Median cost of tesg_ros.network.tone.lowlight_tone on one real pair, per size."""
+    import time
+
+    from tesg_ros.network.colour import bgr_to_ycbcr_np, uint8_to_float
+    from tesg_ros.network.tone import lowlight_tone
+    from tesg_ros.training.dataset import find_pairs, load_pair
+
+    cv2.setNumThreads(1)
+    pair = find_pairs(dataset)[0]
+    ir, visible = load_pair(pair)
+    fused_bgr = cv2.imread(str(Path(source) / Path(dataset).name / f'{pair.name}.png'))
+    for width, height in sizes:
+        planes = [cv2.resize(np.ascontiguousarray(p, np.float32), (width, height),
+                             interpolation=cv2.INTER_LINEAR) for p in (
+            bgr_to_ycbcr_np(uint8_to_float(fused_bgr))[..., 0], ir,
+            bgr_to_ycbcr_np(uint8_to_float(visible))[..., 0])]
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            lowlight_tone(*planes)
+            times.append((time.perf_counter() - start) * 1e3)
+        print(f'lowlight_tone {width}x{height} ({pair.name}): median {np.median(times):.1f} ms '
+              f'over {repeats} runs, 1 thread')
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('datasets', nargs='+', help='folders with ir/ and vi/')
@@ -192,10 +231,16 @@ def main(argv=None):
     parser.add_argument('--out', required=True)
     parser.add_argument('--variant', action='append', choices=VARIANTS,
                         help='default: all')
+    parser.add_argument('--time', action='store_true',
+                        help='only time tone.lowlight_tone on the first pair resized to '
+                        '640x480 and 1280x1024 (1 OpenCV thread) and print the medians')
     args = parser.parse_args(argv)
 
     from tesg_ros.network.colour import bgr_to_ycbcr_np, restore_colour_np, uint8_to_float
     from tesg_ros.training.dataset import find_pairs, load_pair
+
+    if args.time:
+        return time_lowlight(args.datasets[0], args.source)
 
     for dataset in args.datasets:
         for pair in find_pairs(dataset):
