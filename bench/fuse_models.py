@@ -10,7 +10,8 @@ description into a fallback one. The network gets what the node makes of that de
 names (SIG thermal backend) and the embedding of its canonical sentence; ``--semantics
 caption`` feeds the raw caption's embedding and per-phrase masks instead, ``none`` zeros.
 ``--restore-range`` also writes ``OUT/<label>+range/``: the same fused luma after the node's
-range restoration (``tesg_ros.network.tone``). Writes ``OUT/<label>/<dataset>/<pair>.png``
+range restoration (``tesg_ros.network.tone``); ``--lowlight-tone`` ``OUT/<label>+low/``: after
+the node's low-light tone (``model.lowlight_tone``). Writes ``OUT/<label>/<dataset>/<pair>.png``
 (colour-restored fused images) for ``bench/evaluate_pairs.py --model-from``/``--peer``::
 
     python bench/fuse_models.py ../shared/data/tno25 ../shared/data/llvip32_night \\
@@ -36,13 +37,15 @@ def main(argv=None):
     parser.add_argument('--semantics', choices=('request', 'caption', 'none'), default='request')
     parser.add_argument('--restore-range', action='store_true',
                         help="stretch the fused luma to the sources' range (network/tone.py)")
+    parser.add_argument('--lowlight-tone', action='store_true',
+                        help='also write the fused luma after the low-light tone (tone.py)')
     parser.add_argument('--limit', type=int, default=0, help='first N pairs of each dataset')
     parser.add_argument('--skip-existing', action='store_true')
     args = parser.parse_args(argv)
 
     import torch
 
-    from tesg_ros.network.tone import restore_range
+    from tesg_ros.network.tone import lowlight_tone, restore_range
     from tesg_ros.sig.masks import fit_masks, ThermalMaskBackend
     from tesg_ros.sig.refresher import request_embedding
     from tesg_ros.sig.request import parse_request
@@ -96,6 +99,11 @@ def main(argv=None):
                     folder.mkdir(parents=True, exist_ok=True)
                     cv2.imwrite(str(folder / f'{pair.name}.png'), restore_colour_np(
                         restore_range(fused_y, ir, vis_y), visible))
+                if args.lowlight_tone:
+                    folder = Path(args.out) / f'{label}+low' / Path(dataset).name
+                    folder.mkdir(parents=True, exist_ok=True)
+                    cv2.imwrite(str(folder / f'{pair.name}.png'), restore_colour_np(
+                        lowlight_tone(fused_y, ir, vis_y), visible))
                 print(f'{Path(dataset).name}/{pair.name} {label}: {elapsed:.0f} ms; {caption}',
                       file=sys.stderr)
     return 0

@@ -4,7 +4,7 @@
 
 Every prompt goes through the node's own path (the engine in replay mode: the request is
 parsed from the text, the named classes' masks are selected, the canonical sentence is
-embedded, or zeros when neutral) and the shipped (or ``--weights``) network. Per prompt and
+embedded, or zeros when neutral) and the default (or ``--weights``) network. Per prompt and
 pair, on the fused luma F, the infrared I (as normalised by the engine) and the visible luma V:
 
 * IR share ``s = clip((F - V) / (I - V), 0, 1)`` where ``|I - V| >= 0.1`` (elsewhere the
@@ -88,11 +88,11 @@ def load_engine(weights):
     from tesg_ros.node_params import defaults
     params = dict(defaults())
     # replay: semantics set per call; no temporal smoothing between unrelated pairs
-    # The shares are measured on the network's output: the range restoration (one global
-    # stretch after the network) would move every share by the same map.
+    # The shares are measured on the network's output: the range restoration and the
+    # low-light tone (monotonic maps after the network) would move every share by one map.
     params.update({'model.device': 'cpu', 'semantics.mode': 'replay',
                    'thermal.temporal_alpha': 1.0, 'model.weights': weights or '',
-                   'model.restore_range': False})
+                   'model.restore_range': False, 'model.lowlight_tone': False})
     return FusionEngine(EngineSettings.from_params(params))
 
 
@@ -256,7 +256,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('data', type=Path, help='the shared data folder (../shared/data)')
     parser.add_argument('--sets', nargs='+', default=['tno25', 'llvip32_night'])
-    parser.add_argument('--weights', default='', help='default: the shipped model')
+    parser.add_argument('--weights', default='', help='default: the default weights (model.weights)')
     parser.add_argument('--max-side', type=int, default=640,
                         help='downscale larger pairs to this longer side (0: native)')
     parser.add_argument('--limit', type=int, default=None, help='first N pairs per set')

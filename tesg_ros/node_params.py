@@ -177,8 +177,10 @@ PARAMETERS = (
               'radians about fixed x, y, z (R = Rz Ry Rx, as tf2).', read_only=True, length=3),
     # Model
     ParamSpec('model.weights', 'string', '',
-              'safetensors weights; empty = the weights shipped in share/tesg_ros/model; a bare '
-              'file name = that file there (tesg_fusion_fast.safetensors: the CPU student).',
+              'safetensors weights; empty = the default weights shipped in '
+              'share/tesg_ros/model (tesg_fusion_fast.safetensors, the distilled network); a '
+              'bare file name = that file there (tesg_fusion.safetensors: the larger network '
+              'it was distilled from, 3x the compute, for GPUs).',
               read_only=True),
     ParamSpec('model.device', 'string', 'auto',
               'auto (CUDA when present, else CPU), cpu, cuda or cuda:N.', read_only=True),
@@ -205,7 +207,7 @@ PARAMETERS = (
               'sources span together: a mix of a dark visible and a bright thermal image is '
               'otherwise flat (network/tone.py; off by default: it raises Nabf, docs/metrics.md).',
               read_only=True),
-    ParamSpec('model.lowlight_tone', 'bool', False,
+    ParamSpec('model.lowlight_tone', 'bool', True,
               'Stretch the base layer of the fused luma to the range of the sources and '
               'brighten a dark frame by a gamma taken from its own mean (fine detail kept; '
               'network/tone.lowlight_tone, docs/benchmarks.md "Contrast restoration").',

@@ -11,8 +11,9 @@ import hashlib
 from pathlib import Path
 
 PACKAGE_NAME = 'tesg_ros'
-# The shipped fusion weights, relative to the share directory.
-DEFAULT_WEIGHTS = ('model', 'tesg_fusion.safetensors')
+# The default fusion weights (the distilled network), relative to the share directory; the
+# larger network it was distilled from is model/tesg_fusion.safetensors.
+DEFAULT_WEIGHTS = ('model', 'tesg_fusion_fast.safetensors')
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -414,14 +414,15 @@ def test_lifecycle_services_gate_the_output_and_shutdown_joins_the_threads(weigh
 
 
 def test_engine_fast_luma_and_colour_match_the_training_colour_maths(weights, pair):
-    """The engine's fast luma/colour path (network.colour.*_uint8) equals the YCbCr round trip."""
+    """The engine's fast luma/colour path (network.colour.*_uint8) equals the YCbCr round trip
+    (the network's own output: the low-light tone off)."""
     from tesg_ros.engine import EngineSettings, FusionEngine
     from tesg_ros.network.colour import bgr_to_ycbcr_np, restore_colour_np, uint8_to_float
     from tesg_ros.node_params import defaults
 
     ir, vi_bgr = pair
     params = dict(defaults(), **{'model.weights': weights, 'semantics.mode': 'disabled',
-                                 'model.device': 'cpu'})
+                                 'model.device': 'cpu', 'model.lowlight_tone': False})
     engine = FusionEngine(EngineSettings.from_params(params))
     result = engine.process(ir, vi_bgr)
     vis_y = bgr_to_ycbcr_np(uint8_to_float(vi_bgr))[..., 0]
