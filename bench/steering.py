@@ -256,7 +256,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('data', type=Path, help='the shared data folder (../shared/data)')
     parser.add_argument('--sets', nargs='+', default=['tno25', 'llvip32_night'])
-    parser.add_argument('--weights', default='', help='default: the default weights (model.weights)')
+    parser.add_argument('--weights', default='', help='default: the node default')
     parser.add_argument('--max-side', type=int, default=640,
                         help='downscale larger pairs to this longer side (0: native)')
     parser.add_argument('--limit', type=int, default=None, help='first N pairs per set')
