@@ -45,14 +45,16 @@ def test_a_fused_image_as_wide_as_its_sources_is_unchanged():
     assert np.array_equal(restore_range(flat, ir, vis), flat)    # nothing to stretch
 
 
-def test_bad_arguments_are_clear_errors():
+@pytest.mark.parametrize('tone, bad', [
+    (restore_range, [{'low': 0.9, 'high': 0.1}, {'max_gain': 0.5}]),
+    (lowlight_tone, [{'target': 1.5}, {'max_gamma': 0.0}])])
+def test_bad_arguments_are_clear_errors(tone, bad):
     ir, vis = _night_pair()
-    with pytest.raises(ConfigError):
-        restore_range(ir, ir, vis, low=0.9, high=0.1)
-    with pytest.raises(ConfigError):
-        restore_range(ir, ir, vis, max_gain=0.5)
+    for arguments in bad:
+        with pytest.raises(ConfigError):
+            tone(ir, ir, vis, **arguments)
     with pytest.raises(ValueError):
-        restore_range(ir[:10], ir, vis)
+        tone(ir[:10], ir, vis)
 
 
 def test_the_artefact_measures_do_not_rise_on_a_stretched_mix():
@@ -131,16 +133,6 @@ def test_lowlight_detail_gain_is_bounded():
     assert np.std(out) > np.std(fused)
 
 
-def test_lowlight_bad_arguments_are_clear_errors():
-    ir, vis = _night_pair()
-    with pytest.raises(ConfigError):
-        lowlight_tone(ir, ir, vis, target=1.5)
-    with pytest.raises(ConfigError):
-        lowlight_tone(ir, ir, vis, max_gamma=0.0)
-    with pytest.raises(ValueError):
-        lowlight_tone(ir[:10], ir, vis)
-
-
 def test_lowlight_does_not_add_blotches_to_a_night_mix():
     from tesg_ros.metrics import blotch
     ir, vis = _night_pair(8)
@@ -151,7 +143,7 @@ def test_lowlight_does_not_add_blotches_to_a_night_mix():
     assert after <= 1.6 / 0.7 * before + 0.02
 
 
-def test_engine_applies_the_lowlight_tone_only_when_asked():
+def test_engine_applies_the_lowlight_tone_by_default_and_not_when_off():
     from tesg_ros.engine import EngineSettings, FusionEngine
     from tesg_ros.network.onnx_export import default_weights, test_data_pairs
     from tesg_ros.node_params import defaults
@@ -171,8 +163,8 @@ def test_engine_applies_the_lowlight_tone_only_when_asked():
                                      'model.threads': 1}, **overrides)
         return FusionEngine(EngineSettings.from_params(params)).process(ir, bgr).bgr
 
-    assert defaults()['model.lowlight_tone'] is False
-    plain, toned = run(), run(**{'model.lowlight_tone': True})
+    assert defaults()['model.lowlight_tone'] is True     # the default fusion is toned
+    plain, toned = run(**{'model.lowlight_tone': False}), run()
     assert plain.shape == toned.shape == bgr.shape
     assert toned.mean() > plain.mean() + 3       # brightened, in grey levels
     grey_plain = cv2.cvtColor(plain, cv2.COLOR_BGR2GRAY).astype(np.float32)
