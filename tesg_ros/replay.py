@@ -56,7 +56,8 @@ OUTPUT_BAG = 'fused'
 NODE_COUNTERS = ('thermal_received', 'rgb_received', 'thermal_zero_stamp', 'rgb_zero_stamp',
                  'thermal_bad_encoding', 'rgb_bad_encoding', 'pairs', 'published',
                  'dropped_stale', 'dropped_out_of_order', 'dropped_bad_input', 'dropped_error',
-                 'dropped_busy', 'dropped_late')
+                 'dropped_busy', 'dropped_late', 'dropped_future', 'time_jumps_forward',
+                 'time_jumps_backward')
 NODE_SUMMARIES = ('network_ms', 'processing_ms', 'arrival_to_publish_ms', 'latency_ms',
                   'pair_dt_s')
 SEMANTICS_MODES = PARAMETERS_BY_NAME['semantics.mode'].choices

@@ -11,6 +11,7 @@ import _thread
 import json
 import signal
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -262,6 +263,56 @@ def test_bag_cdr_is_published_as_rclpy_images(frames):
         live_replay.image_from_cdr(raw, bags.CAMERA_INFO)
 
 
+class _RecordingGraph:
+    """The graph as :class:`live_replay._Replay` sees it, keeping what was sent, in order."""
+
+    def __init__(self):
+        from rosgraph_msgs.msg import Clock
+        from sensor_msgs.msg import CameraInfo
+
+        self.events = []
+        self.callbacks = {}
+        self.message_classes = {'rgb_info': CameraInfo, 'thermal_info': CameraInfo}
+        self.fusion_node = None
+        self.clock_class = Clock
+        graph = self
+
+        class Publisher:
+            def __init__(self, role):
+                self.role = role
+
+            def publish(self, msg):
+                graph.events.append((self.role, stamp_ns(msg), time.monotonic()))
+
+        roles = ('thermal', 'rgb', 'rgb_info', 'thermal_info')
+        self.publishers = {role: Publisher(role) for role in roles}
+
+    def publish_clock(self, bag_ns):
+        self.events.append(('clock', bag_ns, time.monotonic()))
+
+
+def test_the_node_clock_reaches_the_bag_before_its_first_image(tmp_path, frames):
+    """After the warm-up (stamps up to 10 s before the bag) /clock jumps to the bag's start
+    ahead of the first image: /clock and images are separate topics, and a pair that arrives
+    before its clock looks 10 s in the future to the node, which drops it."""
+    from types import SimpleNamespace
+
+    bag_path = tmp_path / 'bag'
+    write_bag(bag_path, frames, 2, 10.0)
+    bag = bags.open_bag(bag_path)
+    topics = replay.plan_topics(bag)
+    graph = _RecordingGraph()
+    options = SimpleNamespace(loop=1, rate=1.0, progress=False, drain_timeout=0.05)
+    runner = live_replay._Replay(options, bag, topics, graph, out_bag=None, warnings=[])
+    runner.run(queue_size=10, slop=0.05, offset=0.0)
+    first_image = next(event for event in graph.events if event[0] != 'clock')
+    at_start = next(event for event in graph.events if event[0] == 'clock'
+                    and event[1] >= bag.start_ns)
+    # Sent ahead of the image, not in the same instant: the node gets time to take it.
+    assert at_start[2] <= first_image[2] - 0.02, graph.events[:4]
+    assert runner.published['thermal'] == runner.published['rgb'] == 2
+
+
 def test_replay_clock_loop_shift_and_warmup_stamps():
     clock = replay.ReplayClock(bag_start_ns=5 * 10**9, wall_start=100.0, rate=2.0)
     assert clock.wall_time(7 * 10**9) == pytest.approx(101.0), '2 s of bag in 1 s at rate 2'
@@ -393,6 +444,12 @@ def test_in_process_report_numbers_are_consistent(in_process_run):
     assert node['counters']['published'] == result['fused_received']
     assert node['counters']['pairs'] == result['input_pairs']
     assert node['counters']['thermal_received'] == 16
+    # Every pair the node formed is accounted for, and the jump from the warm-up stamps (up to
+    # 10 s before the bag) to the bag is no time jump: the bag's first pair is not dropped.
+    counters = node['counters']
+    assert counters['dropped_future'] == counters['time_jumps_forward'] == 0
+    assert counters['published'] + sum(value for key, value in counters.items()
+                                       if key.startswith('dropped_')) == counters['pairs']
     assert node['network_ms']['count'] >= result['fused_received']
     # Receive times run from 3 ms to 704 ms; pass two is shifted by 0.8 s; rate 2 halves it.
     assert report['bag_seconds'] == pytest.approx(0.8 + 0.701)

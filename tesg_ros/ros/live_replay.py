@@ -456,6 +456,10 @@ class _Replay:
         role_of = {topic: role for role, topic in by_role.items()}
         bag_start = self.bag.start_ns
         self.clock = ReplayClock(bag_start, time.monotonic() + 0.05, options.rate)
+        # The node's clock must reach the bag before its first pair does (the warm-up left it
+        # up to 10 s earlier): /clock and the images are separate topics, so send it ahead.
+        self.graph.publish_clock(bag_start)
+        self._last_clock_wall = time.monotonic()
         with self._lock:
             self.recording = True
             pending, self._pending_semantics = self._pending_semantics, None
@@ -573,7 +577,8 @@ class _Replay:
             return False  # still in DDS (or lost: then the quiet timeout ends the wait)
         settled = snapshot['published'] + sum(
             snapshot[k] for k in ('dropped_busy', 'dropped_late', 'dropped_stale',
-                                  'dropped_out_of_order', 'dropped_bad_input', 'dropped_error'))
+                                  'dropped_out_of_order', 'dropped_bad_input', 'dropped_error',
+                                  'dropped_future'))
         return settled >= snapshot['pairs'] and received >= since('published')
 
 
