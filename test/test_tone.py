@@ -143,6 +143,31 @@ def test_lowlight_does_not_add_blotches_to_a_night_mix():
     assert after <= 1.6 / 0.7 * before + 0.02
 
 
+@pytest.mark.parametrize('size', [(1024, 1280), (1080, 1920)])
+def test_the_reduced_base_blur_tones_as_the_exact_one(test_data, monkeypatch, size):
+    """Large frames blur the base layer through a reduced image: a real night-like pair
+    upscaled to camera sizes tones within one grey level of the exact Gaussian."""
+    import cv2
+
+    from tesg_ros.network import tone
+
+    height, width = size
+    ir, vis = (cv2.resize(cv2.imread(str(test_data / 'tno' / side / '19.png'),
+                                     cv2.IMREAD_GRAYSCALE), (width, height),
+                          interpolation=cv2.INTER_CUBIC).astype(np.float32) / 255
+               for side in ('ir', 'vi'))
+    vis *= 0.3                                                  # dark: the gamma path too
+    fused = (0.6 * ir + 0.4 * vis).astype(np.float32)
+    fast = tone.lowlight_tone(fused, ir, vis)
+    sigma = tone.LOWLIGHT_FINE * width
+    base = tone._gauss_base(fused, sigma)
+    assert np.abs(base - tone._blur(fused, sigma)).max() * 255 < 0.2
+    monkeypatch.setattr(tone, '_gauss_base', tone._blur)
+    exact = tone.lowlight_tone(fused, ir, vis)
+    difference = np.abs(np.round(fast * 255) - np.round(exact * 255))
+    assert difference.max() <= 1 and difference.mean() < 0.05
+
+
 def test_engine_applies_the_lowlight_tone_by_default_and_not_when_off():
     from tesg_ros.engine import EngineSettings, FusionEngine
     from tesg_ros.network.onnx_export import default_weights, test_data_pairs
