@@ -28,6 +28,9 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tesg_ros.node_params import PARAMETERS_BY_NAME  # noqa: E402 (the repository first)
+from tesg_ros.paths import DEFAULT_WEIGHTS, share_path  # noqa: E402
 REPORTED = ('EN', 'SD', 'SF', 'AG', 'MI', 'SCD', 'VIF', 'Qabf', 'SSIM', 'Nabf', 'Blotch')
 # The nine quality metrics a comparison counts (higher is better) and the artefact measures
 # (lower is better).
@@ -81,13 +84,15 @@ def pair_inputs(sig, pair):
                       bgr_to_ycbcr_np(uint8_to_float(vi_bgr))[..., 0], semantics, masks)
 
 
-def fuse_pair(net, inputs, use_masks=True, use_text=True):
+def fuse_pair(net, inputs, use_masks=True, use_text=True, lowlight_tone=False):
     """Fuse :class:`PairInputs` with ``net`` (CPU, float32) -> ``(fused_bgr, network_ms)``:
-    the colour-restored (H, W, 3) uint8 image the metrics score and the forward time."""
+    the colour-restored (H, W, 3) uint8 image the metrics score and the forward time;
+    ``lowlight_tone``: the node's ``model.lowlight_tone`` on the fused luma first."""
     import torch
 
     from tesg_ros.sig.masks import fit_masks
     from tesg_ros.network.colour import restore_colour_np
+    from tesg_ros.network.tone import lowlight_tone as tone
 
     masks = fit_masks(inputs.masks, net.config.mask_channels)
     text = (inputs.semantics.text_embedding if use_text
@@ -99,6 +104,8 @@ def fuse_pair(net, inputs, use_masks=True, use_text=True):
     with torch.inference_mode():
         fused_y = net(*tensors)[0, 0].numpy()
     network_ms = (time.perf_counter() - start) * 1e3
+    if lowlight_tone:
+        fused_y = tone(fused_y, inputs.ir_unit, inputs.vis_y)
     return restore_colour_np(fused_y, inputs.vi_bgr), network_ms
 
 
@@ -184,7 +191,8 @@ def score_dataset(dataset, net, sig, methods, peers, args, evaluate, montage_row
             variants += [('TeSG, no masks', False, True), ('TeSG, no text', True, False),
                          ('TeSG, neither', False, False)]
         for name, use_masks, use_text in variants:
-            fused_images[name], forward_ms = fuse_pair(net, inputs, use_masks, use_text)
+            fused_images[name], forward_ms = fuse_pair(net, inputs, use_masks, use_text,
+                                                       args.lowlight_tone)
             if name == methods[0]:
                 network_ms.append(forward_ms)
         if args.save_fused:
@@ -250,7 +258,12 @@ def comparison(model_scores, peer_scores):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('datasets', nargs='+', help='folders with ir/ and vi/')
-    parser.add_argument('--weights', default=str(ROOT / 'model' / 'tesg_fusion.safetensors'))
+    parser.add_argument('--weights', default=str(share_path(*DEFAULT_WEIGHTS)),
+                        help="the network (default: the node's default weights)")
+    parser.add_argument('--lowlight-tone', action=argparse.BooleanOptionalAction,
+                        default=PARAMETERS_BY_NAME['model.lowlight_tone'].default,
+                        help="the node's low-light tone after the network (default: as the "
+                        "node's model.lowlight_tone)")
     parser.add_argument('--convention', default='common', choices=('common', 'vifb'))
     parser.add_argument('--peer', action='append', type=parse_peer, default=[],
                         metavar='NAME=DIR', help="another method's fused images (repeatable)")
@@ -301,7 +314,9 @@ def main(argv=None):
     print(f'# {len(args.datasets)} dataset(s), metrics convention "{args.convention}" '
           f'(MI in {units["MI"]}; SSIM {units["SSIM"]}; Nabf: {units["Nabf"]}; '
           f'Blotch: {units["Blotch"]})')
-    print(f'- weights: {args.weights}; command: python bench/evaluate_pairs.py '
+    model = (f'model images from {args.model_from}' if args.model_from else
+             f'weights: {args.weights}, low-light tone {"on" if args.lowlight_tone else "off"}')
+    print(f'- {model}; command: python bench/evaluate_pairs.py '
           f'{" ".join(sys.argv[1:] if argv is None else argv)}')
     for dataset, (scores, notes, network_ms, count) in results.items():
         timing = (f'network forward (1 pair at a time, CPU, {torch.get_num_threads()} threads): '
