@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """The checks a lent GPU machine is for, as one short run: CUDA timings and float16 numerics.
 
-1. ``bench_network.py`` with the shipped weights on ``--device``: float16 (the node's CUDA
+1. ``bench_network.py`` with the node's default weights (``--weights`` for others, e.g. the
+   larger ``model/tesg_fusion.safetensors``) on ``--device``: float16 (the node's CUDA
    default, ``model.half``) at 320x240 to 1920x1080, then float32 at 640x480 and 1920x1080.
-2. The shipped weights on the repository's TNO 19 pair (``test/data``, thermal masks, a fixed
+2. The same weights on the repository's TNO 19 pair (``test/data``, thermal masks, a fixed
    text vector) in float16 against float32 on the same device: the largest and mean difference
    of the fused luma in grey levels.
 3. ONNX Runtime (``model.backend: onnxruntime``): the network exported by ``tesg-export`` (or
@@ -12,6 +13,9 @@
    timed beside torch at 640x480 and 1920x1080, with the largest difference to torch float32
    on the TNO pair. Providers that are absent are reported as such, not skipped silently;
    ``--skip-ort`` leaves this part out.
+4. The finishing stages that stay on the CPU whatever the network's device (the node's
+   finishing thread: the low-light tone and the colour restoration) at 640x480 and 1920x1080:
+   with the network on a GPU they bound the node's frame rate.
 
 Needs only torch, numpy, OpenCV and safetensors (no ROS, no ``../shared``), so it runs with a
 GPU machine's own python3 from the repository root::
@@ -28,7 +32,10 @@ import sys
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-WEIGHTS = ROOT / 'model' / 'tesg_fusion.safetensors'
+sys.path.insert(0, str(ROOT))
+from tesg_ros.paths import DEFAULT_WEIGHTS  # noqa: E402 (the repository first)
+
+WEIGHTS = ROOT.joinpath(*DEFAULT_WEIGHTS)
 PAIR = ROOT / 'test' / 'data' / 'tno'
 
 
@@ -62,7 +69,8 @@ def float16_difference(device, weights=WEIGHTS, name='19'):
     return float(difference.max()), float(difference.mean())
 
 
-def ort_check(device, onnx_path='', runs=50, sizes=((640, 480), (1920, 1080))):
+def ort_check(device, onnx_path='', runs=50, sizes=((640, 480), (1920, 1080)),
+              weights=WEIGHTS):
     """Time ONNX Runtime per execution provider beside torch; print a Markdown table."""
     import copy
     import statistics
@@ -84,8 +92,8 @@ def ort_check(device, onnx_path='', runs=50, sizes=((640, 480), (1920, 1080))):
     available = onnxruntime.get_available_providers()
     print(f'## ONNX Runtime {onnxruntime.__version__}: providers available '
           f'{", ".join(available)}', flush=True)
-    path = ensure_onnx(str(WEIGHTS), onnx_path)
-    net = load_fusion_net(str(WEIGHTS), device='cpu').eval().to(device)
+    path = ensure_onnx(str(weights), onnx_path)
+    net = load_fusion_net(str(weights), device='cpu').eval().to(device)
     on_gpu = torch.device(device).type == 'cuda'
     index = torch.device(device).index or 0
     candidates = [('cpu', CPU)]
@@ -146,6 +154,43 @@ def ort_check(device, onnx_path='', runs=50, sizes=((640, 480), (1920, 1080))):
                   f'{np.abs(fused - reference).max() * 255:.2f} |', flush=True)
 
 
+def finishing_check(runs=30, sizes=((640, 480), (1920, 1080)), name='19'):
+    """Time the CPU finishing stages (tone, colour) on the TNO pair resized; a Markdown table."""
+    import statistics
+    import time
+
+    import cv2
+    import numpy as np
+
+    from tesg_ros.network.colour import luma_from_bgr_uint8, restore_colour_uint8
+    from tesg_ros.network.tone import lowlight_tone
+
+    ir = cv2.imread(str(PAIR / 'ir' / f'{name}.png'), cv2.IMREAD_GRAYSCALE)
+    vi = cv2.imread(str(PAIR / 'vi' / f'{name}.png'), cv2.IMREAD_COLOR)
+    if ir is None or vi is None:
+        raise SystemExit(f'cannot read TNO pair {name} under {PAIR}')
+    print('## CPU finishing stages (the finishing thread of the node), cv2 threads '
+          f'{cv2.getNumThreads()}', flush=True)
+    print('| size | low-light tone median ms | colour median ms |')
+    print('|---|---:|---:|')
+    for width, height in sizes:
+        visible = cv2.resize(vi, (width, height), interpolation=cv2.INTER_LINEAR)
+        ir_grid = cv2.resize(ir, (width, height)).astype(np.float32) / 255
+        vis_y = luma_from_bgr_uint8(visible)
+        fused_y = (0.5 * ir_grid + 0.5 * vis_y).astype(np.float32)
+        times = {'tone': [], 'colour': []}
+        for run in range(runs + 3):
+            start = time.perf_counter()
+            toned = lowlight_tone(fused_y, ir_grid, vis_y)
+            middle = time.perf_counter()
+            restore_colour_uint8(toned, vis_y, visible)
+            if run >= 3:
+                times['tone'].append((middle - start) * 1e3)
+                times['colour'].append((time.perf_counter() - middle) * 1e3)
+        print(f'| {width}x{height} | {statistics.median(times["tone"]):.1f} | '
+              f'{statistics.median(times["colour"]):.1f} |', flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--device', default='cuda', help='cuda[:N] or cpu (dry run)')
@@ -153,6 +198,8 @@ def main(argv=None):
     parser.add_argument('--onnx', default='', help='tesg-export output (default: exported '
                         'into the cache on first use, a minute or two)')
     parser.add_argument('--skip-ort', action='store_true', help='leave out ONNX Runtime')
+    parser.add_argument('--weights', default=str(WEIGHTS),
+                        help="the network (default: the node's default weights)")
     args = parser.parse_args(argv)
 
     import torch
@@ -162,7 +209,7 @@ def main(argv=None):
     on_gpu = torch.device(args.device).type == 'cuda'
     if on_gpu and not torch.cuda.is_available():
         raise SystemExit(f'--device {args.device}: CUDA is not available here')
-    common = ['--device', args.device, '--weights', str(WEIGHTS), '--runs', str(args.runs),
+    common = ['--device', args.device, '--weights', args.weights, '--runs', str(args.runs),
               '--warmup', '20']
     if on_gpu:
         print('## float16 (model.half, the node default on CUDA)', flush=True)
@@ -170,11 +217,12 @@ def main(argv=None):
                                      '1920x1080'])
     print('## float32', flush=True)
     bench_network.main(common + ['--sizes', '640x480', '1920x1080'])
-    largest, mean = float16_difference(args.device)
+    largest, mean = float16_difference(args.device, args.weights)
     print(f'## float16 vs float32 on {args.device}, TNO 19 (test/data), fused luma: max '
           f'{largest:.2f}, mean {mean:.3f} grey levels', flush=True)
     if not args.skip_ort:
-        ort_check(args.device, args.onnx, runs=max(10, args.runs // 4))
+        ort_check(args.device, args.onnx, runs=max(10, args.runs // 4), weights=args.weights)
+    finishing_check(runs=max(10, args.runs // 4))
 
 
 if __name__ == '__main__':
