@@ -3,9 +3,11 @@
 """How strongly a people detector responds to each fused image: OpenCV's HOG person score.
 
 For each pair of ``DATASET/{ir,vi}`` the pair is fused the way ``bench/evaluate_pairs.py``
-scores its "TeSG (masks + text)" row, once per ``--weights`` file, and OpenCV's HOG people
+scores its "TeSG (masks + text)" row (the node's default weights and low-light tone unless
+``--weights`` / ``--no-lowlight-tone``), once per ``--weights`` file, and OpenCV's HOG people
 detector (``tesg_ros.sig.masks.HogPeopleDetector``, full resolution) runs on the grey IR, the
-grey visible image and each fused luma. Prints, for every pair where any of them has a
+grey visible image, each fused luma and each ``--peer NAME=DIR`` image (another method's fused
+images, as in ``evaluate_pairs.py``). Prints, for every pair where any of them has a
 detection, the detections' SVM scores, and a summary line per image kind (pairs with a
 detection, mean of the best score per pair over the pairs where the IR has one).
 
@@ -13,8 +15,9 @@ HOG is a weak stand-in for the YOLO-style detectors the fused topic feeds (no su
 exist on this machine); it shows whether a person stays a person-shaped whole in the fused
 image, not detection accuracy (TNO has no labels).
 
-    . scripts/env.sh && python bench/person_scores.py ../shared/data/tno25 \\
-        --weights model/tesg_fusion.safetensors out/other/tesg_fusion.safetensors
+    . scripts/env.sh && python bench/person_scores.py ../shared/data/llvip32_night \\
+        --weights model/tesg_fusion_fast.safetensors model/tesg_fusion.safetensors \\
+        --peer TarDAL=out/tardal
 """
 
 import argparse
@@ -24,17 +27,23 @@ import sys
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evaluate_pairs import fuse_pair, pair_inputs  # noqa: E402 (sibling)
+from evaluate_pairs import (DEFAULT_WEIGHTS, find_peer_image, fuse_pair,  # noqa: E402
+                            PARAMETERS_BY_NAME, pair_inputs, parse_peer, read_peer_image,
+                            share_path)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('dataset', help='folder with ir/ and vi/')
-    parser.add_argument('--weights', nargs='+',
-                        default=[str(ROOT / 'model' / 'tesg_fusion.safetensors')])
+    parser.add_argument('--weights', nargs='+', default=[str(share_path(*DEFAULT_WEIGHTS))])
+    parser.add_argument('--lowlight-tone', action=argparse.BooleanOptionalAction,
+                        default=PARAMETERS_BY_NAME['model.lowlight_tone'].default,
+                        help="the node's low-light tone after the network (default: as the "
+                        "node's model.lowlight_tone)")
+    parser.add_argument('--peer', action='append', type=parse_peer, default=[],
+                        metavar='NAME=DIR', help="another method's fused images (repeatable)")
     parser.add_argument('--min-score', type=float, default=0.3,
                         help='HOG SVM score a detection needs (default %(default)s)')
     args = parser.parse_args(argv)
@@ -46,11 +55,12 @@ def main(argv=None):
 
     detector = HogPeopleDetector(scale=1.0, min_weight=args.min_score)
     nets = {path: load_fusion_net(path) for path in args.weights}
-    kinds = ['IR', 'visible', *args.weights]
+    kinds = ['IR', 'visible', *args.weights, *(name for name, _ in args.peer)]
     best = {kind: {} for kind in kinds}
     sig = SemanticInformationGenerator(MiniLmTextEncoder())
     print(f'# {args.dataset}: HOG people detector, full resolution, SVM score >= '
-          f'{args.min_score:g}; scores per pair (empty: no detection)')
+          f'{args.min_score:g}; scores per pair (empty: no detection); low-light tone '
+          f'{"on" if args.lowlight_tone else "off"}')
     print('| pair | ' + ' | '.join(kinds) + ' |')
     print('|---|' + '---|' * len(kinds))
     try:
@@ -59,7 +69,15 @@ def main(argv=None):
             images = {'IR': inputs.ir,
                       'visible': cv2.cvtColor(inputs.vi_bgr, cv2.COLOR_BGR2GRAY)}
             for path, net in nets.items():
-                images[path] = cv2.cvtColor(fuse_pair(net, inputs)[0], cv2.COLOR_BGR2GRAY)
+                fused = fuse_pair(net, inputs, lowlight_tone=args.lowlight_tone)[0]
+                images[path] = cv2.cvtColor(fused, cv2.COLOR_BGR2GRAY)
+            for name, folder in args.peer:
+                path = find_peer_image(folder, args.dataset, pair.name)
+                image, reason = (read_peer_image(path, inputs.ir.shape) if path
+                                 else (None, f'no image for {pair.name} in {folder}'))
+                if image is None:
+                    raise SystemExit(f'--peer {name}: {reason}')
+                images[name] = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
             scores = {kind: sorted((score for _, score in detector.detect(image)), reverse=True)
                       for kind, image in images.items()}
             for kind, values in scores.items():
