@@ -94,7 +94,10 @@ def format_markdown(report):
     node = report.get('node') or {}
     for key in ('network_ms', 'processing_ms', 'arrival_to_publish_ms'):
         if isinstance(node.get(key), dict):
-            lines.append(_summary_row(f'node {key[:-3]}', node[key]))
+            # The node's own window (RunningStats, its last 1000 frames), warm-up included:
+            # an external node's earlier replays too.
+            lines.append(_summary_row(f'node {key[:-3]} (its last frames, warm-up included)',
+                                      node[key]))
     counters = node.get('counters') or {}
     if counters:
         lines += ['', 'Node counters over the replay: '
