@@ -33,9 +33,9 @@ import sys
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
-from tesg_ros.paths import DEFAULT_WEIGHTS  # noqa: E402 (the repository first)
+from tesg_ros.network.onnx_export import default_weights  # noqa: E402 (the repository first)
 
-WEIGHTS = ROOT.joinpath(*DEFAULT_WEIGHTS)
+WEIGHTS = default_weights()
 PAIR = ROOT / 'test' / 'data' / 'tno'
 
 

@@ -29,8 +29,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tesg_ros.node_params import PARAMETERS_BY_NAME  # noqa: E402 (the repository first)
-from tesg_ros.paths import DEFAULT_WEIGHTS, share_path  # noqa: E402
+from tesg_ros.network.onnx_export import default_weights  # noqa: E402 (the repository first)
+from tesg_ros.node_params import PARAMETERS_BY_NAME  # noqa: E402
 REPORTED = ('EN', 'SD', 'SF', 'AG', 'MI', 'SCD', 'VIF', 'Qabf', 'SSIM', 'Nabf', 'Blotch')
 # The nine quality metrics a comparison counts (higher is better) and the artefact measures
 # (lower is better).
@@ -245,6 +245,15 @@ def print_table(methods, scores):
               + ' | '.join(format_value(v) for v in means) + ' |')
 
 
+def add_lowlight_tone_option(parser):
+    """``--lowlight-tone`` / ``--no-lowlight-tone``, by default as the node's
+    ``model.lowlight_tone``."""
+    parser.add_argument('--lowlight-tone', action=argparse.BooleanOptionalAction,
+                        default=PARAMETERS_BY_NAME['model.lowlight_tone'].default,
+                        help="the node's low-light tone after the network (default: as the "
+                        "node's model.lowlight_tone)")
+
+
 def comparison(model_scores, peer_scores):
     """Metrics (of QUALITY) on which the model's mean is ahead, and the artefact verdicts."""
     def mean(scores, key):
@@ -258,12 +267,9 @@ def comparison(model_scores, peer_scores):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('datasets', nargs='+', help='folders with ir/ and vi/')
-    parser.add_argument('--weights', default=str(share_path(*DEFAULT_WEIGHTS)),
+    parser.add_argument('--weights', default=default_weights(),
                         help="the network (default: the node's default weights)")
-    parser.add_argument('--lowlight-tone', action=argparse.BooleanOptionalAction,
-                        default=PARAMETERS_BY_NAME['model.lowlight_tone'].default,
-                        help="the node's low-light tone after the network (default: as the "
-                        "node's model.lowlight_tone)")
+    add_lowlight_tone_option(parser)
     parser.add_argument('--convention', default='common', choices=('common', 'vifb'))
     parser.add_argument('--peer', action='append', type=parse_peer, default=[],
                         metavar='NAME=DIR', help="another method's fused images (repeatable)")

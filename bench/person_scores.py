@@ -29,19 +29,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evaluate_pairs import (DEFAULT_WEIGHTS, find_peer_image, fuse_pair,  # noqa: E402
-                            PARAMETERS_BY_NAME, pair_inputs, parse_peer, read_peer_image,
-                            share_path)
+from evaluate_pairs import (add_lowlight_tone_option, find_peer_image,  # noqa: E402
+                            fuse_pair, pair_inputs, parse_peer, read_peer_image)
+from tesg_ros.network.onnx_export import default_weights  # noqa: E402 (via evaluate_pairs)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('dataset', help='folder with ir/ and vi/')
-    parser.add_argument('--weights', nargs='+', default=[str(share_path(*DEFAULT_WEIGHTS))])
-    parser.add_argument('--lowlight-tone', action=argparse.BooleanOptionalAction,
-                        default=PARAMETERS_BY_NAME['model.lowlight_tone'].default,
-                        help="the node's low-light tone after the network (default: as the "
-                        "node's model.lowlight_tone)")
+    parser.add_argument('--weights', nargs='+', default=[default_weights()])
+    add_lowlight_tone_option(parser)
     parser.add_argument('--peer', action='append', type=parse_peer, default=[],
                         metavar='NAME=DIR', help="another method's fused images (repeatable)")
     parser.add_argument('--min-score', type=float, default=0.3,

@@ -37,13 +37,16 @@ def _range(image, low, high, stride):
 
 
 def _stretch(fused_stats, ir, vis_y, low, high, max_gain, stride):
-    """``(gain, fused_mid, source_mid)`` of restore_range's affine map."""
+    """``(gain, fused_mid, source_mid)`` of restore_range's affine map; ``(1, 0, 0)``, the
+    identity, when the fused image is as wide as its sources already."""
     fused_lo, fused_hi = _range(fused_stats, low, high, stride)
     ir_lo, ir_hi = _range(ir, low, high, stride)
     vis_lo, vis_hi = _range(vis_y, low, high, stride)
     source_lo, source_hi = min(ir_lo, vis_lo), max(ir_hi, vis_hi)
     span = fused_hi - fused_lo
     gain = 1.0 if span <= 1e-6 else float(np.clip((source_hi - source_lo) / span, 1.0, max_gain))
+    if gain == 1.0:
+        return 1.0, 0.0, 0.0
     return gain, 0.5 * (fused_lo + fused_hi), 0.5 * (source_lo + source_hi)
 
 
@@ -144,8 +147,6 @@ def lowlight_tone(fused_y, ir, vis_y, target=DEFAULT_LOWLIGHT_TARGET,
     gain, fused_mid, source_mid = _stretch(
         _small_blur(fused, sigma, stride), *(_small_blur(s, sigma, stride) for s in (ir, vis_y)),
         DEFAULT_QUANTILES[0], DEFAULT_QUANTILES[1], DEFAULT_MAX_GAIN, 1)
-    if gain == 1.0:  # as wide as the sources already: restore_range leaves it alone
-        fused_mid = source_mid = 0.0
 
     def stretched(b):  # B' as a function of B: restore_range's map, clipped
         return np.clip((b - fused_mid) * gain + source_mid, 0.0, 1.0)
