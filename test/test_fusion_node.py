@@ -491,13 +491,21 @@ def test_cuda_out_of_memory_falls_back_to_the_cpu_and_says_so(weights, pair):
     np.testing.assert_array_equal(result.bgr, reference)
 
 
-def _fused_by_stamp(graph, ir, vi_bgr, stamps):
-    for sec in stamps:
-        graph.publish_pair(thermal_message(ir), rgb_message(vi_bgr), sec=sec)
-        time.sleep(0.12)
-    graph.wait_for(lambda: len(graph.fused) >= len(stamps) - 1, 'the fused frames', 60.0)
-    time.sleep(0.3)
-    return [(m.header.stamp.sec, image_to_numpy(m).copy()) for m in graph.fused]
+def _fused_by_stamp(graph, ir, vi_bgr, start_sec, count):
+    """Send ``count`` pairs stamped 0.1 s apart (a camera's spacing, inside the node's
+    time-jump bound), each after the previous one is published or counted as failed, so that
+    a slow machine drops none; returns (stamp ns, fused pixels) in publishing order."""
+    for index in range(count):
+        graph.publish_pair(thermal_message(ir), rgb_message(vi_bgr), sec=start_sec,
+                           nanosec=index * 100_000_000)
+        graph.wait_for(lambda: _finished(graph) > index, f'pair {index} to be finished', 60.0)
+    return [(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, image_to_numpy(m).copy())
+            for m in graph.fused]
+
+
+def _finished(graph):
+    snapshot = graph.node.diagnostics_snapshot()
+    return min(len(graph.fused), snapshot['published']) + snapshot['dropped_error']
 
 
 def test_the_finishing_thread_publishes_the_same_frames_in_order(weights, pair):
@@ -510,8 +518,8 @@ def test_the_finishing_thread_publishes_the_same_frames_in_order(weights, pair):
     for pipeline in (True, False):
         graph = Graph(weights, {'worker.pipeline': pipeline, 'model.max_pixels': 20000})
         try:  # one graph at a time: both would publish on the same topics
-            results[pipeline] = dict(_fused_by_stamp(graph, ir, vi_bgr, range(300, 306)))
-            stamps = [m.header.stamp.sec for m in graph.fused]
+            results[pipeline] = dict(_fused_by_stamp(graph, ir, vi_bgr, 300, 6))
+            stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in graph.fused]
             snapshot = graph.node.diagnostics_snapshot()
         finally:
             graph.close()
@@ -520,7 +528,7 @@ def test_the_finishing_thread_publishes_the_same_frames_in_order(weights, pair):
             assert snapshot['stage_ms'][stage]['count'] == snapshot['published'], stage
         assert snapshot['dropped_error'] == 0
     common = set(results[True]) & set(results[False])
-    assert len(common) >= 4
+    assert len(common) == 6
     for sec in common:
         assert np.array_equal(results[True][sec], results[False][sec]), sec
 
@@ -540,7 +548,7 @@ def test_a_failing_finish_is_counted_and_the_worker_goes_on(graph_factory, pair,
 
     monkeypatch.setattr(FusionEngine, 'finish', staticmethod(finish_failing_once))
     graph = graph_factory()
-    _fused_by_stamp(graph, ir, vi_bgr, range(400, 404))
+    _fused_by_stamp(graph, ir, vi_bgr, 400, 4)
     snapshot = graph.node.diagnostics_snapshot()
     assert failures and snapshot['dropped_error'] == 1
     assert 'RuntimeError' in snapshot['error_kinds'] and snapshot['published'] >= 2
