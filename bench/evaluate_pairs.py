@@ -145,6 +145,15 @@ def read_peer_image(path, shape):
     return image, ''
 
 
+def load_peer_image(folder, dataset, pair_name, shape):
+    """``(image, reason)``: the peer's fused image for ``pair_name`` read as by
+    :func:`read_peer_image`, or None and why (none in ``folder``, unreadable, another size)."""
+    path = find_peer_image(folder, dataset, pair_name)
+    if path is None:
+        return None, f'no fused image for {pair_name} in {folder}'
+    return read_peer_image(path, shape)
+
+
 def nan_mean(values):
     """Mean over the finite values; NaN (without a warning) when there are none."""
     values = np.asarray(values, dtype=np.float64)
@@ -177,8 +186,8 @@ def score_dataset(dataset, net, sig, methods, peers, args, evaluate, montage_row
         if args.model_from:
             ir, vi_bgr = read_pair(pair)
             description = f'model output from {args.model_from}'
-            path = find_peer_image(Path(args.model_from), dataset, pair.name)
-            fused_images[methods[0]], reason = read_peer_image(path, ir.shape)
+            fused_images[methods[0]], reason = load_peer_image(
+                Path(args.model_from), dataset, pair.name, ir.shape)
             if reason:
                 raise SystemExit(f'--model-from: {reason}')
             variants = []
@@ -207,11 +216,7 @@ def score_dataset(dataset, net, sig, methods, peers, args, evaluate, montage_row
         fused_images['Laplacian pyramid'] = restore_colour_np(
             laplacian_pyramid_fusion(ir, grey_vi) / 255.0, vi_bgr)
         for peer, folder in peers:
-            path = find_peer_image(folder, dataset, pair.name)
-            if path is None:
-                notes.append(f'{peer}: no fused image for {pair.name} in {folder}')
-                continue
-            image, reason = read_peer_image(path, ir.shape)
+            image, reason = load_peer_image(folder, dataset, pair.name, ir.shape)
             if image is None:
                 notes.append(f'{peer}: {reason}')
                 continue

@@ -29,8 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evaluate_pairs import (add_lowlight_tone_option, find_peer_image,  # noqa: E402
-                            fuse_pair, pair_inputs, parse_peer, read_peer_image)
+from evaluate_pairs import (add_lowlight_tone_option, fuse_pair,  # noqa: E402 (sibling)
+                            load_peer_image, pair_inputs, parse_peer)
 from tesg_ros.network.onnx_export import default_weights  # noqa: E402 (via evaluate_pairs)
 
 
@@ -69,9 +69,8 @@ def main(argv=None):
                 fused = fuse_pair(net, inputs, lowlight_tone=args.lowlight_tone)[0]
                 images[path] = cv2.cvtColor(fused, cv2.COLOR_BGR2GRAY)
             for name, folder in args.peer:
-                path = find_peer_image(folder, args.dataset, pair.name)
-                image, reason = (read_peer_image(path, inputs.ir.shape) if path
-                                 else (None, f'no image for {pair.name} in {folder}'))
+                image, reason = load_peer_image(folder, args.dataset, pair.name,
+                                                inputs.ir.shape)
                 if image is None:
                     raise SystemExit(f'--peer {name}: {reason}')
                 images[name] = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
